@@ -1,0 +1,128 @@
+"""What every backend provides, and the process handle the Popen-based backends share."""
+
+from __future__ import annotations
+
+import abc
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from ..options import CallOptions
+
+#: Variables set to ``threads_per_core`` in every worker, unless the call's ``env`` sets them.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                    "NUMEXPR_NUM_THREADS")
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """What a session may use at once."""
+
+    cores: int
+    gpus: int = 0
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a backend needs to launch one worker."""
+
+    worker_id: str
+    options: CallOptions
+    #: remotefn's own variables (address, secret, worker id); never shown on a command line.
+    session_env: Mapping[str, str] = field(default_factory=dict)
+
+
+def worker_environment(spec: WorkerSpec, base: Mapping[str, str]) -> dict[str, str]:
+    """The environment of a worker: ``base`` plus the caller's import path, thread counts, the
+    call's ``env`` and remotefn's own variables, in that order of precedence (last wins)."""
+    environment = {k: v for k, v in base.items() if not k.startswith("REMOTEFN_")}
+    if "REMOTEFN_BACKEND" in base:
+        environment["REMOTEFN_BACKEND"] = base["REMOTEFN_BACKEND"]
+    path = [entry or os.getcwd() for entry in sys.path]
+    if base.get("PYTHONPATH"):
+        path.append(base["PYTHONPATH"])
+    environment["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(path))
+    threads = str(spec.options.threads_per_core)
+    environment.update({name: threads for name in THREAD_VARIABLES})
+    environment.update(spec.options.env)
+    environment.update(spec.session_env)
+    return environment
+
+
+def describe_exit(returncode: int) -> str:
+    """'exit code 3' or 'signal 9 (SIGKILL)' for a Popen return code."""
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = "unknown signal"
+        return f"signal {-returncode} ({name})"
+    return f"exit code {returncode}"
+
+
+class LaunchedWorker:
+    """A worker process started with Popen, watched through a pidfd and a stderr pipe."""
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self.popen = popen
+        self.pid = popen.pid
+        self.exit_fd: int | None = os.pidfd_open(popen.pid) if hasattr(os, "pidfd_open") else None
+        self.stderr_fd: int | None = popen.stderr.fileno() if popen.stderr else None
+
+    def poll(self) -> int | None:
+        """The return code if the process has exited (and is reaped now), else None."""
+        return self.popen.poll()
+
+    def signal(self, signum: int) -> None:
+        """Send ``signum`` to the worker's process group (the worker and what it started)."""
+        if self.popen.returncode is not None:
+            return
+        try:
+            os.killpg(self.pid, signum)
+        except (ProcessLookupError, PermissionError):
+            try:
+                self.popen.send_signal(signum)
+            except ProcessLookupError:
+                pass
+
+    def close(self) -> None:
+        if self.exit_fd is not None:
+            os.close(self.exit_fd)
+            self.exit_fd = None
+        if self.popen.stderr is not None:
+            self.popen.stderr.close()
+        self.stderr_fd = None
+
+
+class Backend(abc.ABC):
+    """How workers are launched and stopped; the session does everything else."""
+
+    name: str = ""
+
+    @abc.abstractmethod
+    def capacity(self) -> Capacity:
+        """Cores and GPUs the session may use at once."""
+
+    @abc.abstractmethod
+    def address(self, runtime_dir: str) -> str:
+        """The ZeroMQ address the session binds; workers connect to it."""
+
+    @abc.abstractmethod
+    def command(self, spec: WorkerSpec) -> list[str]:
+        """The command line that starts the worker for ``spec`` (a pure function)."""
+
+    def check_extras(self, extras: Sequence[tuple[str, Any]]) -> None:
+        """Raise ``ValueError`` for an ``extras`` entry this backend does not understand."""
+        if extras:
+            names = ", ".join(name for name, _ in extras)
+            raise ValueError(f"the {self.name} backend takes no extras, got: {names}")
+
+    def launch(self, spec: WorkerSpec) -> LaunchedWorker:
+        """Start the worker; raises ``OSError`` when the command cannot be run."""
+        popen = subprocess.Popen(
+            self.command(spec), env=worker_environment(spec, os.environ), cwd=spec.options.cwd,
+            stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        return LaunchedWorker(popen)

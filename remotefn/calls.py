@@ -1,0 +1,101 @@
+"""The session-side records of calls and workers that the hub schedules."""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from .backends import LaunchedWorker
+from .future import RemoteFuture
+from .options import CallOptions
+from .wire import Channel
+
+
+@dataclass(frozen=True)
+class FunctionRef:
+    """A function pickled once; workers receive ``payload`` once and ``digest`` afterwards."""
+
+    digest: bytes
+    payload: bytes
+    name: str
+
+
+class Call:
+    """One submitted call, from the queue until its future is set."""
+
+    __slots__ = ("call_id", "future", "function", "arguments", "options", "retries_left",
+                 "timed_out")
+
+    def __init__(self, call_id: int, future: RemoteFuture, function: FunctionRef,
+                 arguments: list[Any], options: CallOptions) -> None:
+        self.call_id = call_id
+        self.future = future
+        self.function = function
+        self.arguments = arguments
+        self.options = options
+        self.retries_left = options.retries
+        self.timed_out = False
+
+    def describe(self) -> str:
+        return f"{self.function.name} (call {self.call_id})"
+
+
+class State(enum.Enum):
+    STARTING = "starting"  # launched, no hello yet
+    INITIALIZING = "initializing"  # hello received, init running
+    READY = "ready"
+    STOPPING = "stopping"  # told to exit, killed, or exiting after its last call
+
+
+class Pool:
+    """Workers that share one set of options. One-shot pools start a worker per call."""
+
+    def __init__(self, key: Any, options: CallOptions, limit: int, init_payload: bytes) -> None:
+        self.key = key
+        self.options = options
+        self.one_shot = not options.block
+        self.limit = limit
+        self.init_payload = init_payload
+        self.cores = options.cores * options.threads_per_core
+        self.queue: deque[Call] = deque()
+        self.workers: set[WorkerRecord] = set()
+        self.starting = 0
+
+    def describe(self) -> str:
+        kind = "block pool" if not self.one_shot else "one-shot workers"
+        return f"{kind} ({self.options.cores} cores x {self.options.threads_per_core} threads)"
+
+
+class WorkerRecord:
+    """The session's view of one worker process."""
+
+    __slots__ = ("worker_id", "identity", "pool", "process", "channel", "heartbeat", "state",
+                 "inflight", "known", "stderr_tail", "host", "pid", "assigned", "holds_cores",
+                 "exit_code")
+
+    def __init__(self, worker_id: str, pool: Pool, process: LaunchedWorker, key: bytes) -> None:
+        self.worker_id = worker_id
+        self.identity = worker_id.encode()
+        self.pool = pool
+        self.process = process
+        self.channel = Channel(key, self.identity, session_side=True)
+        self.heartbeat = Channel(key, self.identity + b"#hb", session_side=True)
+        self.state = State.STARTING
+        self.inflight: deque[Call] = deque()
+        self.known: set[bytes] = set()
+        self.stderr_tail = bytearray()
+        self.host: str | None = None
+        self.pid: int | None = process.pid
+        #: The call a one-shot worker was started for.
+        self.assigned: Call | None = None
+        self.holds_cores = True
+        self.exit_code: int | None = None
+
+    def stderr_text(self) -> str:
+        return self.stderr_tail.decode("utf-8", "replace")
+
+    def describe(self) -> str:
+        where = f" on {self.host}" if self.host else ""
+        return f"worker {self.worker_id} (pid {self.pid}{where})"

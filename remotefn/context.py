@@ -1,0 +1,88 @@
+"""Which session a handle submits to: the innermost ``with`` session, else a default one.
+
+The current session lives in a :class:`~contextvars.ContextVar`. With none open, the first call
+creates a process-wide default session whose backend comes from the environment
+(``REMOTEFN_BACKEND``, else ``FLUX_URI`` -> flux, ``SLURM_JOB_ID`` -> slurm, else local); it is
+shut down at interpreter exit. Inside a worker the default is a local session confined to the
+worker's own cores.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+import weakref
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .sessions import Session
+
+current_session: ContextVar["Session | None"] = ContextVar("remotefn_session", default=None)
+
+_lock = threading.Lock()
+_default: "Session | None" = None
+_confined: dict[str, Any] | None = None
+_live: "weakref.WeakSet[Session]" = weakref.WeakSet()
+
+
+def backend_from_environment(environ: "os._Environ[str] | dict[str, str]" = os.environ) -> str:
+    """The backend a default session uses in this environment."""
+    chosen = environ.get("REMOTEFN_BACKEND")
+    if chosen:
+        return chosen
+    if environ.get("FLUX_URI"):
+        return "flux"
+    if environ.get("SLURM_JOB_ID"):
+        return "slurm"
+    return "local"
+
+
+def current() -> "Session":
+    """The session a handle called now submits to, creating the default one if needed."""
+    session = current_session.get()
+    if session is not None:
+        return session
+    return default()
+
+
+def default() -> "Session":
+    """The process-wide default session (created on first use)."""
+    global _default
+    with _lock:
+        if _default is None or _default.closed:
+            from .sessions import Session
+
+            if _confined is not None:
+                _default = Session(**_confined)
+            else:
+                _default = Session(backend_from_environment())
+        return _default
+
+
+def confine_default(max_cores: int | None) -> None:
+    """Inside a worker: the default session is local and limited to the worker's cores."""
+    global _confined
+    _confined = {"backend": "local", "max_cores": max_cores}
+
+
+def register(session: "Session") -> None:
+    _live.add(session)
+
+
+def shutdown_default() -> None:
+    """Shut the default session down, waiting for its calls (runs at interpreter exit)."""
+    with _lock:
+        session = _default
+    if session is not None:
+        session.shutdown(wait=True)
+
+
+def kill_local_sessions() -> None:
+    """Stop every worker of every session in this process at once (last resort before exit)."""
+    for session in list(_live):
+        session._kill_workers()
+
+
+atexit.register(shutdown_default)

@@ -1,0 +1,68 @@
+"""The future a remote call returns, with where and when the call ran and what it printed."""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class CallInfo:
+    """Where and when a call ran. Times are ``time.time()`` seconds; None until known."""
+
+    function: str
+    call_id: int
+    queued: float
+    worker_id: str | None = None
+    host: str | None = None
+    pid: int | None = None
+    started: float | None = None
+    finished: float | None = None
+
+    @property
+    def runtime(self) -> float | None:
+        """Seconds the function ran in the worker."""
+        if self.started is None or self.finished is None:
+            return None
+        return self.finished - self.started
+
+
+class RemoteFuture(Future):
+    """A :class:`concurrent.futures.Future` for a remote call.
+
+    ``info`` says where and when the call ran; ``stdout`` and ``stderr`` hold what the call
+    printed (it is also forwarded live to this process's streams).
+    """
+
+    def __init__(self, info: CallInfo) -> None:
+        super().__init__()
+        self.info = info
+        self._output: list[tuple[int, str]] = []
+
+    @property
+    def stdout(self) -> str:
+        return "".join(text for stream, text in self._output if stream == 1)
+
+    @property
+    def stderr(self) -> str:
+        return "".join(text for stream, text in self._output if stream == 2)
+
+    def __repr__(self) -> str:
+        base = super().__repr__()
+        return f"{base[:-1]} {self.info.function}>"
+
+    def _fail(self, error: BaseException) -> None:
+        """Set an exception unless the future is already finished (or cancelled)."""
+        if not self.done():
+            try:
+                self.set_exception(error)
+            except Exception:  # InvalidStateError: lost a race with cancel()
+                pass
+
+    def _succeed(self, value: Any) -> None:
+        if not self.done():
+            try:
+                self.set_result(value)
+            except Exception:
+                pass

@@ -1,0 +1,191 @@
+"""The options table: the one place where a per-call option is defined.
+
+Each :class:`Option` carries its default, its validator and its doc line. :func:`resolve`
+turns user keywords into a frozen :class:`CallOptions`, raising ``TypeError`` for a wrong type,
+``ValueError`` for a wrong value and ``NotImplementedError`` for a value not supported yet.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, fields, replace
+from typing import Any, Callable, Mapping
+
+Check = Callable[[str, Any], Any]
+
+
+@dataclass(frozen=True)
+class Option:
+    """One row of the options table."""
+
+    name: str
+    default: Any
+    check: Check
+    doc: str
+    #: Returns a reason when a value is valid but not supported yet.
+    unsupported: Callable[[Any], str | None] = lambda value: None
+
+
+def _type_name(value: Any) -> str:
+    return type(value).__name__
+
+
+def _integer(minimum: int) -> Check:
+    def check(name: str, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, got {value!r} ({_type_name(value)})")
+        if value < minimum:
+            raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+        return value
+
+    return check
+
+
+def _optional(check: Check) -> Check:
+    def optional(name: str, value: Any) -> Any:
+        return None if value is None else check(name, value)
+
+    return optional
+
+
+def _boolean(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r} ({_type_name(value)})")
+    return value
+
+
+def _seconds(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, got {value!r} ({_type_name(value)})")
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be a finite number of seconds > 0, got {value!r}")
+    return float(value)
+
+
+def _directory(name: str, value: Any) -> str:
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a path (str or os.PathLike), got {value!r} ({_type_name(value)})")
+    path = os.fspath(value)
+    if not isinstance(path, str) or not path:
+        raise ValueError(f"{name} must be a non-empty path, got {value!r}")
+    return path
+
+
+def _environment(name: str, value: Any) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{name} must be a mapping of str to str, got {value!r} ({_type_name(value)})")
+    for key, item in value.items():
+        if not isinstance(key, str) or not isinstance(item, str):
+            raise TypeError(f"{name} must map str to str, got {key!r}: {item!r}")
+        if not key or "=" in key or "\0" in key or "\0" in item:
+            raise ValueError(f"{name} has an invalid variable {key!r}: {item!r}")
+    return tuple(sorted(value.items()))
+
+
+def _function(name: str, value: Any) -> Callable[..., Any]:
+    if not callable(value):
+        raise TypeError(f"{name} must be callable, got {value!r} ({_type_name(value)})")
+    return value
+
+
+def _extras(name: str, value: Any) -> tuple[tuple[str, Any], ...]:
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{name} must be a mapping of backend settings, got {value!r} ({_type_name(value)})")
+    for key in value:
+        if not isinstance(key, str):
+            raise TypeError(f"{name} keys must be str, got {key!r}")
+    return tuple(sorted(value.items()))
+
+
+def _cache(name: str, value: Any) -> bool | None:
+    return None if value is None else _boolean(name, value)
+
+
+OPTIONS: dict[str, Option] = {
+    option.name: option
+    for option in (
+        Option("cores", 1, _integer(1), "MPI ranks the function runs on.",
+               lambda v: "cores > 1 (MPI functions)" if v > 1 else None),
+        Option("threads_per_core", 1, _integer(1),
+               "Cores (threads) per rank; sets OMP_NUM_THREADS and friends in the worker."),
+        Option("gpus", 0, _integer(0), "GPUs per rank (alias: gpus_per_core).",
+               lambda v: "gpus > 0" if v > 0 else None),
+        Option("cwd", None, _optional(_directory), "Working directory of the worker."),
+        Option("env", (), _environment, "Extra environment variables of the worker."),
+        Option("block", False, _boolean, "Keep a pool of persistent workers for these options."),
+        Option("max_workers", None, _optional(_integer(1)),
+               "Workers in the block pool (default: as many as the session's cores allow)."),
+        Option("init", None, _optional(_function),
+               "Runs once per block worker; its dict fills keyword arguments a call leaves out."),
+        Option("timeout", None, _optional(_seconds), "Seconds a call may run before CallTimeout."),
+        Option("retries", 0, _integer(0), "Times a call is rerun when its worker dies."),
+        Option("cache", None, _cache, "Store and reuse results in the session's cache.",
+               lambda v: "cache=True" if v else None),
+        Option("extras", (), _extras, "Backend-specific settings, passed to the backend as given."),
+    )
+}
+
+ALIASES: dict[str, str] = {"gpus_per_core": "gpus"}
+
+
+@dataclass(frozen=True)
+class CallOptions:
+    """The validated options of a call; hashable, so equal options share a block pool."""
+
+    cores: int = 1
+    threads_per_core: int = 1
+    gpus: int = 0
+    cwd: str | None = None
+    env: tuple[tuple[str, str], ...] = ()
+    block: bool = False
+    max_workers: int | None = None
+    init: Callable[..., Any] | None = None
+    timeout: float | None = None
+    retries: int = 0
+    cache: bool | None = None
+    extras: tuple[tuple[str, Any], ...] = ()
+
+    def pool_key(self) -> tuple[Any, ...]:
+        """What makes two calls share a worker: everything that shapes the worker process."""
+        return (self.cores, self.threads_per_core, self.gpus, self.cwd, self.env,
+                self.block, self.max_workers, self.init, repr(self.extras))
+
+
+DEFAULT_OPTIONS = CallOptions()
+assert {f.name for f in fields(CallOptions)} == set(OPTIONS), "options table out of sync"
+
+
+def resolve(overrides: Mapping[str, Any], base: CallOptions = DEFAULT_OPTIONS) -> CallOptions:
+    """Validate ``overrides`` and apply them on top of ``base``.
+
+    Raises ``TypeError`` for an unknown option or a wrong type, ``ValueError`` for a wrong value
+    and ``NotImplementedError`` for a value this version does not support yet.
+    """
+    if not overrides:
+        return base
+    named: dict[str, str] = {}
+    for given in overrides:
+        name = ALIASES.get(given, given)
+        if name not in OPTIONS:
+            valid = ", ".join(sorted([*OPTIONS, *ALIASES]))
+            raise TypeError(f"unknown option {given!r}; valid options are: {valid}")
+        if name in named:
+            raise TypeError(f"option {name!r} given twice (as {named[name]!r} and {given!r})")
+        named[name] = given
+    changes: dict[str, Any] = {}
+    for name, given in named.items():
+        option, value = OPTIONS[name], overrides[given]
+        changes[name] = option.check(given, value)
+        reason = option.unsupported(changes[name])
+        if reason is not None:
+            raise NotImplementedError(f"{reason} is not supported yet (got {given}={value!r})")
+    options = replace(base, **changes)
+    if options.init is not None and not options.block:
+        raise ValueError(f"init={options.init!r} needs block=True: it runs once per persistent worker")
+    return options
+
+
+def describe() -> str:
+    """The options table as text, one option per line."""
+    return "\n".join(f"{o.name} (default {o.default!r}): {o.doc}" for o in OPTIONS.values())

@@ -1,0 +1,303 @@
+"""Sessions: where calls go. A :class:`Session` is a :class:`concurrent.futures.Executor`."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import importlib
+import itertools
+import threading
+import time
+import weakref
+from functools import partial
+from typing import Any, Callable, Iterable, Iterator
+
+import cloudpickle
+
+from . import backends, context, wire
+from .calls import Call, FunctionRef
+from .dependencies import Waiter, find_futures
+from .errors import SerializationError
+from .future import CallInfo, RemoteFuture
+from .hub import Hub
+from .options import DEFAULT_OPTIONS, CallOptions
+
+
+class Session(concurrent.futures.Executor):
+    """Runs calls on workers that its backend launches; see :func:`session`."""
+
+    def __init__(self, backend: str | None = None, *, forward_output: bool = True,
+                 start_timeout: float = 300.0, **settings: Any) -> None:
+        if not isinstance(forward_output, bool):
+            raise TypeError(f"forward_output must be True or False, got {forward_output!r}")
+        if isinstance(start_timeout, bool) or not isinstance(start_timeout, (int, float)):
+            raise TypeError(f"start_timeout must be a number of seconds, got {start_timeout!r}")
+        if not start_timeout > 0:
+            raise ValueError(f"start_timeout must be > 0, got {start_timeout!r}")
+        name = backend if backend is not None else context.backend_from_environment()
+        self.backend = backends.create(name, settings)
+        self._hub = Hub(self.backend, forward_output=forward_output,
+                        start_timeout=float(start_timeout))
+        self._pending: set[concurrent.futures.Future] = set()
+        self._closed = False
+        self._lock = threading.Lock()
+        self._call_ids = itertools.count(1)
+        self._functions: weakref.WeakKeyDictionary[Any, FunctionRef] = weakref.WeakKeyDictionary()
+        self._tokens: list[Any] = []
+        context.register(self)
+
+    # -- the Executor interface ------------------------------------------------------------
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> RemoteFuture:
+        """Run ``fn(*args, **kwargs)`` on a worker; returns a future at once.
+
+        ``fn`` may be a plain callable or a :func:`~remotefn.remote` handle, whose options
+        apply. Futures in the arguments are waited for without blocking. Raises
+        ``RuntimeError`` after shutdown, :class:`~remotefn.SerializationError` when an argument
+        does not pickle, ``ValueError`` when the call can never fit in the session.
+        """
+        from .decorator import RemoteFunction
+
+        if isinstance(fn, RemoteFunction):
+            return self._submit(fn.__wrapped__, fn.remote_options, args, kwargs)
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, got {fn!r} ({type(fn).__name__})")
+        return self._submit(fn, DEFAULT_OPTIONS, args, kwargs)
+
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
+            chunksize: int = 1) -> Iterator[Any]:
+        """Like :meth:`concurrent.futures.Executor.map`: results in order; ``chunksize`` > 1
+        sends that many calls to a worker at a time."""
+        if isinstance(chunksize, bool) or not isinstance(chunksize, int):
+            raise TypeError(f"chunksize must be an int, got {chunksize!r}")
+        if chunksize < 1:
+            raise ValueError(f"chunksize must be >= 1, got {chunksize!r}")
+        if chunksize == 1:
+            return super().map(fn, *iterables, timeout=timeout)
+        from .decorator import RemoteFunction
+
+        options = fn.remote_options if isinstance(fn, RemoteFunction) else DEFAULT_OPTIONS
+        plain = fn.__wrapped__ if isinstance(fn, RemoteFunction) else fn
+        chunked = RemoteFunction(partial(_run_chunk, plain), options)
+        chunks = _chunks(zip(*iterables), chunksize)
+        return itertools.chain.from_iterable(super().map(chunked, chunks, timeout=timeout))
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop accepting calls and stop every worker once the submitted calls are done.
+
+        ``wait=True`` blocks until then; ``cancel_futures=True`` cancels calls not yet running.
+        Ctrl-C while waiting stops the workers at once.
+        """
+        with self._lock:
+            self._closed = True
+        if cancel_futures:
+            for future in list(self._pending):
+                future.cancel()
+        if threading.current_thread() is self._hub.thread:
+            self._hub.stop(kill=False)
+            return
+        if not wait:
+            threading.Thread(target=self._stop_when_done, name="remotefn-shutdown",
+                             daemon=True).start()
+            return
+        try:
+            self._stop_when_done()
+        except BaseException:
+            self._abort()
+            raise
+
+    def _stop_when_done(self) -> None:
+        while self._pending:
+            concurrent.futures.wait(list(self._pending))
+        self._hub.stop(kill=False)
+        self._hub.stopped.wait()
+
+    def _abort(self) -> None:
+        """Cancel what has not started and kill every worker now (an error or Ctrl-C)."""
+        with self._lock:
+            self._closed = True
+        for future in list(self._pending):
+            future.cancel()
+        self._hub.stop(kill=True)
+        self._hub.stopped.wait(10)
+
+    def _kill_workers(self) -> None:
+        self._hub.kill_now()
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`shutdown` was called."""
+        return self._closed
+
+    def __enter__(self) -> "Session":
+        self._tokens.append(context.current_session.set(self))
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, traceback: Any) -> None:
+        if self._tokens:
+            context.current_session.reset(self._tokens.pop())
+        if exc_type is None:
+            self.shutdown(wait=True)
+        else:
+            self._abort()
+
+    # -- monitoring --------------------------------------------------------------------------
+
+    def resources(self) -> dict[str, Any]:
+        """A snapshot of capacity and workers (read without locking; for display only)."""
+        hub = self._hub
+        return {
+            "backend": self.backend.name,
+            "cores": {"total": hub.capacity.cores, "in_use": hub.used_cores,
+                      "free": hub.capacity.cores - hub.used_cores},
+            "workers": [{"worker": w.worker_id, "host": w.host, "pid": w.pid,
+                         "state": w.state.value,
+                         "running": [c.describe() for c in list(w.inflight)[:1]]}
+                        for w in list(hub.workers)],
+        }
+
+    # -- submission --------------------------------------------------------------------------
+
+    def _submit(self, function: Callable[..., Any], options: CallOptions, args: tuple,
+                kwargs: dict[str, Any]) -> RemoteFuture:
+        if self._closed:
+            raise RuntimeError("cannot submit calls to a session that was shut down")
+        cores = options.cores * options.threads_per_core
+        if cores > self._hub.capacity.cores:
+            raise ValueError(
+                f"the call asks for {options.cores} cores x {options.threads_per_core} threads "
+                f"= {cores} cores but the session has {self._hub.capacity.cores}")
+        self.backend.check_extras(options.extras)
+        ref = self._function_ref(function)
+        dependencies = find_futures(args, kwargs)
+        arguments = None if dependencies else _pickle_arguments(ref, args, kwargs)
+        call_id = next(self._call_ids)
+        future = RemoteFuture(CallInfo(ref.name, call_id, time.time()))
+        self._pending.add(future)
+        future.add_done_callback(self._pending.discard)
+        if arguments is not None:
+            self._hub.submit(Call(call_id, future, ref, arguments, options))
+        else:
+            Waiter(dependencies, args, kwargs,
+                   ready=partial(self._dependencies_ready, future, ref, options),
+                   failed=future._fail)
+        return future
+
+    def _dependencies_ready(self, future: RemoteFuture, ref: FunctionRef, options: CallOptions,
+                            args: tuple, kwargs: dict[str, Any]) -> None:
+        if future.done():
+            return
+        try:
+            arguments = _pickle_arguments(ref, args, kwargs)
+        except SerializationError as error:
+            future._fail(error)
+            return
+        self._hub.submit(Call(future.info.call_id, future, ref, arguments, options))
+
+    def _function_ref(self, function: Callable[..., Any]) -> FunctionRef:
+        try:
+            ref = self._functions.get(function)
+        except TypeError:  # neither hashable nor weakly referenceable
+            ref = None
+        if ref is None:
+            ref = function_ref(function)
+            try:
+                self._functions[function] = ref
+            except TypeError:
+                pass
+        return ref
+
+
+def session(backend: str | None = None, **settings: Any) -> Session:
+    """Open a session on ``backend`` (``"local"``, ``"slurm"`` or ``"flux"``; default: detected
+    from the environment). Use it as a context manager: inside the ``with`` block, calls of
+    :func:`~remotefn.remote` handles go to it, and leaving the block waits for them and stops
+    the workers (an exception in the block stops them at once).
+
+    Settings: ``forward_output`` (print the calls' output here, default True),
+    ``start_timeout`` (seconds a worker may take to connect, default 300) and the backend's own (local: ``max_cores``, ``python``, ``transport``, ``interface``).
+    """
+    return Session(backend, **settings)
+
+
+# -- shipping functions and arguments --------------------------------------------------------
+
+
+class _ByName:
+    """Pickles as 'import this attribute', for functions importable in the worker."""
+
+    def __init__(self, module: str, qualname: str) -> None:
+        self.module, self.qualname = module, qualname
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (import_function, (self.module, self.qualname))
+
+
+def import_function(module: str, qualname: str) -> Callable[..., Any]:
+    """Import ``module.qualname``; a remote handle found there is unwrapped to its function."""
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return getattr(obj, "__wrapped__", obj) if _is_handle(obj) else obj
+
+
+def _is_handle(obj: Any) -> bool:
+    from .decorator import RemoteFunction
+
+    return isinstance(obj, RemoteFunction)
+
+
+def _importable_name(function: Any) -> tuple[str, str] | None:
+    module = getattr(function, "__module__", None)
+    qualname = getattr(function, "__qualname__", None)
+    if not module or not qualname or module == "__main__" or "<" in qualname:
+        return None
+    try:
+        found = import_function(module, qualname)
+    except Exception:
+        return None
+    return (module, qualname) if found is function else None
+
+
+def function_ref(function: Callable[..., Any]) -> FunctionRef:
+    """Pickle ``function`` once: by name when the worker can import it, else by value."""
+    name = getattr(function, "__qualname__", None) or type(function).__name__
+    module = getattr(function, "__module__", None)
+    label = f"{module}.{name}" if module and module != "__main__" else name
+    importable = _importable_name(function)
+    try:
+        payload = (cloudpickle.dumps(_ByName(*importable)) if importable
+                   else cloudpickle.dumps(function))
+    except Exception as error:
+        raise SerializationError(f"the function {label} cannot be pickled: "
+                                 f"{type(error).__name__}: {error}") from error
+    return FunctionRef(hashlib.blake2b(payload, digest_size=16).digest(), payload, label)
+
+
+def _pickle_arguments(ref: FunctionRef, args: tuple, kwargs: dict[str, Any]) -> list[Any]:
+    try:
+        return wire.dumps((args, kwargs))
+    except Exception as error:
+        culprit = "the arguments"
+        for where, value in [*((f"argument {i}", a) for i, a in enumerate(args)),
+                             *((f"keyword argument {k!r}", v) for k, v in kwargs.items())]:
+            try:
+                cloudpickle.dumps(value)
+            except Exception:
+                culprit = f"{where} ({type(value).__name__})"
+                break
+        raise SerializationError(f"cannot send {culprit} of {ref.name} to a worker: "
+                                 f"{type(error).__name__}: {error}") from error
+
+
+def _chunks(items: Iterable[tuple[Any, ...]], size: int) -> Iterator[list[tuple[Any, ...]]]:
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+def _run_chunk(function: Callable[..., Any], chunk: list[tuple[Any, ...]]) -> list[Any]:
+    return [function(*args) for args in chunk]
+
+
+__all__ = ["Session", "session"]

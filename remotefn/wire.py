@@ -1,0 +1,148 @@
+"""Messages between a session and its workers: framing, authentication and pickling.
+
+Every message is a list of ZeroMQ frames ``[header, *body, mac]``. The header holds the protocol
+version, the message kind, flags, a per-direction sequence number and a call id. The MAC is a
+keyed BLAKE2b over the direction, the worker's identity and every frame (large frames enter it
+through their SHA-256), with the session's fresh secret as key. A receiver checks the MAC and that
+the sequence number grows before it looks at, let alone unpickles, anything else.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import pickle
+import secrets
+import struct
+from typing import Any, Sequence
+
+import cloudpickle
+
+from ._version import PROTOCOL_VERSION
+
+HEADER = struct.Struct("!BBBxQQ")
+MAC_SIZE = 32
+KEY_SIZE = 32
+#: Frames larger than this enter the MAC through their SHA-256, which is faster for bulk data.
+_BULK = 1 << 16
+
+
+class Kind(enum.IntEnum):
+    """Message kinds; the direction each one travels is in its comment."""
+
+    HELLO = 1  # worker -> session: json version, pid, host
+    WELCOME = 2  # session -> worker: pickled init function (or empty)
+    READY = 3  # worker -> session: init done
+    INIT_FAILED = 4  # worker -> session: json error text
+    REJECT = 5  # session -> worker: reason text, the worker exits
+    TASK = 6  # session -> worker: function digest, function bytes or b"", pickled (args, kwargs)
+    RESULT = 7  # worker -> session: timing struct, pickled value or error
+    OUTPUT = 8  # worker -> session: stream number, text
+    PING = 9  # worker heartbeat -> session
+    PONG = 10  # session -> worker heartbeat
+    SHUTDOWN = 11  # session -> worker
+
+
+class Flag(enum.IntFlag):
+    NONE = 0
+    LAST = 1  # TASK: exit after this call
+    ERROR = 2  # RESULT: the payload is an exception
+    UNPICKLABLE = 4  # RESULT: the payload is a text describing what failed to pickle
+
+
+#: How a session tells a worker where it is and who it is (environment variables, removed by
+#: the worker at start so that its secret never reaches user code).
+ENV_ADDRESS = "REMOTEFN_ADDRESS"
+ENV_KEY = "REMOTEFN_KEY"
+ENV_WORKER = "REMOTEFN_WORKER"
+ENV_PARENT = "REMOTEFN_PARENT_PID"
+ENV_CORES = "REMOTEFN_CORES"
+
+TO_WORKER = b"S"
+TO_SESSION = b"W"
+
+
+class AuthenticationError(Exception):
+    """A message failed its MAC, its sequence check or its layout; it was dropped unread."""
+
+
+def new_key() -> bytes:
+    return secrets.token_bytes(KEY_SIZE)
+
+
+def _mac(key: bytes, direction: bytes, identity: bytes, frames: Sequence[Any]) -> bytes:
+    digest = hashlib.blake2b(key=key, digest_size=MAC_SIZE)
+    digest.update(direction)
+    digest.update(len(identity).to_bytes(2, "little"))
+    digest.update(identity)
+    for frame in frames:
+        view = memoryview(frame)
+        size = view.nbytes
+        digest.update(size.to_bytes(8, "little"))
+        digest.update(hashlib.sha256(view).digest() if size > _BULK else view)
+    return digest.digest()
+
+
+class Channel:
+    """One authenticated direction pair between the session and one worker identity."""
+
+    __slots__ = ("key", "identity", "outgoing", "incoming", "sent", "received")
+
+    def __init__(self, key: bytes, identity: bytes, *, session_side: bool) -> None:
+        self.key = key
+        self.identity = identity
+        self.outgoing = TO_WORKER if session_side else TO_SESSION
+        self.incoming = TO_SESSION if session_side else TO_WORKER
+        self.sent = 0
+        self.received = 0
+
+    def seal(self, kind: Kind, body: Sequence[Any] = (), call_id: int = 0,
+             flags: int = 0) -> list[Any]:
+        """Frames ready to send: header, body, MAC."""
+        self.sent += 1
+        frames = [HEADER.pack(PROTOCOL_VERSION, kind, flags, self.sent, call_id), *body]
+        frames.append(_mac(self.key, self.outgoing, self.identity, frames))
+        return frames
+
+    def open(self, frames: Sequence[Any]) -> tuple[Kind, int, int, list[Any]]:
+        """Check a received message; return ``(kind, flags, call_id, body)``.
+
+        Raises :class:`AuthenticationError` without unpickling anything when the message is
+        malformed, forged, replayed or of another protocol version.
+        """
+        if len(frames) < 2:
+            raise AuthenticationError("message too short")
+        *signed, mac = frames
+        if memoryview(signed[0]).nbytes != HEADER.size:
+            raise AuthenticationError("malformed header")
+        if not hmac.compare_digest(bytes(mac), _mac(self.key, self.incoming, self.identity, signed)):
+            raise AuthenticationError("bad MAC")
+        version, kind, flags, seq, call_id = HEADER.unpack(signed[0])
+        if seq <= self.received:
+            raise AuthenticationError(f"replayed message (sequence {seq} after {self.received})")
+        self.received = seq
+        if version != PROTOCOL_VERSION:
+            raise AuthenticationError(f"protocol {version}, expected {PROTOCOL_VERSION}")
+        try:
+            return Kind(kind), flags, call_id, list(signed[1:])
+        except ValueError:
+            raise AuthenticationError(f"unknown message kind {kind}") from None
+
+
+def dumps(obj: Any) -> list[Any]:
+    """Pickle ``obj``; large buffers (numpy arrays) become extra frames, not copies."""
+    buffers: list[pickle.PickleBuffer] = []
+    data = cloudpickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    return [data, *(buffer.raw() for buffer in buffers)]
+
+
+def loads(frames: Sequence[Any]) -> Any:
+    """Unpickle what :func:`dumps` produced. Out-of-band buffers are copied once so that
+    arrays arrive writable."""
+    buffers = [bytearray(frame) for frame in frames[1:]]
+    return pickle.loads(frames[0], buffers=buffers)
+
+
+#: RESULT's first frame: wall-clock start and end of the call in the worker.
+TIMING = struct.Struct("!dd")

@@ -1,0 +1,53 @@
+"""A worker that misbehaves before it serves, driven by FAKE_MODE; see test_security.py.
+
+Started by a session in place of ``python -m remotefn.worker`` (the session's ``python``
+setting points at a wrapper script), so it receives the real address, secret and identity.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+
+from remotefn import wire
+from remotefn.wire import Kind
+from remotefn.worker import Worker, hello_message
+
+
+class Evil:
+    """Unpickling this creates the file named by FAKE_MARKER."""
+
+    def __reduce__(self):
+        return (open, (os.environ["FAKE_MARKER"], "w"))
+
+
+def main() -> None:
+    mode = os.environ["FAKE_MODE"]
+    address = os.environ.pop(wire.ENV_ADDRESS)
+    key = bytes.fromhex(os.environ.pop(wire.ENV_KEY))
+    identity = os.environ.pop(wire.ENV_WORKER).encode()
+    worker = Worker(address, key, identity)
+    evil = pickle.dumps(Evil()) if "FAKE_MARKER" in os.environ else b""
+    if mode == "forged":
+        wrong_key = wire.Channel(b"k" * wire.KEY_SIZE, identity, session_side=False)
+        worker.socket.send_multipart(wrong_key.seal(Kind.HELLO, [hello_message()]))
+        worker.socket.send_multipart(wrong_key.seal(
+            Kind.RESULT, [wire.TIMING.pack(0, 0), evil], call_id=1))
+        frames = worker.channel.seal(Kind.HELLO, [hello_message()])
+        frames[1] = evil  # a frame swapped after sealing
+        worker.socket.send_multipart(frames)
+        worker.serve()
+    elif mode == "replayed":
+        hello = worker.channel.seal(Kind.HELLO, [hello_message()])
+        worker.socket.send_multipart(hello)
+        worker.socket.send_multipart(hello)
+        worker.loop()
+    elif mode == "old-version":
+        worker.send(Kind.HELLO, [hello_message(version="0.0.1", protocol=0)])
+        worker.loop()
+    worker.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""The options table: every bad input fails at decoration time, naming the bad value."""
+
+from __future__ import annotations
+
+import pytest
+
+import remotefn
+from remotefn import remote
+from remotefn.options import OPTIONS, resolve
+
+
+def work(x):
+    return x
+
+
+class NotPath:
+    pass
+
+
+BAD = [
+    # (options, exception, text the message must contain)
+    ({"cores": 0}, ValueError, "0"),
+    ({"cores": -3}, ValueError, "-3"),
+    ({"cores": 1.5}, TypeError, "1.5"),
+    ({"cores": "4"}, TypeError, "'4'"),
+    ({"cores": True}, TypeError, "True"),
+    ({"cores": None}, TypeError, "None"),
+    ({"threads_per_core": 0}, ValueError, "0"),
+    ({"threads_per_core": 2.0}, TypeError, "2.0"),
+    ({"threads_per_core": "two"}, TypeError, "'two'"),
+    ({"gpus": -1}, ValueError, "-1"),
+    ({"gpus": 0.5}, TypeError, "0.5"),
+    ({"gpus_per_core": -2}, ValueError, "-2"),
+    ({"gpus_per_core": "1"}, TypeError, "'1'"),
+    ({"cwd": 42}, TypeError, "42"),
+    ({"cwd": ""}, ValueError, "''"),
+    ({"cwd": NotPath()}, TypeError, "NotPath"),
+    ({"env": ["A=1"]}, TypeError, "['A=1']"),
+    ({"env": {"A": 1}}, TypeError, "1"),
+    ({"env": {1: "a"}}, TypeError, "1"),
+    ({"env": {"A=B": "x"}}, ValueError, "'A=B'"),
+    ({"env": {"": "x"}}, ValueError, "''"),
+    ({"block": "yes"}, TypeError, "'yes'"),
+    ({"block": 1}, TypeError, "1"),
+    ({"max_workers": 0}, ValueError, "0"),
+    ({"max_workers": 2.5}, TypeError, "2.5"),
+    ({"init": "loader"}, TypeError, "'loader'"),
+    ({"init": lambda: {}}, ValueError, "block=True"),
+    ({"timeout": 0}, ValueError, "0"),
+    ({"timeout": -1.0}, ValueError, "-1.0"),
+    ({"timeout": "10s"}, TypeError, "'10s'"),
+    ({"timeout": float("inf")}, ValueError, "inf"),
+    ({"timeout": float("nan")}, ValueError, "nan"),
+    ({"retries": -1}, ValueError, "-1"),
+    ({"retries": 1.0}, TypeError, "1.0"),
+    ({"cache": "yes"}, TypeError, "'yes'"),
+    ({"extras": ["--exclusive"]}, TypeError, "['--exclusive']"),
+    ({"extras": {1: "x"}}, TypeError, "1"),
+    ({"corse": 2}, TypeError, "'corse'"),
+    ({"gpus": 1, "gpus_per_core": 1}, TypeError, "gpus_per_core"),
+]
+
+
+@pytest.mark.parametrize("options, error, text", BAD, ids=[str(o) for o, _, _ in BAD])
+def test_bad_option_fails_at_decoration(options, error, text):
+    with pytest.raises(error) as raised:
+        remote(**options)(work)
+    assert text in str(raised.value)
+
+
+@pytest.mark.parametrize("options, error, text", BAD[:10], ids=[str(o) for o, _, _ in BAD[:10]])
+def test_bad_option_fails_in_options_and_function_form(options, error, text):
+    with pytest.raises(error) as raised:
+        remote(work).options(**options)
+    assert text in str(raised.value)
+    with pytest.raises(error):
+        remote(work, **options)
+
+
+def test_unknown_option_lists_the_valid_ones():
+    with pytest.raises(TypeError) as raised:
+        remote(work, ranks=2)
+    message = str(raised.value)
+    assert "'ranks'" in message
+    for name in OPTIONS:
+        assert name in message
+
+
+@pytest.mark.parametrize("options, what", [
+    ({"cores": 2}, "cores > 1"),
+    ({"gpus": 1}, "gpus > 0"),
+    ({"gpus_per_core": 2}, "gpus > 0"),
+    ({"cache": True}, "cache=True"),
+])
+def test_options_of_later_versions_are_refused_clearly(options, what):
+    with pytest.raises(NotImplementedError, match="not supported yet") as raised:
+        remote(work, **options)
+    assert what in str(raised.value)
+
+
+def test_alias_gpus_per_core_means_gpus():
+    assert resolve({"gpus_per_core": 0}).gpus == 0
+
+
+def test_valid_options_are_normalised():
+    options = remote(work, threads_per_core=2, env={"B": "2", "A": "1"}, timeout=3,
+                     block=True, max_workers=2, retries=1).remote_options
+    assert options.threads_per_core == 2
+    assert options.env == (("A", "1"), ("B", "2"))
+    assert options.timeout == 3.0 and isinstance(options.timeout, float)
+    assert options.block and options.max_workers == 2 and options.retries == 1
+
+
+def test_unknown_extras_are_refused_at_submission(local):
+    handle = remote(work, extras={"partition": "debug"})
+    with pytest.raises(ValueError, match="partition"):
+        local.submit(handle, 1)
+
+
+def test_a_call_larger_than_the_session_is_refused_at_submission(local):
+    with pytest.raises(ValueError, match="8 cores but the session has 4"):
+        local.submit(remote(work, threads_per_core=8), 1)
+
+
+@pytest.mark.parametrize("settings, error, text", [
+    ({"backend": "pbs"}, ValueError, "'pbs'"),
+    ({"backend": 3}, TypeError, "3"),
+    ({"max_cores": 0}, ValueError, "0"),
+    ({"max_cores": "4"}, TypeError, "'4'"),
+    ({"transport": "udp"}, ValueError, "'udp'"),
+    ({"forward_output": "no"}, TypeError, "'no'"),
+    ({"colour": "red"}, TypeError, "colour"),
+])
+def test_bad_session_settings(settings, error, text):
+    with pytest.raises(error) as raised:
+        remotefn.session(**{"backend": "local", **settings})
+    assert text in str(raised.value)
+
+
+@pytest.mark.parametrize("backend", ["slurm", "flux"])
+def test_backends_of_later_versions_are_a_clear_error(backend):
+    with pytest.raises(NotImplementedError, match=f"{backend} backend is not available"):
+        remotefn.session(backend)

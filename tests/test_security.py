@@ -1,0 +1,98 @@
+"""Only a session's own workers are heard; nothing is unpickled before it is authenticated."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+
+import pytest
+import zmq
+
+import remotefn
+from remotefn import ProtocolError, WorkerStartError, remote, wire
+from remotefn.wire import Kind
+from helpers import wait_until
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def identity(x):
+    return x
+
+
+class Evil:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+@pytest.fixture
+def fake_python(tmp_path):
+    """An interpreter path that runs tests/fake_worker.py instead of the real worker."""
+    script = tmp_path / "fake-python"
+    script.write_text(f"#!/bin/sh\nexec {sys.executable} {HERE}/fake_worker.py\n")
+    script.chmod(0o755)
+    return str(script)
+
+
+@pytest.mark.parametrize("transport", ["ipc", "tcp"])
+def test_foreign_client_is_ignored_and_nothing_is_unpickled(tmp_path, transport):
+    marker = tmp_path / "unpickled"
+    with remotefn.session("local", transport=transport, forward_output=False) as session:
+        address = session._hub.address
+        context = zmq.Context()
+        intruder = context.socket(zmq.DEALER)
+        intruder.setsockopt(zmq.LINGER, 0)
+        intruder.connect(address)
+        evil = pickle.dumps(Evil(str(marker)))
+        guessed = wire.Channel(os.urandom(32), b"w0", session_side=False)
+        intruder.send_multipart([b"garbage"])
+        intruder.send_multipart([evil, evil, evil])
+        intruder.send_multipart(guessed.seal(Kind.RESULT, [wire.TIMING.pack(0, 0), evil], 1))
+        wait_until(lambda: session._hub.rejected >= 3, what="the intruder's messages")
+        assert remote(identity)(7).result(timeout=30) == 7
+        intruder.close()
+        context.term()
+    assert not marker.exists()
+
+
+def test_forged_frames_from_a_worker_identity_are_dropped(tmp_path, fake_python):
+    marker = tmp_path / "unpickled"
+    env = {"FAKE_MODE": "forged", "FAKE_MARKER": str(marker)}
+    with remotefn.session("local", python=fake_python, forward_output=False) as session:
+        handle = remote(identity, env=env, block=True, max_workers=1)
+        assert handle(1).result(timeout=30) == 1
+        assert handle(2).result(timeout=30) == 2
+        assert session._hub.rejected == 3
+    assert not marker.exists()
+
+
+def test_replayed_frames_are_dropped(fake_python):
+    with remotefn.session("local", python=fake_python, forward_output=False) as session:
+        handle = remote(identity, env={"FAKE_MODE": "replayed"}, block=True, max_workers=1)
+        assert handle(1).result(timeout=30) == 1
+        assert session._hub.rejected == 1
+
+
+def test_worker_of_another_version_is_refused_naming_both(fake_python):
+    with remotefn.session("local", python=fake_python, forward_output=False):
+        handle = remote(identity, env={"FAKE_MODE": "old-version"})
+        with pytest.raises(ProtocolError) as raised:
+            handle(1).result(timeout=30)
+    message = str(raised.value)
+    assert "0.0.1" in message and remotefn.__version__ in message
+    assert isinstance(raised.value, WorkerStartError)
+
+
+def test_the_secret_does_not_reach_user_code(local):
+    environment = remote(dict)(os.environ).result(timeout=30)
+    assert not any(name.startswith("REMOTEFN_") for name in environment)
+    seen = local.submit(os.environ.copy).result(timeout=30)
+    assert local._hub.key.hex() not in repr(seen)
+
+
+def test_runtime_directory_is_private(local):
+    assert os.stat(local._hub.runtime_dir).st_mode & 0o077 == 0

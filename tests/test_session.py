@@ -1,0 +1,162 @@
+"""A session behaves as the standard library's executors do."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import gc
+import os
+import threading
+import weakref
+
+import pytest
+
+import remotefn
+from remotefn import remote
+from remotefn import context
+from helpers import wait_until
+
+
+def identity(x):
+    return x
+
+
+def keywords(fn=None, self=None, **rest):
+    return {"fn": fn, "self": self, **rest}
+
+
+def wait_for(event_path, value):
+    """Block until the file at event_path exists, then return value."""
+    import time
+
+    while not os.path.exists(event_path):
+        time.sleep(0.005)
+    return value
+
+
+def test_submit_plain_function(local):
+    assert local.submit(pow, 2, 10).result(timeout=30) == 1024
+
+
+def test_submit_after_shutdown_raises():
+    s = remotefn.session("local", forward_output=False)
+    s.shutdown()
+    with pytest.raises(RuntimeError, match="shut down"):
+        s.submit(identity, 1)
+
+
+def test_keywords_named_fn_and_self_pass_through(local):
+    result = local.submit(keywords, fn="a", self="b", cores=7).result(timeout=30)
+    assert result == {"fn": "a", "self": "b", "cores": 7}
+
+
+def test_map_keeps_order_with_chunksize_and_timeout(local):
+    assert list(local.map(identity, range(25), timeout=60)) == list(range(25))
+    assert list(local.map(pow, range(10), [2] * 10, chunksize=3)) == [i ** 2 for i in range(10)]
+    with pytest.raises(ValueError, match="chunksize must be >= 1, got 0"):
+        local.map(identity, [1], chunksize=0)
+
+
+def test_map_timeout_raises(local, tmp_path):
+    results = local.map(wait_for, [str(tmp_path / "never")], [1], timeout=0.2)
+    with pytest.raises(TimeoutError):
+        list(results)
+    local.shutdown(cancel_futures=True, wait=False)
+    local._abort()
+
+
+def test_wait_and_as_completed(local):
+    handle = remote(identity, block=True, max_workers=2)
+    futures = [local.submit(handle, i) for i in range(10)]
+    done, not_done = concurrent.futures.wait(futures, timeout=60)
+    assert len(done) == 10 and not not_done
+    assert sorted(f.result() for f in concurrent.futures.as_completed(futures)) == list(range(10))
+
+
+def test_shutdown_cancel_futures_cancels_queued_calls(tmp_path):
+    gate = tmp_path / "gate"
+    s = remotefn.session("local", max_cores=1, forward_output=False)
+    handle = remote(wait_for, block=True, max_workers=1)
+    running = s.submit(handle, str(gate), "first")
+    queued = [s.submit(handle, str(gate), i) for i in range(5)]
+    wait_until(running.running, what="the first call to start")
+    threading.Timer(0.1, gate.touch).start()
+    s.shutdown(wait=True, cancel_futures=True)
+    assert running.result() == "first"
+    assert all(f.cancelled() for f in queued[1:])
+
+
+def test_cancel_a_queued_call(tmp_path):
+    gate = tmp_path / "gate"
+    with remotefn.session("local", max_cores=1, forward_output=False) as s:
+        handle = remote(wait_for, block=True, max_workers=1)
+        first = s.submit(handle, str(gate), 1)
+        second = s.submit(handle, str(gate), 2)
+        third = s.submit(handle, str(gate), 3)
+        assert third.cancel()
+        gate.touch()
+        assert first.result(timeout=30) == 1 and second.result(timeout=30) == 2
+        assert third.cancelled()
+
+
+def test_no_reference_to_a_finished_call_is_kept(local):
+    class Payload:
+        pass
+
+    payload = Payload()
+    ref = weakref.ref(payload)
+    future = local.submit(identity, payload)
+    result = future.result(timeout=30)
+    del payload, future, result
+    gc.collect()
+    assert ref() is None
+
+
+def test_handles_submit_to_the_session_of_the_with_block():
+    with remotefn.session("local", forward_output=False) as outer:
+        assert context.current() is outer
+        with remotefn.session("local", forward_output=False) as inner:
+            assert context.current() is inner
+            assert remote(identity)(1).result(timeout=30) == 1
+        assert context.current() is outer
+    assert context.current_session.get() is None
+
+
+@pytest.mark.parametrize("environ, backend", [
+    ({}, "local"),
+    ({"SLURM_JOB_ID": "12"}, "slurm"),
+    ({"FLUX_URI": "local:///tmp/flux"}, "flux"),
+    ({"FLUX_URI": "x", "SLURM_JOB_ID": "12"}, "flux"),
+    ({"SLURM_JOB_ID": "12", "REMOTEFN_BACKEND": "local"}, "local"),
+])
+def test_default_backend_comes_from_the_environment(environ, backend):
+    assert context.backend_from_environment(environ) == backend
+
+
+def test_default_session_is_created_on_first_call_and_reused():
+    try:
+        handle = remote(os.getpid)
+        first = handle()
+        assert first.result(timeout=30) != os.getpid()
+        assert context.default() is context.default()
+        assert context.default().backend.name == "local"
+    finally:
+        context.shutdown_default()
+
+
+def test_futures_carry_where_and_when_the_call_ran(local):
+    future = local.submit(os.getpid)
+    pid = future.result(timeout=30)
+    info = future.info
+    assert info.pid == pid and info.worker_id.startswith("w")
+    assert info.host == os.uname().nodename
+    assert info.queued <= info.started <= info.finished
+    assert info.runtime >= 0 and info.function.endswith("getpid")
+
+
+def test_resources_reports_capacity_and_workers(local):
+    handle = remote(identity, block=True, max_workers=1)
+    local.submit(handle, 1).result(timeout=30)
+    report = local.resources()
+    assert report["cores"]["total"] == 4
+    assert report["cores"]["in_use"] == 1
+    assert [w["state"] for w in report["workers"]] == ["ready"]
