@@ -42,8 +42,10 @@ from .wire import ENV_ADDRESS, ENV_CORES, ENV_KEY, ENV_PARENT, ENV_WORKER, Flag,
 
 logger = logging.getLogger(__name__)
 
-#: Calls a block worker may hold at once: one running, the next already on its way.
-PIPELINE_DEPTH = 2
+#: Calls a block worker may hold at once. ZeroMQ sends asynchronously, so a worker that dies
+#: right after sending a result can lose it; with more than one call in flight that loss would
+#: be blamed on the wrong call. One at a time keeps every WorkerDied exact.
+PIPELINE_DEPTH = 1
 #: After a worker exits, results it sent may still be in flight; wait this long for them.
 EXIT_GRACE = 0.2
 #: Workers told to shut down are killed if still alive after this many seconds.

@@ -215,7 +215,20 @@ class Worker:
 
 
 def _watch_session(address: str, key: bytes, identity: bytes, parent: int | None) -> None:
-    """Heartbeat thread: exit the process when the session is gone."""
+    """Heartbeat thread: exit the process when the session is gone (or this thread fails)."""
+    try:
+        _heartbeat(address, key, identity, parent)
+    finally:
+        try:
+            context.kill_local_sessions()
+            print("remotefn worker: the session is gone; exiting", file=sys.__stderr__)
+        except BaseException:  # stderr may be a pipe to the dead session
+            pass
+        os._exit(EXIT_SESSION_LOST)
+
+
+def _heartbeat(address: str, key: bytes, identity: bytes, parent: int | None) -> None:
+    """Ping the session every PING_INTERVAL; return once it stopped answering."""
     ctx = zmq.Context.instance()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.IDENTITY, identity + b"#hb")
@@ -223,8 +236,13 @@ def _watch_session(address: str, key: bytes, identity: bytes, parent: int | None
     sock.connect(address)
     channel = wire.Channel(key, identity + b"#hb", session_side=False)
     last_answer = time.monotonic()
-    while True:
-        sock.send_multipart(channel.seal(Kind.PING))
+    while time.monotonic() - last_answer <= SESSION_TIMEOUT:
+        if parent is not None and os.getppid() != parent:
+            return
+        try:  # with the session gone there is no peer, and a blocking send would wait forever
+            sock.send_multipart(channel.seal(Kind.PING), zmq.NOBLOCK)
+        except zmq.Again:
+            pass
         deadline = time.monotonic() + PING_INTERVAL
         while (remaining := deadline - time.monotonic()) > 0:
             if sock.poll(remaining * 1000):
@@ -233,11 +251,6 @@ def _watch_session(address: str, key: bytes, identity: bytes, parent: int | None
                     last_answer = time.monotonic()
                 except wire.AuthenticationError:
                     pass
-        lost = time.monotonic() - last_answer > SESSION_TIMEOUT
-        if lost or (parent is not None and os.getppid() != parent):
-            print("remotefn worker: the session is gone; exiting", file=sys.__stderr__)
-            context.kill_local_sessions()
-            os._exit(EXIT_SESSION_LOST)
 
 
 def main() -> int:
