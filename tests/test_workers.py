@@ -1,0 +1,115 @@
+"""Block pools, init, worker environment and the local backend's command line."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from remotefn import remote
+from remotefn.backends.base import THREAD_VARIABLES, WorkerSpec, worker_environment
+from remotefn.backends.local import LocalBackend
+from remotefn.options import resolve
+
+
+def load():
+    return {"table": [1, 2, 3], "scale": 10, "unused": object.__name__}
+
+
+def lookup(i, table, scale=1):
+    return table[i] * scale
+
+
+def getpid():
+    return os.getpid()
+
+
+def environment(*names):
+    return {name: os.environ.get(name) for name in names}
+
+
+def echo(array):
+    array += 1  # arrives writable
+    return array
+
+
+def test_init_fills_missing_keywords_and_calls_win(local):
+    handle = remote(lookup, block=True, init=load, max_workers=1)
+    assert handle(0).result(timeout=30) == 10
+    assert handle(1, scale=2).result(timeout=30) == 4
+    assert handle(2, [7, 8, 9]).result(timeout=30) == 90
+    assert handle(2, table=[5, 5, 5], scale=3).result(timeout=30) == 15
+
+
+def test_init_runs_once_per_worker(local, tmp_path):
+    log = tmp_path / "init.log"
+
+    def counted_init():
+        with open(log, "a") as file:
+            file.write(f"{os.getpid()}\n")
+        return {}
+
+    handle = remote(getpid, block=True, init=counted_init, max_workers=2)
+    pids = {f.result(timeout=30) for f in [handle() for _ in range(40)]}
+    assert sorted(log.read_text().split()) == sorted(str(pid) for pid in pids)
+
+
+def test_block_pool_reuses_at_most_max_workers(local):
+    handle = remote(getpid, block=True, max_workers=2)
+    pids = {f.result(timeout=30) for f in [handle() for _ in range(50)]}
+    assert 1 <= len(pids) <= 2
+
+
+def test_one_shot_calls_get_a_fresh_worker_each(local):
+    handle = remote(getpid)
+    pids = [f.result(timeout=30) for f in [handle() for _ in range(4)]]
+    assert len(set(pids)) == 4
+
+
+def test_threads_per_core_sets_thread_variables_and_env_wins(local):
+    handle = remote(environment, threads_per_core=2, env={"MKL_NUM_THREADS": "1", "MY": "x"})
+    seen = handle(*THREAD_VARIABLES, "MY").result(timeout=30)
+    assert seen == {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "1",
+                    "OPENBLAS_NUM_THREADS": "2", "NUMEXPR_NUM_THREADS": "2", "MY": "x"}
+    assert "MY" not in os.environ
+
+
+def test_cwd_option(local, tmp_path):
+    assert remote(os.getcwd, cwd=str(tmp_path))().result(timeout=30) == str(tmp_path)
+
+
+@pytest.mark.parametrize("block", [False, True])
+def test_numpy_arrays_travel_out_of_band_and_arrive_writable(local, block):
+    array = np.arange(1_000_000, dtype=np.float64)
+    result = remote(echo, block=block)(array).result(timeout=30)
+    assert result.flags.writeable
+    np.testing.assert_array_equal(result, array + 1)
+    assert array[0] == 0  # the caller's array is untouched
+
+
+def test_local_command_line_is_a_pure_function():
+    backend = LocalBackend(python="/opt/python3")
+    spec = WorkerSpec("w7", resolve({"threads_per_core": 3}), {"REMOTEFN_KEY": "secret"})
+    assert backend.command(spec) == ["/opt/python3", "-m", "remotefn.worker"]
+    assert "secret" not in " ".join(backend.command(spec))
+
+
+def test_worker_environment_layers():
+    spec = WorkerSpec("w1", resolve({"threads_per_core": 3, "env": {"OMP_NUM_THREADS": "5"}}),
+                      {"REMOTEFN_WORKER": "w1"})
+    base = {"PATH": "/bin", "REMOTEFN_KEY": "stale", "PYTHONPATH": "/extra"}
+    env = worker_environment(spec, base)
+    assert env["PATH"] == "/bin"
+    assert env["OMP_NUM_THREADS"] == "5" and env["MKL_NUM_THREADS"] == "3"
+    assert env["REMOTEFN_WORKER"] == "w1" and "REMOTEFN_KEY" not in env
+    assert env["PYTHONPATH"].split(os.pathsep)[-1] == "/extra"
+    assert all(p in env["PYTHONPATH"].split(os.pathsep) for p in sys.path if p)
+
+
+def test_local_capacity_and_address(tmp_path):
+    assert LocalBackend(max_cores=64).capacity().cores == 64
+    assert LocalBackend().capacity().cores == len(os.sched_getaffinity(0))
+    assert LocalBackend().address(str(tmp_path)) == f"ipc://{tmp_path}/session"
+    assert LocalBackend(transport="tcp", interface="10.0.0.1").address("x") == "tcp://10.0.0.1"
