@@ -9,6 +9,7 @@ from typing import Any
 
 from .backends import LaunchedWorker
 from .future import RemoteFuture
+from .ledger import Allocation
 from .options import CallOptions
 from .wire import Channel
 
@@ -59,9 +60,23 @@ class Pool:
         self.limit = limit
         self.init_payload = init_payload
         self.cores = options.cores * options.threads_per_core
+        self.gpus = options.cores * options.gpus
         self.queue: deque[Call] = deque()
         self.workers: set[WorkerRecord] = set()
         self.starting = 0
+        #: session.release() asked for this pool's workers to stop once idle.
+        self.released = False
+
+    def next_waiting(self) -> Call | None:
+        """The first queued call that needs a new worker started, if any."""
+        queue = self.queue
+        if self.one_shot:
+            while queue and queue[0].future.done():
+                queue.popleft()
+            return queue[0] if queue else None
+        if len(self.workers) >= self.limit or self.starting >= len(queue):
+            return None
+        return queue[self.starting]
 
     def describe(self) -> str:
         kind = "block pool" if not self.one_shot else "one-shot workers"
@@ -72,10 +87,11 @@ class WorkerRecord:
     """The session's view of one worker process."""
 
     __slots__ = ("worker_id", "identity", "pool", "process", "channel", "heartbeat", "state",
-                 "inflight", "known", "stderr_tail", "host", "pid", "assigned", "holds_cores",
+                 "inflight", "known", "stderr_tail", "host", "pid", "assigned", "allocation",
                  "exit_code")
 
-    def __init__(self, worker_id: str, pool: Pool, process: LaunchedWorker, key: bytes) -> None:
+    def __init__(self, worker_id: str, pool: Pool, process: LaunchedWorker, key: bytes,
+                 allocation: "Allocation") -> None:
         self.worker_id = worker_id
         self.identity = worker_id.encode()
         self.pool = pool
@@ -90,7 +106,8 @@ class WorkerRecord:
         self.pid: int | None = process.pid
         #: The call a one-shot worker was started for.
         self.assigned: Call | None = None
-        self.holds_cores = True
+        #: Cores and GPUs this worker holds in the ledger; None once given back.
+        self.allocation: Allocation | None = allocation
         self.exit_code: int | None = None
 
     def stderr_text(self) -> str:

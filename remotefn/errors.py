@@ -56,3 +56,7 @@ class RemoteTraceback(Exception):
 
     def __str__(self) -> str:
         return f'\n"""\n{self.text.rstrip()}\n"""'
+
+
+class MissingDependency(RemoteFnError, ImportError):
+    """An option needs software that is not installed (the message says how to install it)."""

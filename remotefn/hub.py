@@ -35,10 +35,11 @@ from ._version import PROTOCOL_VERSION, __version__
 from .backends import Backend, WorkerSpec
 from .backends.base import describe_exit
 from .calls import Call, Pool, State, WorkerRecord
+from .ledger import Allocation, Ledger
 from .errors import (CallTimeout, ProtocolError, RemoteError, RemoteFnError, RemoteTraceback,
                      SerializationError, WorkerDied, WorkerStartError)
 from .options import CallOptions
-from .wire import ENV_ADDRESS, ENV_CORES, ENV_KEY, ENV_PARENT, ENV_WORKER, Flag, Kind
+from .wire import ENV_ADDRESS, ENV_CORES, ENV_KEY, ENV_WORKER, Flag, Kind
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ class Hub:
         self.exit_fds: dict[int, WorkerRecord] = {}
         self.stderr_fds: dict[int, WorkerRecord] = {}
         self.workers: set[WorkerRecord] = set()
-        self.used_cores = 0
+        self.ledger = Ledger(self.capacity)
         self.timers: list[tuple[float, int, Callable[..., None], tuple[Any, ...]]] = []
         self._timer_ids = itertools.count()
         self._worker_ids = itertools.count()
@@ -177,6 +178,7 @@ class Hub:
         if pool is None:
             pool = self._new_pool(key, call.options)
         pool.queue.append(call)
+        pool.released = False
 
     def _new_pool(self, key: Any, options: CallOptions) -> Pool:
         cores = options.cores * options.threads_per_core
@@ -191,25 +193,25 @@ class Hub:
         return pool
 
     def _schedule(self) -> None:
-        for pool in list(self.pools.values()):
-            if pool.queue:
-                if pool.one_shot:
-                    self._schedule_one_shot(pool)
-                else:
-                    self._schedule_block(pool)
-
-    def _schedule_one_shot(self, pool: Pool) -> None:
-        queue = pool.queue
-        while queue:
-            if queue[0].future.done():
-                queue.popleft()
-                continue
-            if not self._reserve(pool.cores):
+        # Idle workers take calls first: that needs nothing from the ledger.
+        for pool in self.pools.values():
+            if pool.queue and not pool.one_shot:
+                self._dispatch_block(pool)
+            elif pool.released and not pool.queue:
+                for worker in list(pool.workers):
+                    if worker.state is State.READY and not worker.inflight:
+                        self._stop_worker(worker)
+        # New workers start for waiting calls in submission order; once one does not fit, the
+        # later ones wait too, so a large call is never starved by a stream of small ones.
+        while (pool := self._oldest_waiting()) is not None:
+            allocation = self._allocate(pool)
+            if allocation is None:
                 return
-            if self._start_worker(pool, queue.popleft()) is None:
-                self._release(pool.cores)
+            assigned = pool.queue.popleft() if pool.one_shot else None
+            if self._start_worker(pool, allocation, assigned) is None and not pool.one_shot:
+                pool.limit = len(pool.workers)  # stop growing a pool whose workers fail to start
 
-    def _schedule_block(self, pool: Pool) -> None:
+    def _dispatch_block(self, pool: Pool) -> None:
         queue = pool.queue
         while queue:
             call = queue[0]
@@ -218,15 +220,19 @@ class Hub:
                 continue
             worker = self._pick_worker(pool, call)
             if worker is None:
-                break
+                return
             queue.popleft()
             self._dispatch(worker, call)
-        waiting = len(queue) - pool.starting
-        while waiting > 0 and len(pool.workers) < pool.limit and self._reserve(pool.cores):
-            if self._start_worker(pool) is None:
-                self._release(pool.cores)
-                return
-            waiting -= 1
+
+    def _oldest_waiting(self) -> Pool | None:
+        """The pool whose next call that needs a new worker was submitted first."""
+        best: Pool | None = None
+        best_id = 0
+        for pool in self.pools.values():
+            call = pool.next_waiting()
+            if call is not None and (best is None or call.call_id < best_id):
+                best, best_id = pool, call.call_id
+        return best
 
     @staticmethod
     def _pick_worker(pool: Pool, call: Call) -> WorkerRecord | None:
@@ -242,42 +248,40 @@ class Hub:
                 best = worker
         return best
 
-    def _reserve(self, cores: int) -> bool:
-        if self.used_cores + cores <= self.capacity.cores:
-            self.used_cores += cores
-            return True
+    def _allocate(self, pool: Pool) -> Allocation | None:
+        allocation = self.ledger.take(pool.cores, pool.gpus)
+        if allocation is not None:
+            return allocation
         # Idle block workers of other pools give way, so no pool waits forever on another.
         for worker in list(self.workers):
-            if (worker.state is State.READY and not worker.inflight and not worker.pool.one_shot
-                    and not worker.pool.queue):
+            if (worker.pool is not pool and worker.state is State.READY and not worker.inflight
+                    and not worker.pool.one_shot and not worker.pool.queue):
                 self._stop_worker(worker)
-                if self.used_cores + cores <= self.capacity.cores:
-                    self.used_cores += cores
-                    return True
-        return False
+                allocation = self.ledger.take(pool.cores, pool.gpus)
+                if allocation is not None:
+                    return allocation
+        return None
 
-    def _release(self, cores: int) -> None:
-        self.used_cores -= cores
-
-    def _free_cores(self, worker: WorkerRecord) -> None:
-        if worker.holds_cores:
-            worker.holds_cores = False
-            self._release(worker.pool.cores)
+    def release_pool(self, key: Any) -> None:
+        """Stop the pool's workers once they are idle and its queue is empty."""
+        pool = self.pools.get(key)
+        if pool is not None:
+            pool.released = True
 
     # -- workers -----------------------------------------------------------------------------
 
-    def _start_worker(self, pool: Pool, assigned: Call | None = None) -> WorkerRecord | None:
-        """Launch a worker for ``pool`` (for the one-shot call ``assigned``, if given)."""
+    def _start_worker(self, pool: Pool, allocation: Allocation,
+                      assigned: Call | None = None) -> WorkerRecord | None:
+        """Launch a worker for ``pool`` on ``allocation`` (for the one-shot call ``assigned``)."""
         # The identity is unguessable, so no other local user can take it before the worker.
         worker_id = f"w{next(self._worker_ids)}-{secrets.token_hex(4)}"
         session_env = {ENV_ADDRESS: self.address, ENV_KEY: self.key.hex(), ENV_WORKER: worker_id,
                        ENV_CORES: str(pool.cores)}
-        if self.backend.name == "local":
-            session_env[ENV_PARENT] = str(os.getpid())
-        spec = WorkerSpec(worker_id, pool.options, session_env)
+        spec = WorkerSpec(worker_id, pool.options, session_env, allocation.gpu_ids)
         try:
             process = self.backend.launch(spec)
-        except (OSError, ValueError, subprocess.SubprocessError) as error:
+        except (OSError, ValueError, subprocess.SubprocessError, RemoteFnError) as error:
+            self.ledger.give_back(allocation)
             failure = WorkerStartError(
                 f"could not start a worker for {pool.describe()}: {type(error).__name__}: {error}")
             if assigned is not None:
@@ -286,7 +290,7 @@ class Hub:
             else:
                 self._fail_start(pool, None, failure)
             return None
-        worker = WorkerRecord(worker_id, pool, process, self.key)
+        worker = WorkerRecord(worker_id, pool, process, self.key, allocation)
         worker.assigned = assigned
         self._later(self.start_timeout, self._check_started, worker)
         self.workers.add(worker)
@@ -324,7 +328,9 @@ class Hub:
         if worker.state in (State.STARTING, State.INITIALIZING):
             worker.pool.starting -= 1
         worker.state = State.STOPPING
-        self._free_cores(worker)
+        if worker.allocation is not None:
+            self.ledger.give_back(worker.allocation)
+            worker.allocation = None
 
     def _kill_if_alive(self, worker: WorkerRecord) -> None:
         if worker in self.workers:

@@ -105,12 +105,13 @@ def _cache(name: str, value: Any) -> bool | None:
 OPTIONS: dict[str, Option] = {
     option.name: option
     for option in (
-        Option("cores", 1, _integer(1), "MPI ranks the function runs on.",
-               lambda v: "cores > 1 (MPI functions)" if v > 1 else None),
+        Option("cores", 1, _integer(1),
+               "MPI ranks the function runs on; with more than 1 the result is every rank's "
+               "return value, in rank order."),
         Option("threads_per_core", 1, _integer(1),
                "Cores (threads) per rank; sets OMP_NUM_THREADS and friends in the worker."),
-        Option("gpus", 0, _integer(0), "GPUs per rank (alias: gpus_per_core).",
-               lambda v: "gpus > 0" if v > 0 else None),
+        Option("gpus", 0, _integer(0),
+               "GPUs per rank (alias: gpus_per_core); sets CUDA_VISIBLE_DEVICES per rank."),
         Option("cwd", None, _optional(_directory), "Working directory of the worker."),
         Option("env", (), _environment, "Extra environment variables of the worker."),
         Option("block", False, _boolean, "Keep a pool of persistent workers for these options."),

@@ -144,17 +144,32 @@ class Session(concurrent.futures.Executor):
     # -- monitoring --------------------------------------------------------------------------
 
     def resources(self) -> dict[str, Any]:
-        """A snapshot of capacity and workers (read without locking; for display only)."""
+        """What the session has and what runs where: ``cores`` and ``gpus`` (total, in use,
+        free), ``workers`` and ``running`` calls. A snapshot; it does not block the hub."""
         hub = self._hub
-        return {
-            "backend": self.backend.name,
-            "cores": {"total": hub.capacity.cores, "in_use": hub.used_cores,
-                      "free": hub.capacity.cores - hub.used_cores},
-            "workers": [{"worker": w.worker_id, "host": w.host, "pid": w.pid,
-                         "state": w.state.value,
-                         "running": [c.describe() for c in list(w.inflight)[:1]]}
-                        for w in list(hub.workers)],
-        }
+        report: dict[str, Any] = {"backend": self.backend.name, **hub.ledger.report()}
+        workers, running = [], []
+        for worker in list(hub.workers):
+            allocation = worker.allocation
+            workers.append({"worker": worker.worker_id, "host": worker.host, "pid": worker.pid,
+                            "state": worker.state.value, "pool": worker.pool.describe(),
+                            "cores": allocation.cores if allocation else 0,
+                            "gpus": list(allocation.gpu_ids) if allocation else []})
+            for call in list(worker.inflight)[:1]:
+                running.append({"call": call.describe(), "worker": worker.worker_id,
+                                 "host": worker.host, "started": call.future.info.started})
+        report["workers"] = workers
+        report["running"] = running
+        return report
+
+    def release(self, handle: Any) -> None:
+        """Stop the block pool of ``handle``'s options once it is idle; its cores and GPUs go
+        back to the session. A later call starts the pool again. Returns at once."""
+        from .decorator import RemoteFunction
+
+        if not isinstance(handle, RemoteFunction):
+            raise TypeError(f"release() takes a remote handle, got {handle!r}")
+        self._hub.post(self._hub.release_pool, handle.remote_options.pool_key())
 
     # -- submission --------------------------------------------------------------------------
 
@@ -162,11 +177,8 @@ class Session(concurrent.futures.Executor):
                 kwargs: dict[str, Any]) -> RemoteFuture:
         if self._closed:
             raise RuntimeError("cannot submit calls to a session that was shut down")
-        cores = options.cores * options.threads_per_core
-        if cores > self._hub.capacity.cores:
-            raise ValueError(
-                f"the call asks for {options.cores} cores x {options.threads_per_core} threads "
-                f"= {cores} cores but the session has {self._hub.capacity.cores}")
+        self._check_fits(options)
+        self.backend.check_options(options)
         self.backend.check_extras(options.extras)
         ref = self._function_ref(function)
         dependencies = find_futures(args, kwargs)
@@ -182,6 +194,21 @@ class Session(concurrent.futures.Executor):
                    ready=partial(self._dependencies_ready, future, ref, options),
                    failed=future._fail)
         return future
+
+    def _check_fits(self, options: CallOptions) -> None:
+        cores = options.cores * options.threads_per_core
+        gpus = options.cores * options.gpus
+        why = self._hub.ledger.never_fits(cores, gpus)
+        if why is not None:
+            raise ValueError(f"the call asks for {options.cores} ranks x "
+                             f"{options.threads_per_core} threads and {options.gpus} GPUs per "
+                             f"rank: {why}")
+        if options.block and options.max_workers:
+            why = self._hub.ledger.never_fits(cores * options.max_workers,
+                                              gpus * options.max_workers)
+            if why is not None:
+                raise ValueError(f"a block pool of max_workers={options.max_workers} workers "
+                                 f"asks for {why}; lower max_workers")
 
     def _dependencies_ready(self, future: RemoteFuture, ref: FunctionRef, options: CallOptions,
                             args: tuple, kwargs: dict[str, Any]) -> None:

@@ -10,23 +10,22 @@ secret never reaches the user's code or its subprocesses.
 
 from __future__ import annotations
 
-import inspect
 import io
 import json
 import os
-import pickle
 import socket
 import sys
 import threading
 import time
-import traceback
-from typing import Any, Callable
+from typing import Any
 
 import zmq
 
 from . import context, wire
 from ._version import PROTOCOL_VERSION, __version__
-from .wire import ENV_ADDRESS, ENV_CORES, ENV_KEY, ENV_PARENT, ENV_WORKER, Flag, Kind
+from .runner import Outcome, Runner
+from .wire import (ENV_ADDRESS, ENV_CORES, ENV_GPUS, ENV_KEY, ENV_RANKS, ENV_WORKER,
+                   Flag, Kind)
 
 
 PING_INTERVAL = 1.0
@@ -80,9 +79,7 @@ class Worker:
         self.socket.setsockopt(zmq.LINGER, 5000)
         self.socket.connect(address)
         self.channel = wire.Channel(key, identity, session_side=False)
-        self.functions: dict[bytes, Callable[..., Any]] = {}
-        self.parameters: dict[bytes, frozenset[str]] = {}
-        self.init_kwargs: dict[str, Any] = {}
+        self.runner = Runner()
         self.stdout = _CallOutput(self, 1)
         self.stderr = _CallOutput(self, 2)
 
@@ -104,12 +101,18 @@ class Worker:
                 print(f"remotefn worker: dropped a message: {error}", file=sys.__stderr__)
                 continue
             if kind is Kind.TASK:
-                self.run(call_id, body)
+                started = time.time()
+                outcome_flags, result = self.run(call_id, body)
+                timing = wire.TIMING.pack(started, time.time())
+                self.send(Kind.RESULT, [timing, *result], call_id, outcome_flags)
                 if flags & Flag.LAST:
                     return
             elif kind is Kind.WELCOME:
-                if not self.initialize(body):
+                error = self.initialize(body[0])
+                if error is not None:
+                    self.send(Kind.INIT_FAILED, [error.encode()])
                     return
+                self.send(Kind.READY)
             elif kind is Kind.REJECT:
                 print(f"remotefn worker: refused by the session: {bytes(body[0]).decode()}",
                       file=sys.__stderr__)
@@ -117,96 +120,23 @@ class Worker:
             elif kind is Kind.SHUTDOWN:
                 return
 
-    def initialize(self, body: list[Any]) -> bool:
-        if body and len(body[0]):
-            try:
-                init = pickle.loads(body[0])
-                result = init()
-                if not isinstance(result, dict):
-                    raise TypeError(f"init must return a dict of keyword arguments, "
-                                    f"got {type(result).__name__}")
-                self.init_kwargs = result
-            except BaseException:
-                self.send(Kind.INIT_FAILED, [traceback.format_exc().encode()])
-                return False
-        self.send(Kind.READY)
-        return True
+    def initialize(self, payload: Any) -> str | None:
+        """Run ``init``; the error text if it failed."""
+        return self.runner.initialize(payload)
 
-    def _function(self, digest: bytes, payload: Any) -> Callable[..., Any]:
-        function = self.functions.get(digest)
-        if function is None:
-            function = pickle.loads(payload)
-            self.functions[digest] = function
-            if self.init_kwargs:
-                try:
-                    signature = inspect.signature(function)
-                    self.parameters[digest] = frozenset(
-                        name for name, p in signature.parameters.items()
-                        if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
-                except (TypeError, ValueError):
-                    self.parameters[digest] = frozenset()
-        return function
+    def run(self, call_id: int, body: list[Any]) -> Outcome:
+        """Run one call with its output sent to the session; the RESULT flags and body."""
+        return self.runner.call(body, before=lambda: self._capture(call_id),
+                                after=self._release)
 
-    def _fill_from_init(self, digest: bytes, function: Callable[..., Any], args: tuple,
-                        kwargs: dict[str, Any]) -> None:
-        names = self.parameters.get(digest, frozenset()) - kwargs.keys()
-        if not names:
-            return
-        try:
-            bound = inspect.signature(function).bind_partial(*args, **kwargs).arguments
-        except TypeError:
-            return
-        for name in names:
-            if name not in bound and name in self.init_kwargs:
-                kwargs[name] = self.init_kwargs[name]
-
-    def run(self, call_id: int, body: list[Any]) -> None:
-        started = time.time()
-        try:
-            digest, payload, *arguments = body
-            digest = bytes(digest)
-            function = self._function(digest, payload)
-            args, kwargs = wire.loads(arguments)
-        except BaseException as error:
-            text = f"the worker could not unpickle the call: {type(error).__name__}: {error}"
-            self._reply(call_id, started, Flag.UNPICKLABLE, [text.encode()])
-            return
-        if self.init_kwargs:
-            self._fill_from_init(digest, function, args, kwargs)
+    def _capture(self, call_id: int) -> None:
         self.stdout.call_id = self.stderr.call_id = call_id
         sys.stdout, sys.stderr = self.stdout, self.stderr
-        try:
-            value = function(*args, **kwargs)
-        except BaseException as error:
-            sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
-            self._reply_error(call_id, started, error)
-            return
-        finally:
-            sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
-            self.stdout.flush()
-            self.stderr.flush()
-        del args, kwargs
-        try:
-            frames = wire.dumps(value)
-        except BaseException as error:
-            text = (f"the result ({type(value).__name__}) could not be pickled: "
-                    f"{type(error).__name__}: {error}")
-            self._reply(call_id, started, Flag.UNPICKLABLE, [text.encode()])
-            return
-        self._reply(call_id, started, Flag.NONE, frames)
 
-    def _reply_error(self, call_id: int, started: float, error: BaseException) -> None:
-        text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-        try:
-            frames = wire.dumps((error, text))
-            pickle.loads(frames[0], buffers=frames[1:])
-        except BaseException:
-            frames = wire.dumps((None, text))
-        self._reply(call_id, started, Flag.ERROR, frames)
-
-    def _reply(self, call_id: int, started: float, flags: int, frames: list[Any]) -> None:
-        timing = wire.TIMING.pack(started, time.time())
-        self.send(Kind.RESULT, [timing, *frames], call_id, flags)
+    def _release(self) -> None:
+        sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+        self.stdout.flush()
+        self.stderr.flush()
 
     def close(self) -> None:
         context.shutdown_default()
@@ -214,7 +144,7 @@ class Worker:
         self.zmq.term()
 
 
-def _watch_session(address: str, key: bytes, identity: bytes, parent: int | None) -> None:
+def _watch_session(address: str, key: bytes, identity: bytes, parent: int) -> None:
     """Heartbeat thread: exit the process when the session is gone (or this thread fails)."""
     try:
         _heartbeat(address, key, identity, parent)
@@ -227,8 +157,9 @@ def _watch_session(address: str, key: bytes, identity: bytes, parent: int | None
         os._exit(EXIT_SESSION_LOST)
 
 
-def _heartbeat(address: str, key: bytes, identity: bytes, parent: int | None) -> None:
-    """Ping the session every PING_INTERVAL; return once it stopped answering."""
+def _heartbeat(address: str, key: bytes, identity: bytes, parent: int) -> None:
+    """Ping the session every PING_INTERVAL; return once it stopped answering or the process
+    that started this worker (the session, an MPI launcher, srun) is gone."""
     ctx = zmq.Context.instance()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.IDENTITY, identity + b"#hb")
@@ -237,7 +168,7 @@ def _heartbeat(address: str, key: bytes, identity: bytes, parent: int | None) ->
     channel = wire.Channel(key, identity + b"#hb", session_side=False)
     last_answer = time.monotonic()
     while time.monotonic() - last_answer <= SESSION_TIMEOUT:
-        if parent is not None and os.getppid() != parent:
+        if os.getppid() != parent:
             return
         try:  # with the session gone there is no peer, and a blocking send would wait forever
             sock.send_multipart(channel.seal(Kind.PING), zmq.NOBLOCK)
@@ -263,12 +194,31 @@ def main() -> int:
         print(f"remotefn worker: started without a session ({error!r} missing or invalid); "
               "workers are started by a remotefn session", file=sys.stderr)
         return 2
-    parent = environ.pop(ENV_PARENT, None)
     cores = environ.pop(ENV_CORES, None)
+    ranks = int(environ.pop(ENV_RANKS, "1"))
+    gpus = environ.pop(ENV_GPUS, None)
+    comm, rank = None, 0
+    if ranks > 1:
+        from . import ranks as mpi
+
+        comm = mpi.world()
+        rank = comm.Get_rank()
+        if comm.Get_size() != ranks:
+            print(f"remotefn worker: {ranks} MPI ranks were started but MPI reports a world of "
+                  f"{comm.Get_size()}: the MPI launcher and the MPI library of mpi4py do not "
+                  "match (or the PMI mode is not supported)", file=sys.stderr)
+            return 3
+    if gpus is not None:
+        groups = gpus.split(";")
+        environ["CUDA_VISIBLE_DEVICES"] = groups[rank] if rank < len(groups) else ""
     context.confine_default(max_cores=int(cores) if cores else None)
+    if comm is not None and rank > 0:
+        mpi.follow(comm)
+        return 0
     threading.Thread(target=_watch_session, name="remotefn-heartbeat", daemon=True,
-                     args=(address, key, identity, int(parent) if parent else None)).start()
-    worker = Worker(address, key, identity)
+                     args=(address, key, identity, os.getppid())).start()
+    worker = mpi.MpiWorker(address, key, identity, comm) if comm is not None \
+        else Worker(address, key, identity)
     try:
         worker.serve()
     finally:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from ..options import CallOptions
+from ..wire import ENV_GPUS, ENV_RANKS
 
 #: Variables set to ``threads_per_core`` in every worker, unless the call's ``env`` sets them.
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
@@ -22,7 +23,7 @@ class Capacity:
     """What a session may use at once."""
 
     cores: int
-    gpus: int = 0
+    gpu_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -33,11 +34,14 @@ class WorkerSpec:
     options: CallOptions
     #: remotefn's own variables (address, secret, worker id); never shown on a command line.
     session_env: Mapping[str, str] = field(default_factory=dict)
+    #: GPUs the ledger gave this worker, ``options.gpus`` per rank in rank order.
+    gpu_ids: tuple[int, ...] = ()
 
 
 def worker_environment(spec: WorkerSpec, base: Mapping[str, str]) -> dict[str, str]:
     """The environment of a worker: ``base`` plus the caller's import path, thread counts, the
-    call's ``env`` and remotefn's own variables, in that order of precedence (last wins)."""
+    call's ``env`` and remotefn's own variables (address, secret, ranks, GPU ids per rank), in
+    that order of precedence (last wins)."""
     environment = {k: v for k, v in base.items() if not k.startswith("REMOTEFN_")}
     if "REMOTEFN_BACKEND" in base:
         environment["REMOTEFN_BACKEND"] = base["REMOTEFN_BACKEND"]
@@ -49,6 +53,12 @@ def worker_environment(spec: WorkerSpec, base: Mapping[str, str]) -> dict[str, s
     environment.update({name: threads for name in THREAD_VARIABLES})
     environment.update(spec.options.env)
     environment.update(spec.session_env)
+    environment[ENV_RANKS] = str(spec.options.cores)
+    if spec.options.gpus:
+        per_rank = spec.options.gpus
+        ids = [str(i) for i in spec.gpu_ids]
+        environment[ENV_GPUS] = ";".join(",".join(ids[r * per_rank:(r + 1) * per_rank])
+                                         for r in range(spec.options.cores))
     return environment
 
 
@@ -114,6 +124,13 @@ class Backend(abc.ABC):
     def command(self, spec: WorkerSpec) -> list[str]:
         """The command line that starts the worker for ``spec`` (a pure function)."""
 
+    def check_options(self, options: CallOptions) -> None:
+        """Raise at submission when this backend cannot run calls with ``options``."""
+
+    def environment(self, spec: WorkerSpec) -> dict[str, str]:
+        """Variables this backend adds to a worker's environment."""
+        return {}
+
     def check_extras(self, extras: Sequence[tuple[str, Any]]) -> None:
         """Raise ``ValueError`` for an ``extras`` entry this backend does not understand."""
         if extras:
@@ -123,6 +140,8 @@ class Backend(abc.ABC):
     def launch(self, spec: WorkerSpec) -> LaunchedWorker:
         """Start the worker; raises ``OSError`` when the command cannot be run."""
         popen = subprocess.Popen(
-            self.command(spec), env=worker_environment(spec, os.environ), cwd=spec.options.cwd,
+            self.command(spec), env=worker_environment(spec, {**os.environ,
+                                                              **self.environment(spec)}),
+            cwd=spec.options.cwd,
             stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
         return LaunchedWorker(popen)

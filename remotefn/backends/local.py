@@ -2,40 +2,71 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
+import shutil
+import subprocess
 import sys
+from typing import Sequence
 
+from ..errors import MissingDependency
+from ..options import CallOptions
 from .base import Backend, Capacity, WorkerSpec
+
+_MPI_HINT = ("install MPI for Python with: pip install 'remotefn[mpi]' (mpi4py and the mpich "
+             "wheel), or put a system MPI's mpiexec on PATH and pip install mpi4py")
 
 
 class LocalBackend(Backend):
-    """Workers as ``python -m remotefn.worker`` subprocesses.
+    """Workers as ``python -m remotefn.worker`` subprocesses; MPI workers under ``mpiexec``.
 
     Settings: ``max_cores`` (cores the session may use at once; may exceed the machine),
-    ``python`` (the interpreter that runs workers), ``transport`` (``"ipc"`` or ``"tcp"``) and
+    ``max_gpus`` or ``gpu_ids`` (the GPU inventory; default: what ``nvidia-smi`` lists),
+    ``python`` (the interpreter that runs workers), ``mpiexec`` (the MPI launcher; default:
+    the one beside ``python``, else on PATH), ``transport`` (``"ipc"`` or ``"tcp"``) and
     ``interface`` (the address to bind with tcp).
     """
 
     name = "local"
 
-    def __init__(self, *, max_cores: int | None = None, python: str | None = None,
-                 transport: str = "ipc", interface: str = "127.0.0.1") -> None:
-        if max_cores is not None and (isinstance(max_cores, bool) or not isinstance(max_cores, int)):
-            raise TypeError(f"max_cores must be an int, got {max_cores!r}")
+    def __init__(self, *, max_cores: int | None = None, max_gpus: int | None = None,
+                 gpu_ids: Sequence[int] | None = None, python: str | None = None,
+                 mpiexec: str | None = None, transport: str = "ipc",
+                 interface: str = "127.0.0.1") -> None:
+        for name, value in (("max_cores", max_cores), ("max_gpus", max_gpus)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise TypeError(f"{name} must be an int, got {value!r}")
         if max_cores is not None and max_cores < 1:
             raise ValueError(f"max_cores must be >= 1, got {max_cores!r}")
-        if python is not None and not isinstance(python, str):
-            raise TypeError(f"python must be the path of an interpreter, got {python!r}")
+        if max_gpus is not None and max_gpus < 0:
+            raise ValueError(f"max_gpus must be >= 0, got {max_gpus!r}")
+        if gpu_ids is not None:
+            if max_gpus is not None:
+                raise TypeError("give max_gpus or gpu_ids, not both")
+            if isinstance(gpu_ids, (str, bytes)) or not all(
+                    isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in gpu_ids):
+                raise TypeError(f"gpu_ids must be a list of GPU indices (int >= 0), "
+                                f"got {gpu_ids!r}")
+            if len(set(gpu_ids)) != len(gpu_ids):
+                raise ValueError(f"gpu_ids has duplicates: {list(gpu_ids)!r}")
+        for name, value in (("python", python), ("mpiexec", mpiexec)):
+            if value is not None and not isinstance(value, str):
+                raise TypeError(f"{name} must be the path of a program, got {value!r}")
         if transport not in ("ipc", "tcp"):
             raise ValueError(f"transport must be 'ipc' or 'tcp', got {transport!r}")
         self.max_cores = max_cores
+        self.gpu_ids = tuple(gpu_ids) if gpu_ids is not None else (
+            tuple(range(max_gpus)) if max_gpus is not None else None)
         self.python = python or sys.executable
+        self.mpiexec = mpiexec
         self.transport = transport
         self.interface = interface
 
     def capacity(self) -> Capacity:
         cores = self.max_cores or len(os.sched_getaffinity(0))
-        return Capacity(cores=cores)
+        gpus = self.gpu_ids if self.gpu_ids is not None else detect_gpus()
+        return Capacity(cores=cores, gpu_ids=gpus)
 
     def address(self, runtime_dir: str) -> str:
         if self.transport == "ipc":
@@ -43,7 +74,61 @@ class LocalBackend(Backend):
         return f"tcp://{self.interface}"
 
     def command(self, spec: WorkerSpec) -> list[str]:
-        return [self.python, "-m", "remotefn.worker"]
+        worker = [self.python, "-m", "remotefn.worker"]
+        if spec.options.cores == 1:
+            return worker
+        launcher = self.launcher()
+        flags = ["--oversubscribe"] if mpi_flavour(launcher) == "openmpi" else []
+        return [launcher, *flags, "-n", str(spec.options.cores), *worker]
+
+    def environment(self, spec: WorkerSpec) -> dict[str, str]:
+        if spec.options.cores > 1 and mpi_flavour(self.launcher()) == "openmpi":
+            return {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
+        return {}
+
+    def check_options(self, options: CallOptions) -> None:
+        if options.cores > 1:
+            if importlib.util.find_spec("mpi4py") is None:
+                raise MissingDependency(f"cores={options.cores} runs an MPI function, but "
+                                        f"mpi4py is not installed: {_MPI_HINT}")
+            self.launcher()
+
+    def launcher(self) -> str:
+        """The mpiexec to use; raises MissingDependency when there is none."""
+        if self.mpiexec is not None:
+            return self.mpiexec
+        beside = os.path.join(os.path.dirname(self.python), "mpiexec")
+        found = beside if os.access(beside, os.X_OK) else shutil.which("mpiexec")
+        if found is None:
+            raise MissingDependency(f"MPI functions (cores > 1) need mpiexec, and none was "
+                                    f"found beside {self.python} or on PATH: {_MPI_HINT}")
+        self.mpiexec = found
+        return found
+
+
+@functools.lru_cache(maxsize=None)
+def mpi_flavour(mpiexec: str) -> str:
+    """'openmpi' or 'mpich' (the default) for the launcher at ``mpiexec``."""
+    try:
+        text = subprocess.run([mpiexec, "--version"], capture_output=True, text=True,
+                              timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "mpich"
+    return "openmpi" if "Open MPI" in text or "OpenRTE" in text else "mpich"
+
+
+@functools.lru_cache(maxsize=1)
+def detect_gpus() -> tuple[int, ...]:
+    """The indices of the GPUs ``nvidia-smi`` lists; none without it."""
+    tool = shutil.which("nvidia-smi")
+    if tool is None:
+        return ()
+    try:
+        out = subprocess.run([tool, "--query-gpu=index", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    return tuple(int(line) for line in out.split() if line.strip().isdigit())
 
 
 BACKEND = LocalBackend

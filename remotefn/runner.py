@@ -1,0 +1,110 @@
+"""Running calls inside a worker: the function cache, ``init`` and one call's outcome.
+
+Shared by the single-process worker and every rank of an MPI worker; it knows nothing of
+sockets. An outcome is ``(flags, frames)``: the RESULT body the session expects.
+"""
+
+from __future__ import annotations
+
+import inspect
+import pickle
+import traceback
+from typing import Any, Callable
+
+from . import wire
+from .wire import Flag
+
+Outcome = tuple[int, list[Any]]
+
+
+class Runner:
+    """Unpickles functions once (by digest), runs ``init`` and calls functions."""
+
+    def __init__(self) -> None:
+        self.functions: dict[bytes, Callable[..., Any]] = {}
+        self.parameters: dict[bytes, frozenset[str]] = {}
+        self.init_kwargs: dict[str, Any] = {}
+
+    def initialize(self, payload: Any) -> str | None:
+        """Run the pickled ``init`` (if any); the traceback text if it failed, else None."""
+        if not len(payload):
+            return None
+        try:
+            init = pickle.loads(payload)
+            result = init()
+            if not isinstance(result, dict):
+                raise TypeError(f"init must return a dict of keyword arguments, "
+                                f"got {type(result).__name__}")
+        except BaseException:
+            return traceback.format_exc()
+        self.init_kwargs = result
+        return None
+
+    def call(self, body: list[Any], before: Callable[[], None] = lambda: None,
+             after: Callable[[], None] = lambda: None) -> Outcome:
+        """Run the call in a TASK body; ``before``/``after`` bracket the user's code."""
+        try:
+            digest, payload, *arguments = body
+            digest = bytes(digest)
+            function = self._function(digest, payload)
+            args, kwargs = wire.loads(arguments)
+        except BaseException as error:
+            return unpicklable(f"the worker could not unpickle the call: "
+                               f"{type(error).__name__}: {error}")
+        if self.init_kwargs:
+            self._fill_from_init(digest, function, args, kwargs)
+        before()
+        try:
+            value = function(*args, **kwargs)
+        except BaseException as error:
+            after()
+            return failure(error)
+        after()
+        del args, kwargs
+        try:
+            return Flag.NONE, wire.dumps(value)
+        except BaseException as error:
+            return unpicklable(f"the result ({type(value).__name__}) could not be pickled: "
+                               f"{type(error).__name__}: {error}")
+
+    def _function(self, digest: bytes, payload: Any) -> Callable[..., Any]:
+        function = self.functions.get(digest)
+        if function is None:
+            function = pickle.loads(payload)
+            self.functions[digest] = function
+            try:
+                signature = inspect.signature(function)
+                self.parameters[digest] = frozenset(
+                    name for name, p in signature.parameters.items()
+                    if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
+            except (TypeError, ValueError):
+                self.parameters[digest] = frozenset()
+        return function
+
+    def _fill_from_init(self, digest: bytes, function: Callable[..., Any], args: tuple,
+                        kwargs: dict[str, Any]) -> None:
+        names = self.parameters.get(digest, frozenset()) - kwargs.keys()
+        if not names & self.init_kwargs.keys():
+            return
+        try:
+            bound = inspect.signature(function).bind_partial(*args, **kwargs).arguments
+        except TypeError:
+            return
+        for name in names:
+            if name not in bound and name in self.init_kwargs:
+                kwargs[name] = self.init_kwargs[name]
+
+
+def failure(error: BaseException, note: str = "") -> Outcome:
+    """The outcome of a call that raised ``error``: the exception and its traceback text."""
+    text = note + "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    try:
+        frames = wire.dumps((error, text))
+        pickle.loads(frames[0], buffers=frames[1:])
+    except BaseException:
+        frames = wire.dumps((None, text))
+    return Flag.ERROR, frames
+
+
+def unpicklable(text: str) -> Outcome:
+    return Flag.UNPICKLABLE, [text.encode()]
