@@ -17,7 +17,7 @@ demo: install
 
 test: install
 	$(PY) -m pytest
-	$(PY) examples/quickstart.py > /dev/null
+	for example in examples/*.py; do $(PY) $$example > /dev/null || exit 1; done
 
 clean:
 	rm -rf $(VENV) build *.egg-info

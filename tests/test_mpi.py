@@ -1,0 +1,119 @@
+"""MPI functions: every rank runs the call; the result is every rank's value in rank order."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import remotefn
+from remotefn import WorkerDied, WorkerStartError, remote
+from remotefn.errors import MissingDependency
+from helpers import live_children
+
+pytest.importorskip("mpi4py")
+
+
+def calc(i):
+    from mpi4py import MPI
+
+    return i, MPI.COMM_WORLD.Get_size(), MPI.COMM_WORLD.Get_rank()
+
+
+def allreduce(x):
+    from mpi4py import MPI
+
+    return MPI.COMM_WORLD.allreduce(x + MPI.COMM_WORLD.Get_rank())
+
+
+def fail_on_rank(bad_rank):
+    from mpi4py import MPI
+
+    if MPI.COMM_WORLD.Get_rank() == bad_rank:
+        raise ArithmeticError(f"rank {bad_rank} is unhappy")
+    return "fine"
+
+
+def die_on_rank(bad_rank):
+    from mpi4py import MPI
+
+    if MPI.COMM_WORLD.Get_rank() == bad_rank:
+        os._exit(7)
+    MPI.COMM_WORLD.Barrier()
+
+
+def rank_init():
+    from mpi4py import MPI
+
+    return {"offset": 100 * MPI.COMM_WORLD.Get_rank()}
+
+
+def with_offset(x, offset):
+    return x + offset
+
+
+def pids():
+    return os.getpid()
+
+
+@pytest.fixture
+def mpi_session():
+    with remotefn.session("local", max_cores=4, forward_output=False) as session:
+        yield session
+
+
+@pytest.mark.parametrize("block", [False, True], ids=["one-shot", "block"])
+def test_seed_example_on_two_ranks(mpi_session, block):
+    assert remote(calc, cores=2, block=block)(3).result(timeout=60) == [(3, 2, 0), (3, 2, 1)]
+
+
+@pytest.mark.parametrize("block", [False, True], ids=["one-shot", "block"])
+def test_four_ranks_oversubscribed_with_collectives(mpi_session, block):
+    result = remote(allreduce, cores=4, block=block)(1).result(timeout=60)
+    assert result == [1 * 4 + 0 + 1 + 2 + 3] * 4
+
+
+def test_block_mpi_worker_serves_many_calls_with_init_on_every_rank(mpi_session):
+    handle = remote(with_offset, cores=2, block=True, max_workers=1, init=rank_init)
+    futures = handle.map(range(5))
+    assert [f.result(timeout=60) for f in futures] == [[i, i + 100] for i in range(5)]
+    workers = {f.info.pid for f in futures}
+    assert len(workers) == 1
+
+
+def test_exception_on_one_rank_keeps_its_type_and_names_the_rank(mpi_session):
+    with pytest.raises(ArithmeticError, match="rank 1 is unhappy") as raised:
+        remote(fail_on_rank, cores=2)(1).result(timeout=60)
+    assert "MPI rank 1 of 2" in raised.value.__cause__.text
+
+
+@pytest.mark.parametrize("block", [False, True], ids=["one-shot", "block"])
+def test_rank_death_fails_the_call_and_tears_down_the_other_ranks(mpi_session, block):
+    with pytest.raises(WorkerDied) as raised:
+        remote(die_on_rank, cores=2, block=block)(1).result(timeout=60)
+    assert "die_on_rank" in str(raised.value)
+    assert remote(calc, cores=2, block=block)(0).result(timeout=60)[1][1] == 2
+
+
+def test_mpi_workers_hold_their_ranks_in_the_ledger(mpi_session):
+    handle = remote(calc, cores=2, block=True, max_workers=1)
+    handle(1).result(timeout=60)
+    report = mpi_session.resources()
+    assert report["cores"]["in_use"] == 2
+    assert len(live_children()) >= 3  # mpiexec and its two ranks
+
+
+def test_missing_mpiexec_is_an_error_at_submission(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with remotefn.session("local", python=str(tmp_path / "python"), forward_output=False):
+        with pytest.raises(MissingDependency, match="pip install 'remotefn\\[mpi\\]'"):
+            remote(calc, cores=2)(1)
+
+
+def test_singleton_ranks_are_detected(tmp_path):
+    fake = tmp_path / "mpiexec"
+    fake.write_text('#!/bin/sh\nshift 2\nexec "$@"\n')  # drops "-n N": one singleton rank
+    fake.chmod(0o755)
+    with remotefn.session("local", mpiexec=str(fake), forward_output=False):
+        with pytest.raises(WorkerStartError, match="2 MPI ranks were started but MPI reports"):
+            remote(calc, cores=2)(1).result(timeout=60)

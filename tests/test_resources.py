@@ -1,0 +1,134 @@
+"""The capacity ledger, GPU assignment and pools per resource shape."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+import remotefn
+from remotefn import remote
+from helpers import wait_until
+
+
+def visible_gpus(gate=None):
+    if gate:
+        while not os.path.exists(gate):
+            time.sleep(0.005)
+    return os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
+def visible_gpus_per_rank():
+    return os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
+def wait_for(gate, value=None):
+    while not os.path.exists(gate):
+        time.sleep(0.005)
+    return value if value is not None else os.getpid()
+
+
+def getpid():
+    return os.getpid()
+
+
+def test_concurrent_calls_get_disjoint_gpus(tmp_path):
+    gate = str(tmp_path / "gate")
+    with remotefn.session("local", max_cores=4, gpu_ids=[0, 1, 2, 3],
+                          forward_output=False) as session:
+        handle = remote(visible_gpus, gpus=2)
+        first, second = handle(gate), handle(gate)
+        wait_until(lambda: first.running() and second.running(), what="both calls to run")
+        assert session.resources()["gpus"] == {"total": 4, "in_use": 4, "free": 0}
+        open(gate, "w").close()
+        seen = [set(f.result(timeout=30).split(",")) for f in (first, second)]
+    assert all(len(ids) == 2 for ids in seen)
+    assert seen[0].isdisjoint(seen[1]) and seen[0] | seen[1] == {"0", "1", "2", "3"}
+
+
+def test_each_mpi_rank_gets_its_own_gpus():
+    pytest.importorskip("mpi4py")
+    with remotefn.session("local", max_cores=2, max_gpus=4, forward_output=False):
+        per_rank = remote(visible_gpus_per_rank, cores=2, gpus=2)().result(timeout=60)
+    assert per_rank == ["0,1", "2,3"]
+
+
+def test_calls_wait_for_gpus_in_submission_order(tmp_path):
+    gates = [str(tmp_path / f"gate{i}") for i in range(3)]
+    with remotefn.session("local", max_cores=4, max_gpus=1, forward_output=False):
+        handle = remote(wait_for, gpus=1)
+        futures = [handle(gate, i) for i, gate in enumerate(gates)]
+        wait_until(futures[0].running, what="the first call to get the GPU")
+        assert not futures[1].running() and not futures[2].running()
+        open(gates[1], "w").close()
+        open(gates[2], "w").close()
+        assert not futures[1].running()
+        open(gates[0], "w").close()
+        assert [f.result(timeout=30) for f in futures] == [0, 1, 2]
+
+
+def test_a_large_call_is_not_starved_by_small_ones(tmp_path):
+    gate = str(tmp_path / "gate")
+    with remotefn.session("local", max_cores=2, forward_output=False):
+        small = remote(wait_for)
+        first = small(gate, 1)
+        big = remote(wait_for, threads_per_core=2)(gate, 2)
+        later = small(gate, 3)
+        wait_until(first.running, what="the first small call")
+        assert not later.running()
+        open(gate, "w").close()
+        assert [f.result(timeout=30) for f in (first, big, later)] == [1, 2, 3]
+        assert big.info.started >= first.info.finished
+
+
+def test_threads_count_against_the_ledger(tmp_path):
+    gate = str(tmp_path / "gate")
+    with remotefn.session("local", max_cores=4, forward_output=False) as session:
+        future = remote(wait_for, threads_per_core=3)(gate)
+        wait_until(future.running, what="the call to run")
+        assert session.resources()["cores"] == {"total": 4, "in_use": 3, "free": 1}
+        open(gate, "w").close()
+        future.result(timeout=30)
+
+
+def test_several_shapes_in_one_session_get_their_own_pools():
+    with remotefn.session("local", max_cores=4, forward_output=False) as session:
+        one = remote(getpid, block=True, max_workers=1)
+        two = one.options(threads_per_core=2)
+        pids_one = {f.result(timeout=30) for f in [one() for _ in range(5)]}
+        pids_two = {f.result(timeout=30) for f in [two() for _ in range(5)]}
+        assert len(pids_one) == 1 and len(pids_two) == 1 and pids_one != pids_two
+        pools = {w["pool"] for w in session.resources()["workers"]}
+        assert len(pools) == 2
+        assert session.resources()["cores"]["in_use"] == 3
+
+
+def test_release_gives_a_pools_resources_back():
+    with remotefn.session("local", max_cores=4, forward_output=False) as session:
+        pooled = remote(getpid, block=True, max_workers=2, threads_per_core=2)
+        [f.result(timeout=30) for f in [pooled() for _ in range(6)]]
+        wait_until(lambda: session.resources()["cores"]["in_use"] >= 2, what="pool workers")
+        session.release(pooled)
+        wait_until(lambda: session.resources()["cores"]["in_use"] == 0, what="the release")
+        assert pooled().result(timeout=30)  # the pool starts again on demand
+
+
+def test_idle_pools_give_way_instead_of_blocking_other_calls():
+    with remotefn.session("local", max_cores=2, forward_output=False):
+        first = remote(getpid, block=True, max_workers=2)
+        [f.result(timeout=30) for f in [first() for _ in range(4)]]
+        other = remote(getpid, threads_per_core=2)
+        assert other().result(timeout=30)
+
+
+def test_resources_lists_running_calls(tmp_path):
+    gate = str(tmp_path / "gate")
+    with remotefn.session("local", max_cores=2, forward_output=False) as session:
+        future = remote(wait_for, block=True)(gate)
+        wait_until(future.running, what="the call to run")
+        running = session.resources()["running"]
+        assert len(running) == 1 and "wait_for" in running[0]["call"]
+        assert running[0]["worker"] == future.info.worker_id
+        open(gate, "w").close()
+        future.result(timeout=30)
