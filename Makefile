@@ -15,8 +15,16 @@ install: $(PY)
 demo: install
 	$(PY) examples/quickstart.py
 
+# The SLURM tests need a cluster: an existing one is used; as root, scripts/test-cluster.sh
+# starts one (and stops it afterwards); otherwise those tests are skipped with the reason.
 test: install
-	$(PY) -m pytest
+	@started=0; \
+	if sinfo -h > /dev/null 2>&1; then echo "using the running SLURM"; \
+	elif [ "$$(id -u)" = 0 ]; then bash scripts/test-cluster.sh up && started=1 || exit 1; \
+	else echo "no SLURM and not root: the SLURM tests will be skipped"; fi; \
+	$(PY) -m pytest; status=$$?; \
+	if [ $$started = 1 ]; then bash scripts/test-cluster.sh down; fi; \
+	exit $$status
 	for example in examples/*.py; do $(PY) $$example > /dev/null || exit 1; done
 
 clean:

@@ -147,7 +147,8 @@ class Session(concurrent.futures.Executor):
         """What the session has and what runs where: ``cores`` and ``gpus`` (total, in use,
         free), ``workers`` and ``running`` calls. A snapshot; it does not block the hub."""
         hub = self._hub
-        report: dict[str, Any] = {"backend": self.backend.name, **hub.ledger.report()}
+        report: dict[str, Any] = {"backend": self.backend.name,
+                                  "allocation": self.backend.describe(), **hub.ledger.report()}
         workers, running = [], []
         for worker in list(hub.workers):
             allocation = worker.allocation

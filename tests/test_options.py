@@ -137,7 +137,7 @@ def test_bad_session_settings(settings, error, text):
     assert text in str(raised.value)
 
 
-@pytest.mark.parametrize("backend", ["slurm", "flux"])
+@pytest.mark.parametrize("backend", ["flux"])
 def test_backends_of_later_versions_are_a_clear_error(backend):
     with pytest.raises(NotImplementedError, match=f"{backend} backend is not available"):
         remotefn.session(backend)

@@ -160,3 +160,13 @@ def test_resources_reports_capacity_and_workers(local):
     assert report["cores"]["total"] == 4
     assert report["cores"]["in_use"] == 1
     assert [w["state"] for w in report["workers"]] == ["ready"]
+
+
+def test_python_m_remotefn_shows_the_local_capacity():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "remotefn", "--backend", "local"],
+                         capture_output=True, text=True, timeout=60).stdout
+    assert "backend: local" in out
+    assert f"cores: {len(os.sched_getaffinity(0))} total" in out

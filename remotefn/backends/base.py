@@ -54,7 +54,7 @@ def worker_environment(spec: WorkerSpec, base: Mapping[str, str]) -> dict[str, s
     environment.update(spec.options.env)
     environment.update(spec.session_env)
     environment[ENV_RANKS] = str(spec.options.cores)
-    if spec.options.gpus:
+    if spec.options.gpus and spec.gpu_ids:
         per_rank = spec.options.gpus
         ids = [str(i) for i in spec.gpu_ids]
         environment[ENV_GPUS] = ";".join(",".join(ids[r * per_rank:(r + 1) * per_rank])
@@ -123,6 +123,10 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def command(self, spec: WorkerSpec) -> list[str]:
         """The command line that starts the worker for ``spec`` (a pure function)."""
+
+    def describe(self) -> dict[str, Any]:
+        """What this backend knows of its allocation, for ``session.resources()``."""
+        return {}
 
     def check_options(self, options: CallOptions) -> None:
         """Raise at submission when this backend cannot run calls with ``options``."""

@@ -1,17 +1,208 @@
-"""The SLURM backend (workers as ``srun`` job steps); not available in this version."""
+"""The SLURM backend: each worker is an ``srun`` job step inside the session's allocation."""
 
 from __future__ import annotations
 
-from typing import Any
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, replace
+from typing import Any, Mapping, Sequence
+
+from ..errors import MissingDependency
+from ..options import CallOptions
+from .base import Backend, Capacity, LaunchedWorker, WorkerSpec, worker_environment
+
+#: Inherited from salloc/sbatch, these would make every step take the whole allocation.
+_INHERITED = re.compile(r"^SLURM_(NTASKS.*|NPROCS|NNODES|TASKS_PER_NODE|CPUS_PER_TASK|GPUS.*|"
+                        r"GPU_.*|TRES_PER_TASK|MEM_PER.*|DISTRIBUTION|NTASKS_PER_.*|"
+                        r"CPU_BIND.*|EXCLUSIVE|OVERCOMMIT|STEP_.*|SRUN_.*|EXACT|"
+                        r"JOB_CPUS_PER_NODE_ALL)$")
+
+#: The extras this backend understands: name -> (type, meaning).
+EXTRAS: dict[str, tuple[type, str]] = {
+    "nodes": (int, "nodes the step spreads over (--nodes)"),
+    "ntasks_per_node": (int, "ranks per node (--ntasks-per-node)"),
+    "exclusive": (bool, "the step's nodes run nothing else (--exclusive)"),
+    "partition": (str, "partition (--partition); the allocation's by default"),
+    "slurm_args": (list, "further srun arguments, as a list of strings"),
+}
 
 
-class SlurmBackend:
+@dataclass(frozen=True)
+class Allocation:
+    """What SLURM granted the job the session runs in."""
+
+    job_id: str
+    nodes: int
+    cpus: int
+    gpus: int
+
+
+def read_allocation(job_id: str) -> Allocation:
+    """Ask ``scontrol`` what job ``job_id`` holds; raises ``RuntimeError`` with its message."""
+    try:
+        out = subprocess.run(["scontrol", "show", "job", "-d", job_id], capture_output=True,
+                             text=True, timeout=60)
+    except FileNotFoundError:
+        raise MissingDependency("the slurm backend needs SLURM's client commands "
+                                "(scontrol, srun) on PATH") from None
+    if out.returncode != 0:
+        raise RuntimeError(f"scontrol show job {job_id} failed: {out.stderr.strip()}")
+    return parse_allocation(job_id, out.stdout)
+
+
+def parse_allocation(job_id: str, text: str) -> Allocation:
+    """The allocation from ``scontrol show job -d`` output (a pure function)."""
+    def field(name: str, default: str | None = None) -> str:
+        match = re.search(rf"\b{name}=(\S+)", text)
+        if match is None:
+            if default is None:
+                raise RuntimeError(f"scontrol shows no {name} for job {job_id}")
+            return default
+        return match.group(1)
+
+    gres = re.search(r"\bJOB_GRES=\S*?gpu(?::[^:,\s]+)?:(\d+)", text)
+    return Allocation(job_id, int(field("NumNodes")), int(field("NumCPUs")),
+                      int(gres.group(1)) if gres else 0)
+
+
+def default_interface() -> str:
+    """An address of this node that the other nodes of the allocation can reach."""
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
+
+
+class SrunWorker(LaunchedWorker):
+    """An srun process: a kill first asks srun to end the step (SIGTERM, which srun forwards
+    to its tasks), and only a second one kills srun itself."""
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        super().__init__(popen)
+        self._terminating = False
+
+    def signal(self, signum: int) -> None:
+        if self.popen.returncode is not None:
+            return
+        if signum == signal.SIGKILL and not self._terminating:
+            self._terminating = True
+            signum = signal.SIGTERM
+        try:
+            os.kill(self.pid, signum)
+        except ProcessLookupError:
+            pass
+
+
+class SlurmBackend(Backend):
+    """Workers as ``srun`` steps with exactly their resources.
+
+    Settings: ``job_id`` (default: ``SLURM_JOB_ID``), ``mpi`` (the ``srun --mpi`` plugin for
+    MPI functions: ``"pmi2"`` for the mpich wheel, the default, or ``"pmix"`` for Open MPI),
+    ``python`` (the workers' interpreter), ``srun`` (its path), ``interface`` (the address the
+    session listens on; default: this node's address) and ``max_cores`` (use fewer cores than
+    the allocation has).
+    """
+
     name = "slurm"
 
-    def __init__(self, **settings: Any) -> None:
-        raise NotImplementedError(
-            "the slurm backend is not available yet; use remotefn.session(backend='local') "
-            "or set REMOTEFN_BACKEND=local")
+    def __init__(self, *, job_id: str | int | None = None, mpi: str = "pmi2",
+                 python: str | None = None, srun: str = "srun", interface: str | None = None,
+                 max_cores: int | None = None) -> None:
+        job = str(job_id) if job_id is not None else os.environ.get("SLURM_JOB_ID")
+        if not job:
+            raise ValueError("the slurm backend runs inside a SLURM allocation: start the "
+                             "script with salloc or sbatch, or pass job_id=")
+        if mpi not in ("pmi2", "pmix", "pmi1", "none"):
+            raise ValueError(f"mpi must be 'pmi2', 'pmix', 'pmi1' or 'none', got {mpi!r}")
+        if max_cores is not None and (isinstance(max_cores, bool) or not isinstance(max_cores, int)
+                                      or max_cores < 1):
+            raise ValueError(f"max_cores must be an int >= 1, got {max_cores!r}")
+        if shutil.which(srun) is None:
+            raise MissingDependency(f"the slurm backend needs {srun!r} on PATH")
+        self.job_id = job
+        self.mpi = mpi
+        self.python = python or sys.executable
+        self.srun = srun
+        self.interface = interface or default_interface()
+        self.allocation = read_allocation(job)
+        self.max_cores = max_cores
+
+    def describe(self) -> dict[str, Any]:
+        return {"job_id": self.job_id, "nodes": self.allocation.nodes,
+                "cpus": self.allocation.cpus, "gpus": self.allocation.gpus}
+
+    def capacity(self) -> Capacity:
+        cores = min(self.allocation.cpus, self.max_cores or self.allocation.cpus)
+        return Capacity(cores=cores, gpu_ids=tuple(range(self.allocation.gpus)))
+
+    def address(self, runtime_dir: str) -> str:
+        return f"tcp://{self.interface}"
+
+    def command(self, spec: WorkerSpec) -> list[str]:
+        return srun_command(spec.options, job_id=self.job_id, mpi=self.mpi, srun=self.srun,
+                            python=self.python, name=f"remotefn-{spec.worker_id}")
+
+    def check_extras(self, extras: Sequence[tuple[str, Any]]) -> None:
+        for name, value in extras:
+            if name not in EXTRAS:
+                raise ValueError(f"unknown slurm extra {name!r}; valid: {', '.join(EXTRAS)}")
+            kind = EXTRAS[name][0]
+            if kind is int and (isinstance(value, bool) or not isinstance(value, int)
+                                or value < 1):
+                raise ValueError(f"extras[{name!r}] must be an int >= 1, got {value!r}")
+            if not isinstance(value, kind):
+                raise TypeError(f"extras[{name!r}] must be {kind.__name__}, got {value!r}")
+            if name == "slurm_args" and not all(isinstance(a, str) for a in value):
+                raise TypeError(f"extras['slurm_args'] must be a list of str, got {value!r}")
+
+    def check_options(self, options: CallOptions) -> None:
+        if options.cores > 1 and self.mpi == "none":
+            raise ValueError(f"cores={options.cores} needs MPI, but the session has mpi='none'")
+
+    def launch(self, spec: WorkerSpec) -> LaunchedWorker:
+        # srun sets CUDA_VISIBLE_DEVICES itself, per task.
+        spec = replace(spec, gpu_ids=())
+        environment = sanitize(worker_environment(spec, os.environ))
+        popen = subprocess.Popen(self.command(spec), env=environment, stdin=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE, start_new_session=True)
+        return SrunWorker(popen)
+
+
+def sanitize(environment: Mapping[str, str]) -> dict[str, str]:
+    """``environment`` without the SLURM variables a step must not inherit."""
+    return {k: v for k, v in environment.items() if not _INHERITED.match(k)}
+
+
+def srun_command(options: CallOptions, *, job_id: str, mpi: str, srun: str, python: str,
+                 name: str) -> list[str]:
+    """The srun command line of one worker (a pure function)."""
+    extras = dict(options.extras)
+    command = [srun, f"--jobid={job_id}", f"--job-name={name}", "--exact",
+               f"--ntasks={options.cores}", f"--cpus-per-task={options.threads_per_core}",
+               f"--mpi={mpi if options.cores > 1 else 'none'}", "--kill-on-bad-exit=1",
+               "--quiet"]
+    if "nodes" in extras:
+        command.append(f"--nodes={extras['nodes']}")
+    else:
+        command.append(f"--nodes=1-{options.cores}")
+    if "ntasks_per_node" in extras:
+        command.append(f"--ntasks-per-node={extras['ntasks_per_node']}")
+    if options.gpus:
+        command.append(f"--gpus-per-task={options.gpus}")
+    if options.cwd:
+        command.append(f"--chdir={options.cwd}")
+    if extras.get("exclusive"):
+        command.append("--exclusive")
+    if "partition" in extras:
+        command.append(f"--partition={extras['partition']}")
+    command.extend(extras.get("slurm_args", []))
+    command.extend([python, "-m", "remotefn.worker"])
+    return command
 
 
 BACKEND = SlurmBackend
