@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test install clean
+.PHONY: demo test bench install clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ test: install
 	if [ $$started = 1 ]; then bash scripts/test-cluster.sh down; fi; \
 	exit $$status
 	for example in examples/*.py; do $(PY) $$example > /dev/null || exit 1; done
+	$(PY) benchmarks/run.py --quick --systems remotefn,processpool --out /tmp/remotefn-bench.json
+
+# Every system, full sizes; writes benchmarks/results.json.
+bench: install
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) benchmarks/run.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

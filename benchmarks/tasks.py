@@ -1,0 +1,26 @@
+"""The functions the benchmarks run; importable, so every system ships them by reference."""
+
+import time
+
+
+def noop(i):
+    return i
+
+
+def echo(array):
+    return array
+
+
+def busy(seconds):
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        pass
+    return seconds
+
+
+def increment(x):
+    return x + 1
+
+
+def total(*values):
+    return sum(values)
