@@ -4,23 +4,14 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from dataclasses import dataclass
 from typing import Any
 
 from .backends import LaunchedWorker
 from .future import RemoteFuture
 from .ledger import Allocation
 from .options import CallOptions
+from .shipping import FunctionRef
 from .wire import Channel
-
-
-@dataclass(frozen=True)
-class FunctionRef:
-    """A function pickled once; workers receive ``payload`` once and ``digest`` afterwards."""
-
-    digest: bytes
-    payload: bytes
-    name: str
 
 
 class Call:

@@ -9,6 +9,7 @@ import wrapt
 from . import context
 from .future import RemoteFuture
 from .options import DEFAULT_OPTIONS, CallOptions, resolve
+from .shipping import importable_name
 
 R = TypeVar("R")
 
@@ -16,6 +17,8 @@ R = TypeVar("R")
 class RemoteFunction(wrapt.ObjectProxy, Generic[R]):
     """A function whose calls run remotely. Keeps the function's name, docstring, signature
     and module; a handle of a module-level function pickles by reference."""
+
+    __remotefn_handle__ = True
 
     def __init__(self, function: Callable[..., R], options: CallOptions = DEFAULT_OPTIONS) -> None:
         super().__init__(function)
@@ -55,9 +58,7 @@ class RemoteFunction(wrapt.ObjectProxy, Generic[R]):
         return f"<remote {name}({settings})>"
 
     def __reduce_ex__(self, protocol: int) -> tuple[Any, ...]:
-        from .sessions import _importable_name
-
-        name = _importable_name(self.__wrapped__)
+        name = importable_name(self.__wrapped__)
         if name is not None:
             return (_import_handle, name)
         return (RemoteFunction, (self.__wrapped__, self._self_options))

@@ -61,6 +61,7 @@ class Hub:
                  start_timeout: float = 300.0) -> None:
         self.backend = backend
         self.start_timeout = start_timeout
+        backend.start()
         self.capacity = backend.capacity()
         self.forward_output = forward_output
         self.key = wire.new_key()
@@ -528,9 +529,7 @@ class Hub:
         fd = worker.process.exit_fd
         self.poller.unregister(fd)
         del self.exit_fds[fd]
-        worker.exit_code = worker.process.poll()
-        if worker.exit_code is None:  # cannot happen with a pidfd, but never block the hub
-            worker.exit_code = worker.process.popen.wait()
+        worker.exit_code = worker.process.poll()  # None until a fork server reports it
         while worker.process.stderr_fd in self.stderr_fds:
             before = len(worker.stderr_tail)
             self._read_stderr(worker)
@@ -547,7 +546,7 @@ class Hub:
         self._receive_all()
         if worker not in self.workers:
             return
-        code = worker.exit_code if worker.exit_code is not None else -signal.SIGKILL
+        code = worker.exit_code if worker.exit_code is not None else worker.process.poll()
         was_starting = worker.state in (State.STARTING, State.INITIALIZING)
         self._stopping(worker)
         self._forget(worker)
@@ -566,7 +565,7 @@ class Hub:
                 pool.queue.appendleft(call)
             worker.inflight.clear()
 
-    def _requeue_or_fail(self, pool: Pool, worker: WorkerRecord, call: Call, code: int,
+    def _requeue_or_fail(self, pool: Pool, worker: WorkerRecord, call: Call, code: int | None,
                          started: bool) -> None:
         if call.future.done():
             return
@@ -652,14 +651,12 @@ class Hub:
     def _close(self) -> None:
         for worker in list(self.workers):
             worker.process.signal(signal.SIGKILL)
-            try:
-                worker.process.popen.wait(timeout=5)
-            except Exception:
-                pass
+            worker.process.wait(5)
             worker.process.close()
         self.workers.clear()
         self.router.close(linger=0)
         self.zmq.term()
+        self.backend.close()
         os.close(self.wake_fd)
         shutil.rmtree(self.runtime_dir, ignore_errors=True)
         self.stopped.set()

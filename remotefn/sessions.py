@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import concurrent.futures
-import hashlib
-import importlib
 import itertools
 import threading
 import time
@@ -15,12 +13,13 @@ from typing import Any, Callable, Iterable, Iterator
 import cloudpickle
 
 from . import backends, context, wire
-from .calls import Call, FunctionRef
+from .calls import Call
 from .dependencies import Waiter, find_futures
 from .errors import SerializationError
 from .future import CallInfo, RemoteFuture
 from .hub import Hub
 from .options import DEFAULT_OPTIONS, CallOptions
+from .shipping import FunctionRef, function_ref
 
 
 class Session(concurrent.futures.Executor):
@@ -248,58 +247,7 @@ def session(backend: str | None = None, **settings: Any) -> Session:
     return Session(backend, **settings)
 
 
-# -- shipping functions and arguments --------------------------------------------------------
-
-
-class _ByName:
-    """Pickles as 'import this attribute', for functions importable in the worker."""
-
-    def __init__(self, module: str, qualname: str) -> None:
-        self.module, self.qualname = module, qualname
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (import_function, (self.module, self.qualname))
-
-
-def import_function(module: str, qualname: str) -> Callable[..., Any]:
-    """Import ``module.qualname``; a remote handle found there is unwrapped to its function."""
-    obj: Any = importlib.import_module(module)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    return getattr(obj, "__wrapped__", obj) if _is_handle(obj) else obj
-
-
-def _is_handle(obj: Any) -> bool:
-    from .decorator import RemoteFunction
-
-    return isinstance(obj, RemoteFunction)
-
-
-def _importable_name(function: Any) -> tuple[str, str] | None:
-    module = getattr(function, "__module__", None)
-    qualname = getattr(function, "__qualname__", None)
-    if not module or not qualname or module == "__main__" or "<" in qualname:
-        return None
-    try:
-        found = import_function(module, qualname)
-    except Exception:
-        return None
-    return (module, qualname) if found is function else None
-
-
-def function_ref(function: Callable[..., Any]) -> FunctionRef:
-    """Pickle ``function`` once: by name when the worker can import it, else by value."""
-    name = getattr(function, "__qualname__", None) or type(function).__name__
-    module = getattr(function, "__module__", None)
-    label = f"{module}.{name}" if module and module != "__main__" else name
-    importable = _importable_name(function)
-    try:
-        payload = (cloudpickle.dumps(_ByName(*importable)) if importable
-                   else cloudpickle.dumps(function))
-    except Exception as error:
-        raise SerializationError(f"the function {label} cannot be pickled: "
-                                 f"{type(error).__name__}: {error}") from error
-    return FunctionRef(hashlib.blake2b(payload, digest_size=16).digest(), payload, label)
+# -- arguments ----------------------------------------------------------------------------------
 
 
 def _pickle_arguments(ref: FunctionRef, args: tuple, kwargs: dict[str, Any]) -> list[Any]:

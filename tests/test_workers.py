@@ -113,3 +113,40 @@ def test_local_capacity_and_address(tmp_path):
     assert LocalBackend().capacity().cores == len(os.sched_getaffinity(0))
     assert LocalBackend().address(str(tmp_path)) == f"ipc://{tmp_path}/session"
     assert LocalBackend(transport="tcp", interface="10.0.0.1").address("x") == "tcp://10.0.0.1"
+
+
+def parent_pid():
+    return os.getppid()
+
+
+def test_single_rank_workers_are_forked_from_the_fork_server():
+    import psutil
+
+    import remotefn
+
+    with remotefn.session("local", forward_output=False) as session:
+        parent = remote(parent_pid)().result(timeout=30)
+        server = session.backend.fork_server.process.pid
+        assert parent == server
+        assert "remotefn.forkserver" in psutil.Process(server).cmdline()
+
+
+@pytest.mark.parametrize("settings, options", [
+    ({"fork_server": False}, {}),
+    ({}, {"env": {"PYTHONHASHSEED": "7"}}),
+])
+def test_workers_are_exec_ed_when_forking_would_be_wrong(settings, options):
+    import remotefn
+
+    with remotefn.session("local", forward_output=False, **settings):
+        assert remote(parent_pid, **options)().result(timeout=30) == os.getpid()
+
+
+def test_forked_workers_report_their_exit_codes(local):
+    from remotefn import WorkerDied
+
+    def exit_5():
+        os._exit(5)
+
+    with pytest.raises(WorkerDied, match="exit code 5"):
+        remote(exit_5)().result(timeout=30)

@@ -62,8 +62,10 @@ def worker_environment(spec: WorkerSpec, base: Mapping[str, str]) -> dict[str, s
     return environment
 
 
-def describe_exit(returncode: int) -> str:
+def describe_exit(returncode: int | None) -> str:
     """'exit code 3' or 'signal 9 (SIGKILL)' for a Popen return code."""
+    if returncode is None:
+        return "an unknown exit status"
     if returncode < 0:
         try:
             name = signal.Signals(-returncode).name
@@ -98,6 +100,13 @@ class LaunchedWorker:
             except ProcessLookupError:
                 pass
 
+    def wait(self, timeout: float) -> int | None:
+        """Wait up to ``timeout`` seconds for the exit; the return code or None."""
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
     def close(self) -> None:
         if self.exit_fd is not None:
             os.close(self.exit_fd)
@@ -111,6 +120,12 @@ class Backend(abc.ABC):
     """How workers are launched and stopped; the session does everything else."""
 
     name: str = ""
+
+    def start(self) -> None:
+        """Prepare to launch workers (called once, when the session opens; must not block)."""
+
+    def close(self) -> None:
+        """Release what :meth:`start` prepared (called once every worker has exited)."""
 
     @abc.abstractmethod
     def capacity(self) -> Capacity:

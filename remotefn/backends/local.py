@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import logging
 import os
 import shutil
 import subprocess
@@ -11,8 +12,11 @@ import sys
 from typing import Sequence
 
 from ..errors import MissingDependency
-from ..options import CallOptions
-from .base import Backend, Capacity, WorkerSpec
+from ..options import DEFAULT_OPTIONS, CallOptions
+from .base import Backend, Capacity, LaunchedWorker, WorkerSpec, worker_environment
+from .forking import ForkServer, forkable
+
+logger = logging.getLogger(__name__)
 
 _MPI_HINT = ("install MPI for Python with: pip install 'remotefn[mpi]' (mpi4py and the mpich "
              "wheel), or put a system MPI's mpiexec on PATH and pip install mpi4py")
@@ -24,8 +28,9 @@ class LocalBackend(Backend):
     Settings: ``max_cores`` (cores the session may use at once; may exceed the machine),
     ``max_gpus`` or ``gpu_ids`` (the GPU inventory; default: what ``nvidia-smi`` lists),
     ``python`` (the interpreter that runs workers), ``mpiexec`` (the MPI launcher; default:
-    the one beside ``python``, else on PATH), ``transport`` (``"ipc"`` or ``"tcp"``) and
-    ``interface`` (the address to bind with tcp).
+    the one beside ``python``, else on PATH), ``transport`` (``"ipc"`` or ``"tcp"``),
+    ``interface`` (the address to bind with tcp) and ``fork_server`` (default True: single-rank
+    workers are forked from a process that has already imported what they need).
     """
 
     name = "local"
@@ -33,7 +38,7 @@ class LocalBackend(Backend):
     def __init__(self, *, max_cores: int | None = None, max_gpus: int | None = None,
                  gpu_ids: Sequence[int] | None = None, python: str | None = None,
                  mpiexec: str | None = None, transport: str = "ipc",
-                 interface: str = "127.0.0.1") -> None:
+                 interface: str = "127.0.0.1", fork_server: bool = True) -> None:
         for name, value in (("max_cores", max_cores), ("max_gpus", max_gpus)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise TypeError(f"{name} must be an int, got {value!r}")
@@ -53,15 +58,39 @@ class LocalBackend(Backend):
         for name, value in (("python", python), ("mpiexec", mpiexec)):
             if value is not None and not isinstance(value, str):
                 raise TypeError(f"{name} must be the path of a program, got {value!r}")
+        if not isinstance(fork_server, bool):
+            raise TypeError(f"fork_server must be True or False, got {fork_server!r}")
         if transport not in ("ipc", "tcp"):
             raise ValueError(f"transport must be 'ipc' or 'tcp', got {transport!r}")
         self.max_cores = max_cores
         self.gpu_ids = tuple(gpu_ids) if gpu_ids is not None else (
             tuple(range(max_gpus)) if max_gpus is not None else None)
         self.python = python or sys.executable
+        self.use_fork_server = fork_server and python is None
+        self.fork_server: ForkServer | None = None
         self.mpiexec = mpiexec
         self.transport = transport
         self.interface = interface
+
+    def start(self) -> None:
+        if self.use_fork_server:
+            spec = WorkerSpec("forkserver", DEFAULT_OPTIONS)
+            self.fork_server = ForkServer(self.python, worker_environment(spec, os.environ))
+
+    def close(self) -> None:
+        if self.fork_server is not None:
+            self.fork_server.close()
+            self.fork_server = None
+
+    def launch(self, spec: WorkerSpec) -> LaunchedWorker:
+        if self.fork_server is not None and spec.options.cores == 1:
+            environment = worker_environment(spec, os.environ)
+            if forkable(dict(spec.options.env), self.python):
+                try:
+                    return self.fork_server.fork(environment, spec.options.cwd)
+                except OSError as error:
+                    logger.warning("starting the worker without the fork server: %s", error)
+        return super().launch(spec)
 
     def capacity(self) -> Capacity:
         cores = self.max_cores or len(os.sched_getaffinity(0))

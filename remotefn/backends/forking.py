@@ -1,0 +1,139 @@
+"""The session's side of the fork server (see :mod:`remotefn.forkserver`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import select
+import socket
+import subprocess
+import sys
+import threading
+
+from .base import LaunchedWorker
+
+logger = logging.getLogger(__name__)
+
+#: Variables that act when an interpreter starts; a worker that sets them is exec'ed instead.
+STARTUP_VARIABLES = ("PYTHON", "LD_")
+
+
+class ForkServer:
+    """Starts ``python -m remotefn.forkserver`` and asks it for workers.
+
+    A reader thread takes the server's answers: the pid of each worker it forks, and the
+    exit code of each worker that ends (the server is their parent, so only it can reap them).
+    """
+
+    def __init__(self, python: str, environment: dict[str, str]) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.channel = ours
+        self.process = subprocess.Popen(
+            [python, "-m", "remotefn.forkserver", str(theirs.fileno())], env=environment,
+            stdin=subprocess.DEVNULL, pass_fds=(theirs.fileno(),), start_new_session=True)
+        theirs.close()
+        self.lock = threading.Lock()
+        self.pids: queue.Queue[int] = queue.Queue()
+        self.codes: dict[int, int] = {}
+        self.exited = threading.Condition()
+        self.reader = threading.Thread(target=self._read, name="remotefn-forkserver",
+                                       daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                message = self.channel.recv(256)
+            except OSError:
+                message = b""
+            if not message:
+                self.pids.put(-1)
+                return
+            kind, *numbers = message.decode().split()
+            if kind == "pid":
+                self.pids.put(int(numbers[0]))
+            elif kind == "exit":
+                with self.exited:
+                    self.codes[int(numbers[0])] = int(numbers[1])
+                    self.exited.notify_all()
+
+    def fork(self, environment: dict[str, str], cwd: str | None) -> "ForkedWorker":
+        """A new worker process with this environment and working directory."""
+        read_end, write_end = os.pipe()
+        try:
+            request = json.dumps({"env": environment, "cwd": cwd}).encode()
+            with self.lock:
+                socket.send_fds(self.channel, [request], [write_end])
+                pid = self.pids.get(timeout=60)
+        except (OSError, queue.Empty) as error:
+            os.close(read_end)
+            raise OSError(f"the fork server is not answering: {error}") from None
+        finally:
+            os.close(write_end)
+        if pid < 0:
+            os.close(read_end)
+            raise OSError("the fork server has exited")
+        return ForkedWorker(self, pid, read_end)
+
+    def close(self) -> None:
+        try:
+            self.channel.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.channel.close()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+class ForkedWorker(LaunchedWorker):
+    """A worker forked by the fork server: its exit code comes from the server."""
+
+    def __init__(self, server: ForkServer, pid: int, stderr_fd: int) -> None:
+        self.server = server
+        self.pid = pid
+        self.exit_fd = os.pidfd_open(pid)
+        self.stderr_fd = stderr_fd
+        self._stderr = stderr_fd
+
+    def poll(self) -> int | None:
+        with self.server.exited:
+            return self.server.codes.get(self.pid)
+
+    def wait(self, timeout: float) -> int | None:
+        if self.exit_fd is not None:
+            select.select([self.exit_fd], [], [], timeout)
+        with self.server.exited:
+            self.server.exited.wait_for(lambda: self.pid in self.server.codes, timeout=1)
+            return self.server.codes.get(self.pid)
+
+    def signal(self, signum: int) -> None:
+        if self.poll() is not None:
+            return
+        try:
+            os.killpg(self.pid, signum)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def close(self) -> None:
+        if self.exit_fd is not None:
+            os.close(self.exit_fd)
+            self.exit_fd = None
+        if self._stderr is not None:
+            os.close(self._stderr)
+            self._stderr = None
+        self.stderr_fd = None
+        with self.server.exited:
+            self.server.codes.pop(self.pid, None)
+
+
+def forkable(environment: dict[str, str], python: str) -> bool:
+    """Whether a worker can be forked rather than exec'ed: same interpreter, and no variable
+    that only acts when an interpreter starts."""
+    return python == sys.executable and not any(
+        name.startswith(STARTUP_VARIABLES) and os.environ.get(name) != value
+        for name, value in environment.items() if name != "PYTHONPATH")

@@ -1,0 +1,138 @@
+"""A fork server for local workers: ``python -m remotefn.forkserver``.
+
+Starting a Python worker costs about 100 ms, mostly imports. The fork server pays that once:
+it imports what a worker needs, then forks a ready worker per request in about a millisecond.
+
+Who writes and who reads::
+
+    session (LocalBackend) --request: json {env, cwd} + the worker's stderr fd--> fork server
+    fork server --"pid N"--> session              (the worker it forked)
+    fork server --"exit N CODE"--> session        (a worker exited; CODE as Popen reports it)
+
+The socket is a SOCK_SEQPACKET pair whose fd is the server's argument, so every message
+arrives whole. The
+server exits when the session closes its end (or dies), and its workers notice that their
+parent is gone within a second.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import socket
+import sys
+import traceback
+
+def _reap(channel: socket.socket) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+        channel.send(f"exit {pid} {code}".encode())
+
+
+def _child(request: dict, stderr_fd: int, closing: list[int]) -> None:
+    """In the forked process: become the worker that ``request`` describes."""
+    code = 1
+    try:
+        os.setsid()
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        for fd in closing:
+            os.close(fd)
+        os.dup2(stderr_fd, 2)
+        os.close(stderr_fd)
+        os.environ.clear()
+        os.environ.update(request["env"])
+        if request.get("cwd"):
+            os.chdir(request["cwd"])
+        from . import worker
+
+        code = worker.main()
+    except SystemExit as error:
+        code = error.code if isinstance(error.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        os._exit(code)
+
+
+def serve(channel: socket.socket) -> None:
+    # What every worker imports, loaded once here.
+    import cloudpickle  # noqa: F401
+    import zmq  # noqa: F401
+
+    from . import context, runner, shipping, wire, worker  # noqa: F401
+
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_read, False)
+    os.set_blocking(wake_write, False)
+    signal.set_wakeup_fd(wake_write)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    warm = False
+    while True:
+        readable, _, _ = select.select([channel, wake_read], [], [], None if warm else 0.05)
+        if not readable and not warm:
+            # Idle after starting: load what unpickling user functions usually needs, so
+            # that workers forked from now on have it too.
+            from . import decorator, sessions  # noqa: F401
+
+            warm = True
+            continue
+        if wake_read in readable:
+            while True:
+                try:
+                    if not os.read(wake_read, 512):
+                        break
+                except BlockingIOError:
+                    break
+            _reap(channel)
+        if channel in readable:
+            try:
+                message, fds, _, _ = socket.recv_fds(channel, 1 << 20, 1)
+            except ConnectionError:
+                return
+            if not message:
+                return
+            request = json.loads(message)
+            pid = os.fork()
+            if pid == 0:
+                _child(request, fds[0], [channel.fileno(), wake_read, wake_write])
+            os.close(fds[0])
+            channel.send(f"pid {pid}".encode())
+
+
+def main() -> int:
+    channel = socket.socket(fileno=int(sys.argv[1]))
+    try:
+        serve(channel)
+    finally:
+        for child in _children():
+            try:
+                os.kill(child, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    return 0
+
+
+def _children() -> list[int]:
+    try:
+        with open(f"/proc/{os.getpid()}/task/{os.getpid()}/children") as file:
+            return [int(pid) for pid in file.read().split()]
+    except OSError:
+        return []
+
+
+if __name__ == "__main__":
+    sys.exit(main())
