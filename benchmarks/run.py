@@ -80,6 +80,12 @@ def goals(results: dict[str, dict]) -> list[tuple[str, str, bool | None]]:
         memory = large["bytes_per_queued_call"]
         checks.append(("<= 2 KiB per queued call", f"{memory / 1024:.2f} KiB",
                        memory <= 2048))
+    if "cache_hit_us" in ours:
+        checks.append(("cache hit overhead < 1 ms", f"{ours['cache_hit_us']:.0f} us",
+                       ours["cache_hit_us"] < 1000))
+        speed = ours["cache_hash_gb_per_s"]
+        checks.append((f"hashing a {ours['cache_hash_bytes'] / 2**30:g} GiB array >= 1 GB/s",
+                       f"{speed:.2f} GB/s", speed >= 1.0))
     slurm = ours.get("slurm")
     if isinstance(slurm, dict):
         checks.append(("SLURM non-block calls >= 0.9x bare srun steps",
@@ -99,7 +105,9 @@ def table(results: dict[str, dict]) -> str:
     ours = results.get("remotefn", {})
     extra = [("session() to first result (s)", ours.get("session_to_first_result_s"), "{:.3f}"),
              ("non-block calls (calls/s)", ours.get("non_block_calls_per_s"), "{:,.0f}"),
-             ("dependency graph (nodes/s)", ours.get("graph_nodes_per_s"), "{:,.0f}")]
+             ("dependency graph (nodes/s)", ours.get("graph_nodes_per_s"), "{:,.0f}"),
+             ("cache hit (us)", ours.get("cache_hit_us"), "{:,.0f}"),
+             ("cache key of an array (GB/s)", ours.get("cache_hash_gb_per_s"), "{:.2f}")]
     for label, value, fmt in extra:
         if value is not None:
             lines.append(f"{label:34}{fmt.format(value):>16}")

@@ -138,8 +138,38 @@ def remotefn_only(quick: bool) -> dict[str, Any]:
         concurrent.futures.wait(layer)
         results["graph_nodes"] = made
         results["graph_nodes_per_s"] = made / (time.perf_counter() - begun)
+    results.update(cache_rows(quick))
     results.update(slurm_row(quick))
     return results
+
+
+def cache_rows(quick: bool) -> dict[str, Any]:
+    """Cache hit overhead for a small result, and hashing speed of a large array argument."""
+    import tempfile
+
+    import remotefn
+    from remotefn import cache, remote
+
+    with tempfile.TemporaryDirectory() as directory:
+        with remotefn.session("local", max_cores=2, cache_directory=directory,
+                              forward_output=False):
+            handle = remote(tasks.noop, block=True)
+            handle(7).result()
+            samples = []
+            for _ in range(200 if quick else 2000):
+                begun = time.perf_counter()
+                future = handle(7)
+                future.result()
+                samples.append(time.perf_counter() - begun)
+            assert future.info.from_cache
+    size = (2**27 if quick else 2**30) // 8
+    array = np.ones(size)
+    begun = time.perf_counter()
+    cache.call_key(tasks.echo, "echo", (array,), {})
+    seconds = time.perf_counter() - begun
+    return {"cache_hit_us": _median(samples) * 1e6,
+            "cache_hash_gb_per_s": array.nbytes / seconds / 1e9,
+            "cache_hash_bytes": array.nbytes}
 
 
 def slurm_row(quick: bool) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from typing import Any
+from typing import Any, Callable
 
 from .backends import LaunchedWorker
 from .future import RemoteFuture
@@ -18,7 +18,7 @@ class Call:
     """One submitted call, from the queue until its future is set."""
 
     __slots__ = ("call_id", "future", "function", "arguments", "options", "retries_left",
-                 "timed_out")
+                 "timed_out", "on_success")
 
     def __init__(self, call_id: int, future: RemoteFuture, function: FunctionRef,
                  arguments: list[Any], options: CallOptions) -> None:
@@ -29,6 +29,8 @@ class Call:
         self.options = options
         self.retries_left = options.retries
         self.timed_out = False
+        #: Called with the value and the CallInfo before the future resolves (the cache).
+        self.on_success: Callable[[Any, Any], None] | None = None
 
     def describe(self) -> str:
         return f"{self.function.name} (call {self.call_id})"

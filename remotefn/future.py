@@ -19,6 +19,8 @@ class CallInfo:
     pid: int | None = None
     started: float | None = None
     finished: float | None = None
+    #: True when the result came from the session's cache (or from an identical call in flight).
+    from_cache: bool = False
 
     @property
     def runtime(self) -> float | None:

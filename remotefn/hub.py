@@ -465,6 +465,8 @@ class Hub:
                     f"the result of {call.describe()} could not be unpickled here: "
                     f"{type(error).__name__}: {error}"))
             else:
+                if call.on_success is not None:
+                    call.on_success(value, info)
                 call.future._succeed(value)
         self._finish(call)
 
@@ -615,6 +617,7 @@ class Hub:
     @staticmethod
     def _finish(call: Call) -> None:
         call.arguments = []
+        call.on_success = None
 
     # -- stopping ----------------------------------------------------------------------------
 

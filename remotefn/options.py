@@ -98,6 +98,12 @@ def _extras(name: str, value: Any) -> tuple[tuple[str, Any], ...]:
     return tuple(sorted(value.items()))
 
 
+def _text(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, got {value!r} ({_type_name(value)})")
+    return value
+
+
 def _cache(name: str, value: Any) -> bool | None:
     return None if value is None else _boolean(name, value)
 
@@ -121,8 +127,12 @@ OPTIONS: dict[str, Option] = {
                "Runs once per block worker; its dict fills keyword arguments a call leaves out."),
         Option("timeout", None, _optional(_seconds), "Seconds a call may run before CallTimeout."),
         Option("retries", 0, _integer(0), "Times a call is rerun when its worker dies."),
-        Option("cache", None, _cache, "Store and reuse results in the session's cache.",
-               lambda v: "cache=True" if v else None),
+        Option("cache", None, _cache,
+               "Reuse stored results (default: when the session has a cache_directory)."),
+        Option("cache_salt", None, _optional(_text),
+               "Mixed into the cache key: change it to recompute stored results."),
+        Option("cache_key", None, _optional(_function),
+               "Called with the call's arguments; its value keys the cache instead of them."),
         Option("extras", (), _extras, "Backend-specific settings, passed to the backend as given."),
     )
 }
@@ -145,6 +155,8 @@ class CallOptions:
     timeout: float | None = None
     retries: int = 0
     cache: bool | None = None
+    cache_salt: str | None = None
+    cache_key: Callable[..., Any] | None = None
     extras: tuple[tuple[str, Any], ...] = ()
 
     def pool_key(self) -> tuple[Any, ...]:

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import concurrent.futures
 import itertools
+import os
 import threading
 import time
+import warnings
 import weakref
 from functools import partial
 from typing import Any, Callable, Iterable, Iterator
 
 import cloudpickle
 
-from . import backends, context, wire
+from . import backends, cache, context, wire
 from .calls import Call
 from .dependencies import Waiter, find_futures
 from .errors import SerializationError
@@ -26,13 +28,22 @@ class Session(concurrent.futures.Executor):
     """Runs calls on workers that its backend launches; see :func:`session`."""
 
     def __init__(self, backend: str | None = None, *, forward_output: bool = True,
-                 start_timeout: float = 300.0, **settings: Any) -> None:
+                 start_timeout: float = 300.0, cache_directory: str | os.PathLike | None = None,
+                 cache_by: str = "code", **settings: Any) -> None:
         if not isinstance(forward_output, bool):
             raise TypeError(f"forward_output must be True or False, got {forward_output!r}")
         if isinstance(start_timeout, bool) or not isinstance(start_timeout, (int, float)):
             raise TypeError(f"start_timeout must be a number of seconds, got {start_timeout!r}")
         if not start_timeout > 0:
             raise ValueError(f"start_timeout must be > 0, got {start_timeout!r}")
+        if cache_directory is not None and not isinstance(cache_directory, (str, os.PathLike)):
+            raise TypeError(f"cache_directory must be a path, got {cache_directory!r}")
+        if cache_by not in ("code", "name"):
+            raise ValueError(f"cache_by must be 'code' or 'name', got {cache_by!r}")
+        self.cache_directory = os.path.abspath(cache_directory) if cache_directory else None
+        self._cache_by_code = cache_by == "code"
+        self._in_flight: dict[str, RemoteFuture] = {}
+        self._cache_lock = threading.Lock()
         name = backend if backend is not None else context.backend_from_environment()
         self.backend = backends.create(name, settings)
         self._hub = Hub(self.backend, forward_output=forward_output,
@@ -181,6 +192,7 @@ class Session(concurrent.futures.Executor):
         self.backend.check_options(options)
         self.backend.check_extras(options.extras)
         ref = self._function_ref(function)
+        caching = self._caching(options)
         dependencies = find_futures(args, kwargs)
         arguments = None if dependencies else _pickle_arguments(ref, args, kwargs)
         call_id = next(self._call_ids)
@@ -188,12 +200,87 @@ class Session(concurrent.futures.Executor):
         self._pending.add(future)
         future.add_done_callback(self._pending.discard)
         if arguments is not None:
-            self._hub.submit(Call(call_id, future, ref, arguments, options))
+            self._launch(future, function, ref, options, args, kwargs, arguments, caching)
         else:
             Waiter(dependencies, args, kwargs,
-                   ready=partial(self._dependencies_ready, future, ref, options),
+                   ready=partial(self._dependencies_ready, future, function, ref, options,
+                                 caching),
                    failed=future._fail)
         return future
+
+    def _dependencies_ready(self, future: RemoteFuture, function: Callable[..., Any],
+                            ref: FunctionRef, options: CallOptions, caching: bool, args: tuple,
+                            kwargs: dict[str, Any]) -> None:
+        if future.done():
+            return
+        try:
+            arguments = _pickle_arguments(ref, args, kwargs)
+        except SerializationError as error:
+            future._fail(error)
+            return
+        self._launch(future, function, ref, options, args, kwargs, arguments, caching)
+
+    def _launch(self, future: RemoteFuture, function: Callable[..., Any], ref: FunctionRef,
+                options: CallOptions, args: tuple, kwargs: dict[str, Any],
+                arguments: list[Any], caching: bool) -> None:
+        """Serve the call from the cache or an identical call in flight, else queue it."""
+        call = Call(future.info.call_id, future, ref, arguments, options)
+        if caching and self._from_cache(call, function, args, kwargs):
+            return
+        self._hub.submit(call)
+
+    def _caching(self, options: CallOptions) -> bool:
+        if options.cache is True and self.cache_directory is None:
+            raise ValueError("cache=True needs a session with a cache_directory: "
+                             "remotefn.session(cache_directory='...')")
+        return self.cache_directory is not None and options.cache is not False
+
+    def _from_cache(self, call: Call, function: Callable[..., Any], args: tuple,
+                    kwargs: dict[str, Any]) -> bool:
+        """True when the call was answered (or will be) without running it; else the call
+        is set up to store its result before its future resolves."""
+        assert self.cache_directory is not None
+        future, ref, options = call.future, call.function, call.options
+        try:
+            key = cache.call_key(function, ref.name, args, kwargs, by_code=self._cache_by_code,
+                                 salt=options.cache_salt, key=options.cache_key)
+        except Exception as error:
+            future._fail(SerializationError(
+                f"the cache key of {ref.name} could not be computed: {type(error).__name__}: "
+                f"{error}; pass cache_key= to key these arguments yourself"))
+            return True
+        path = cache.entry_path(self.cache_directory, ref.name, key)
+        with self._cache_lock:
+            primary = self._in_flight.get(key)
+            if primary is None:
+                hit, value = cache.read_hit(path)
+                if not hit:
+                    self._in_flight[key] = future
+        if primary is not None:
+            future.info.from_cache = True
+            primary.add_done_callback(partial(_copy_outcome, future))
+            return True
+        if hit:
+            future.info.from_cache = True
+            future._succeed(value)
+            return True
+        call.on_success = partial(self._store, key, path, ref, cache.summarize(args, kwargs))
+        future.add_done_callback(partial(self._leave_in_flight, key))
+        return False
+
+    def _store(self, key: str, path: str, ref: FunctionRef, summary: str, value: Any,
+               info: CallInfo) -> None:
+        """Write the entry; runs before the future resolves, so it is there once it has."""
+        try:
+            cache.write(path, value, {"function": ref.name, "key": key, "arguments": summary,
+                                      "runtime": info.runtime, "worker": info.worker_id})
+        except Exception as error:
+            warnings.warn(f"remotefn cache: the result of {ref.name} was not stored: "
+                          f"{type(error).__name__}: {error}", RuntimeWarning, stacklevel=1)
+
+    def _leave_in_flight(self, key: str, future: RemoteFuture) -> None:
+        with self._cache_lock:
+            self._in_flight.pop(key, None)
 
     def _check_fits(self, options: CallOptions) -> None:
         cores = options.cores * options.threads_per_core
@@ -210,17 +297,6 @@ class Session(concurrent.futures.Executor):
                 raise ValueError(f"a block pool of max_workers={options.max_workers} workers "
                                  f"asks for {why}; lower max_workers")
 
-    def _dependencies_ready(self, future: RemoteFuture, ref: FunctionRef, options: CallOptions,
-                            args: tuple, kwargs: dict[str, Any]) -> None:
-        if future.done():
-            return
-        try:
-            arguments = _pickle_arguments(ref, args, kwargs)
-        except SerializationError as error:
-            future._fail(error)
-            return
-        self._hub.submit(Call(future.info.call_id, future, ref, arguments, options))
-
     def _function_ref(self, function: Callable[..., Any]) -> FunctionRef:
         try:
             ref = self._functions.get(function)
@@ -235,6 +311,15 @@ class Session(concurrent.futures.Executor):
         return ref
 
 
+def _copy_outcome(target: RemoteFuture, source: concurrent.futures.Future) -> None:
+    if source.cancelled():
+        target.cancel()
+    elif source.exception() is not None:
+        target._fail(source.exception())
+    else:
+        target._succeed(source.result())
+
+
 def session(backend: str | None = None, **settings: Any) -> Session:
     """Open a session on ``backend`` (``"local"``, ``"slurm"`` or ``"flux"``; default: detected
     from the environment). Use it as a context manager: inside the ``with`` block, calls of
@@ -242,6 +327,9 @@ def session(backend: str | None = None, **settings: Any) -> Session:
     the workers (an exception in the block stops them at once).
 
     Settings: ``forward_output`` (print the calls' output here, default True),
+    ``cache_directory`` (store results there and reuse them, also in later runs),
+    ``cache_by`` (``"code"``, default: a change to a function's code invalidates its entries;
+    ``"name"``: only its qualified name counts),
     ``start_timeout`` (seconds a worker may take to connect, default 300) and the backend's own (local: ``max_cores``, ``python``, ``transport``, ``interface``).
     """
     return Session(backend, **settings)

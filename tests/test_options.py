@@ -54,6 +54,8 @@ BAD = [
     ({"retries": -1}, ValueError, "-1"),
     ({"retries": 1.0}, TypeError, "1.0"),
     ({"cache": "yes"}, TypeError, "'yes'"),
+    ({"cache_salt": 3}, TypeError, "3"),
+    ({"cache_key": "args"}, TypeError, "'args'"),
     ({"extras": ["--exclusive"]}, TypeError, "['--exclusive']"),
     ({"extras": {1: "x"}}, TypeError, "1"),
     ({"corse": 2}, TypeError, "'corse'"),
@@ -86,10 +88,9 @@ def test_unknown_option_lists_the_valid_ones():
         assert name in message
 
 
-def test_options_of_later_versions_are_refused_clearly():
-    with pytest.raises(NotImplementedError, match="not supported yet") as raised:
-        remote(work, cache=True)
-    assert "cache=True" in str(raised.value)
+def test_cache_true_needs_a_cache_directory(local):
+    with pytest.raises(ValueError, match="cache_directory"):
+        local.submit(remote(work, cache=True), 1)
 
 
 def test_alias_gpus_per_core_means_gpus():
