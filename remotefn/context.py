@@ -61,10 +61,21 @@ def default() -> "Session":
         return _default
 
 
-def confine_default(max_cores: int | None) -> None:
-    """Inside a worker: the default session is local and limited to the worker's cores."""
+def confine_default(backend: str = "local", max_cores: int | None = None,
+                    gpu_ids: list[int] | None = None) -> None:
+    """Inside a worker: the default session uses only the worker's share of the allocation
+    (a local session on its cores and GPUs, or the worker's own Flux instance)."""
     global _confined
-    _confined = {"backend": "local", "max_cores": max_cores}
+    if backend == "flux":
+        _confined = {"backend": "flux"}
+    else:
+        _confined = {"backend": "local", "max_cores": max_cores,
+                     "gpu_ids": gpu_ids if gpu_ids is not None else []}
+
+
+def confined() -> dict[str, Any] | None:
+    """The settings of a session inside this worker's share, or None outside workers."""
+    return _confined
 
 
 def register(session: "Session") -> None:

@@ -537,6 +537,8 @@ class Hub:
             self._read_stderr(worker)
             if len(worker.stderr_tail) == before:
                 break
+        worker.stderr_tail += worker.process.final_stderr()
+        del worker.stderr_tail[:-STDERR_TAIL]
         if worker.inflight or worker.assigned or worker.state in (State.STARTING,
                                                                   State.INITIALIZING):
             # Results sent just before the exit may not have been read yet.

@@ -133,6 +133,9 @@ OPTIONS: dict[str, Option] = {
                "Mixed into the cache key: change it to recompute stored results."),
         Option("cache_key", None, _optional(_function),
                "Called with the call's arguments; its value keys the cache instead of them."),
+        Option("nested", False, _boolean,
+               "Run the call in its own scheduler instance on its share (Flux: flux start); "
+               "sessions opened inside it schedule within that share."),
         Option("extras", (), _extras, "Backend-specific settings, passed to the backend as given."),
     )
 }
@@ -157,12 +160,13 @@ class CallOptions:
     cache: bool | None = None
     cache_salt: str | None = None
     cache_key: Callable[..., Any] | None = None
+    nested: bool = False
     extras: tuple[tuple[str, Any], ...] = ()
 
     def pool_key(self) -> tuple[Any, ...]:
         """What makes two calls share a worker: everything that shapes the worker process."""
         return (self.cores, self.threads_per_core, self.gpus, self.cwd, self.env,
-                self.block, self.max_workers, self.init, repr(self.extras))
+                self.block, self.max_workers, self.init, self.nested, repr(self.extras))
 
 
 DEFAULT_OPTIONS = CallOptions()

@@ -44,6 +44,11 @@ class Session(concurrent.futures.Executor):
         self._cache_by_code = cache_by == "code"
         self._in_flight: dict[str, RemoteFuture] = {}
         self._cache_lock = threading.Lock()
+        if backend is None and context.confined() is not None:
+            # Inside a worker: the worker's share, unless settings say otherwise.
+            confined = dict(context.confined() or {})
+            backend = confined.pop("backend")
+            settings = {**confined, **settings}
         name = backend if backend is not None else context.backend_from_environment()
         self.backend = backends.create(name, settings)
         self._hub = Hub(self.backend, forward_output=forward_output,

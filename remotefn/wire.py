@@ -59,6 +59,8 @@ ENV_WORKER = "REMOTEFN_WORKER"
 ENV_CORES = "REMOTEFN_CORES"
 ENV_RANKS = "REMOTEFN_RANKS"
 ENV_GPUS = "REMOTEFN_GPUS"  # GPU ids per rank: "0,1;2,3"
+ENV_PMI = "REMOTEFN_PMI"  # the PMI mode the launcher was asked for, for error messages
+ENV_NESTED = "REMOTEFN_NESTED"  # "flux": the worker runs in its own Flux instance
 
 TO_WORKER = b"S"
 TO_SESSION = b"W"

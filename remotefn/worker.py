@@ -24,7 +24,8 @@ import zmq
 from . import context, wire
 from ._version import PROTOCOL_VERSION, __version__
 from .runner import Outcome, Runner
-from .wire import (ENV_ADDRESS, ENV_CORES, ENV_GPUS, ENV_KEY, ENV_RANKS, ENV_WORKER,
+from .wire import (ENV_ADDRESS, ENV_CORES, ENV_GPUS, ENV_KEY, ENV_NESTED, ENV_PMI, ENV_RANKS,
+                   ENV_WORKER,
                    Flag, Kind)
 
 
@@ -197,6 +198,8 @@ def main() -> int:
     cores = environ.pop(ENV_CORES, None)
     ranks = int(environ.pop(ENV_RANKS, "1"))
     gpus = environ.pop(ENV_GPUS, None)
+    pmi = environ.pop(ENV_PMI, None)
+    nested = environ.pop(ENV_NESTED, None)
     comm, rank = None, 0
     if ranks > 1:
         from . import ranks as mpi
@@ -206,12 +209,17 @@ def main() -> int:
         if comm.Get_size() != ranks:
             print(f"remotefn worker: {ranks} MPI ranks were started but MPI reports a world of "
                   f"{comm.Get_size()}: the MPI launcher and the MPI library of mpi4py do not "
-                  "match (or the PMI mode is not supported)", file=sys.stderr)
+                  f"match, or the PMI mode{f' {pmi!r}' if pmi else ''} is not supported "
+                  "(Flux's pmix needs the flux-pmix plugin)", file=sys.stderr)
             return 3
     if gpus is not None:
         groups = gpus.split(";")
         environ["CUDA_VISIBLE_DEVICES"] = groups[rank] if rank < len(groups) else ""
-    context.confine_default(max_cores=int(cores) if cores else None)
+    visible = environ.get("CUDA_VISIBLE_DEVICES")
+    context.confine_default(
+        backend="flux" if nested == "flux" else "local",
+        max_cores=int(cores) if cores else None,
+        gpu_ids=[int(i) for i in visible.split(",") if i.isdigit()] if visible else None)
     if comm is not None and rank > 0:
         mpi.follow(comm)
         return 0

@@ -114,7 +114,8 @@ def test_salt_and_key_function(cached, tmp_path):
     log = str(tmp_path / "log")
     handle = remote(record)
     handle(log, 1).result(timeout=30)
-    assert not handle.options(cache_salt="v2")(log, 1).info.from_cache
+    salted = handle.options(cache_salt="v2")(log, 1)
+    assert salted.result(timeout=30) == 2 and not salted.info.from_cache
     keyed = handle.options(cache_key=lambda path, x: x % 10)
     keyed(log, 3).result(timeout=30)
     assert keyed(log, 13).result(timeout=30) == 6  # same key as 3: the stored result

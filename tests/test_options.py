@@ -138,7 +138,12 @@ def test_bad_session_settings(settings, error, text):
     assert text in str(raised.value)
 
 
-@pytest.mark.parametrize("backend", ["flux"])
-def test_backends_of_later_versions_are_a_clear_error(backend):
-    with pytest.raises(NotImplementedError, match=f"{backend} backend is not available"):
-        remotefn.session(backend)
+def test_flux_backend_without_flux_python_says_what_is_missing():
+    import importlib.util
+
+    if importlib.util.find_spec("flux") is not None:
+        pytest.skip("flux-python is installed here")
+    from remotefn.errors import MissingDependency
+
+    with pytest.raises(MissingDependency, match="flux start"):
+        remotefn.session("flux")

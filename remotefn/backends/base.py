@@ -100,6 +100,10 @@ class LaunchedWorker:
             except ProcessLookupError:
                 pass
 
+    def final_stderr(self) -> bytes:
+        """What the worker wrote to stderr that did not come through ``stderr_fd``."""
+        return b""
+
     def wait(self, timeout: float) -> int | None:
         """Wait up to ``timeout`` seconds for the exit; the return code or None."""
         try:

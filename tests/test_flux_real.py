@@ -1,0 +1,107 @@
+"""The flux backend on a real Flux instance: runs where `import flux` works and FLUX_URI is
+set (e.g. `flux start python -m pytest tests/test_flux_real.py`); skipped elsewhere."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+import remotefn
+from remotefn import WorkerDied, WorkerStartError, remote
+from helpers import wait_until
+
+try:
+    import flux
+    import flux.job
+    from flux.resource.list import resource_list
+
+    _REASON = None if os.environ.get("FLUX_URI") else "FLUX_URI is not set: run under flux start"
+except ImportError as error:
+    _REASON = f"flux-python is not importable here ({error}); run under a Flux instance"
+
+pytestmark = pytest.mark.skipif(_REASON is not None, reason=str(_REASON))
+
+
+def calc(i):
+    from mpi4py import MPI
+
+    return i, MPI.COMM_WORLD.Get_size(), MPI.COMM_WORLD.Get_rank()
+
+
+def threads():
+    return os.environ["OMP_NUM_THREADS"]
+
+
+def load():
+    return {"offset": 10}
+
+
+def shifted(x, offset):
+    return x + offset
+
+
+def sleep_long():
+    time.sleep(600)
+
+
+def nested_backend():
+    with remotefn.session() as inner:
+        return inner.backend.name, remote(os.getpid)().result(timeout=120) != os.getpid()
+
+
+def remotefn_jobs():
+    handle = flux.Flux()
+    return [job for job in flux.job.JobList(handle).jobs()
+            if job.name in ("python", "python3", "flux") and job.state_single != "I"
+            and job.status not in ("COMPLETED", "FAILED", "CANCELED", "TIMEOUT")]
+
+
+@pytest.fixture
+def session():
+    with remotefn.session("flux", forward_output=False) as opened:
+        yield opened
+
+
+def test_capacity_matches_flux(session):
+    view = resource_list(flux.Flux()).get()
+    assert session.resources()["cores"]["total"] == view.all.ncores
+
+
+def test_seed_example_on_two_ranks(session):
+    assert remote(calc, cores=2)(3).result(timeout=120) == [(3, 2, 0), (3, 2, 1)]
+
+
+def test_threads(session):
+    assert remote(threads, threads_per_core=2)().result(timeout=120) == "2"
+
+
+def test_block_pool_with_init_and_dependencies(session):
+    handle = remote(shifted, block=True, init=load, max_workers=1)
+    assert handle(handle(1)).result(timeout=120) == 21
+
+
+def test_cache(tmp_path):
+    with remotefn.session("flux", cache_directory=str(tmp_path), forward_output=False):
+        remote(shifted, block=True, init=load)(1).result(timeout=120)
+        assert remote(shifted, block=True, init=load)(1).info.from_cache
+
+
+def test_nested_session(session):
+    assert remote(nested_backend, nested=True, cores=1, threads_per_core=2)().result(
+        timeout=300) == ("flux", True)
+
+
+def test_unsatisfiable_request(session):
+    with pytest.raises((ValueError, WorkerStartError)):
+        remote(calc, cores=10_000)(1).result(timeout=120)
+
+
+def test_cancel_fails_the_running_call(session):
+    future = remote(sleep_long, block=True)()
+    wait_until(future.running, timeout=60, what="the call to run")
+    worker = next(iter(session._hub.workers))
+    flux.job.cancel(session.backend.handle, worker.process.jobid())
+    with pytest.raises(WorkerDied):
+        future.result(timeout=120)
