@@ -81,7 +81,7 @@ class WorkerRecord:
 
     __slots__ = ("worker_id", "identity", "pool", "process", "channel", "heartbeat", "state",
                  "inflight", "known", "stderr_tail", "host", "pid", "assigned", "allocation",
-                 "exit_code")
+                 "exit_code", "finished")
 
     def __init__(self, worker_id: str, pool: Pool, process: LaunchedWorker, key: bytes,
                  allocation: "Allocation") -> None:
@@ -102,6 +102,8 @@ class WorkerRecord:
         #: Cores and GPUs this worker holds in the ledger; None once given back.
         self.allocation: Allocation | None = allocation
         self.exit_code: int | None = None
+        #: Ids of calls the worker reported finished (status pipe) whose results are not in.
+        self.finished: set[int] = set()
 
     def stderr_text(self) -> str:
         return self.stderr_tail.decode("utf-8", "replace")

@@ -5,7 +5,7 @@ it imports what a worker needs, then forks a ready worker per request in about a
 
 Who writes and who reads::
 
-    session (LocalBackend) --request: json {env, cwd} + the worker's stderr fd--> fork server
+    session (LocalBackend) --request: json {env, cwd} + stderr and status fds--> fork server
     fork server --"pid N"--> session              (the worker it forked)
     fork server --"exit N CODE"--> session        (a worker exited; CODE as Popen reports it)
 
@@ -37,7 +37,7 @@ def _reap(channel: socket.socket) -> None:
         channel.send(f"exit {pid} {code}".encode())
 
 
-def _child(request: dict, stderr_fd: int, closing: list[int]) -> None:
+def _child(request: dict, stderr_fd: int, status_fd: int, closing: list[int]) -> None:
     """In the forked process: become the worker that ``request`` describes."""
     code = 1
     try:
@@ -50,6 +50,7 @@ def _child(request: dict, stderr_fd: int, closing: list[int]) -> None:
         os.close(stderr_fd)
         os.environ.clear()
         os.environ.update(request["env"])
+        os.environ["REMOTEFN_STATUS_FD"] = str(status_fd)
         if request.get("cwd"):
             os.chdir(request["cwd"])
         from . import worker
@@ -100,7 +101,7 @@ def serve(channel: socket.socket) -> None:
             _reap(channel)
         if channel in readable:
             try:
-                message, fds, _, _ = socket.recv_fds(channel, 1 << 20, 1)
+                message, fds, _, _ = socket.recv_fds(channel, 1 << 20, 2)
             except ConnectionError:
                 return
             if not message:
@@ -108,8 +109,9 @@ def serve(channel: socket.socket) -> None:
             request = json.loads(message)
             pid = os.fork()
             if pid == 0:
-                _child(request, fds[0], [channel.fileno(), wake_read, wake_write])
-            os.close(fds[0])
+                _child(request, fds[0], fds[1], [channel.fileno(), wake_read, wake_write])
+            for fd in fds:
+                os.close(fd)
             channel.send(f"pid {pid}".encode())
 
 

@@ -43,10 +43,12 @@ from .wire import ENV_ADDRESS, ENV_CORES, ENV_KEY, ENV_WORKER, Flag, Kind
 
 logger = logging.getLogger(__name__)
 
-#: Calls a block worker may hold at once. ZeroMQ sends asynchronously, so a worker that dies
-#: right after sending a result can lose it; with more than one call in flight that loss would
-#: be blamed on the wrong call. One at a time keeps every WorkerDied exact.
-PIPELINE_DEPTH = 1
+#: Calls a block worker may hold at once, so that it never waits for the session between
+#: calls. ZeroMQ sends asynchronously: a worker that dies just after sending a result can
+#: lose it, and with several calls in flight the session could blame the wrong one. Workers
+#: with a status pipe (local single-rank workers) write each finished call's id there
+#: synchronously, which keeps every WorkerDied exact; the others hold one call at a time.
+PIPELINE_DEPTH = 3
 #: After a worker exits, results it sent may still be in flight; wait this long for them.
 EXIT_GRACE = 0.2
 #: Workers told to shut down are killed if still alive after this many seconds.
@@ -244,8 +246,8 @@ class Hub:
             load = len(worker.inflight)
             if load == 0:
                 return worker
-            if call.options.timeout is None and load < PIPELINE_DEPTH and (
-                    best is None or load < len(best.inflight)):
+            if (call.options.timeout is None and worker.process.status_fd is not None
+                    and load < PIPELINE_DEPTH and (best is None or load < len(best.inflight))):
                 best = worker
         return best
 
@@ -448,6 +450,9 @@ class Hub:
             self._reject(f"{worker.worker_id}: result for call {call_id} it was not running")
             return
         call = worker.inflight.popleft()
+        if worker.process.status_fd is not None:
+            self._read_status(worker)
+            worker.finished.discard(call_id)
         info = call.future.info
         info.started, info.finished = wire.TIMING.unpack(body[0])
         if worker.pool.one_shot:
@@ -482,6 +487,22 @@ class Hub:
                                 f"pickled:\n{text}")
         error.__cause__ = RemoteTraceback(text)
         return error
+
+    @staticmethod
+    def _read_status(worker: WorkerRecord) -> None:
+        """Collect the ids the worker wrote to its status pipe (calls it has finished)."""
+        fd = worker.process.status_fd
+        while fd is not None:
+            try:
+                data = os.read(fd, 8 * 512)
+            except (BlockingIOError, OSError):
+                return
+            if not data:
+                return
+            worker.finished.update(int.from_bytes(data[i:i + 8], "big")
+                                   for i in range(0, len(data) - 7, 8))
+            if len(data) < 8 * 512:
+                return
 
     def _on_output(self, worker: WorkerRecord, flags: int, call_id: int, body: list[Any]) -> None:
         stream = bytes(body[0])[0]
@@ -563,9 +584,17 @@ class Hub:
             self._requeue_or_fail(pool, worker, worker.assigned, code, started=False)
             worker.assigned = None
         if worker.inflight:
-            running = worker.inflight.popleft()
-            self._requeue_or_fail(pool, worker, running, code, started=True)
-            for call in reversed(worker.inflight):  # sent ahead, never started
+            self._read_status(worker)
+            # Calls the worker finished but whose results died with it run again, as do
+            # those sent ahead that never started; the one it was running failed it.
+            lost = [c for c in worker.inflight if c.call_id in worker.finished]
+            pending = [c for c in worker.inflight if c.call_id not in worker.finished]
+            if lost:
+                logger.warning("%s died before the results of %d finished calls reached the "
+                               "session; running them again", worker.describe(), len(lost))
+            if pending:
+                self._requeue_or_fail(pool, worker, pending.pop(0), code, started=True)
+            for call in reversed(lost + pending):
                 pool.queue.appendleft(call)
             worker.inflight.clear()
 

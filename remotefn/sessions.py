@@ -59,6 +59,8 @@ class Session(concurrent.futures.Executor):
         self._call_ids = itertools.count(1)
         self._functions: weakref.WeakKeyDictionary[Any, FunctionRef] = weakref.WeakKeyDictionary()
         self._tokens: list[Any] = []
+        #: Options already checked against this session's capacity and backend.
+        self._accepted: set[CallOptions] = set()
         context.register(self)
 
     # -- the Executor interface ------------------------------------------------------------
@@ -193,9 +195,18 @@ class Session(concurrent.futures.Executor):
                 kwargs: dict[str, Any]) -> RemoteFuture:
         if self._closed:
             raise RuntimeError("cannot submit calls to a session that was shut down")
-        self._check_fits(options)
-        self.backend.check_options(options)
-        self.backend.check_extras(options.extras)
+        try:
+            accepted = options in self._accepted
+        except TypeError:  # extras holding lists: checked on every call
+            accepted = False
+        if not accepted:
+            self._check_fits(options)
+            self.backend.check_options(options)
+            self.backend.check_extras(options.extras)
+            try:
+                self._accepted.add(options)
+            except TypeError:
+                pass
         ref = self._function_ref(function)
         caching = self._caching(options)
         dependencies = find_futures(args, kwargs)

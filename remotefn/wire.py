@@ -44,7 +44,9 @@ class Kind(enum.IntEnum):
     SHUTDOWN = 11  # session -> worker
 
 
-class Flag(enum.IntFlag):
+class Flag:
+    """Header flags (plain ints: they are tested on every message)."""
+
     NONE = 0
     LAST = 1  # TASK: exit after this call
     ERROR = 2  # RESULT: the payload is an exception
@@ -60,6 +62,7 @@ ENV_CORES = "REMOTEFN_CORES"
 ENV_RANKS = "REMOTEFN_RANKS"
 ENV_GPUS = "REMOTEFN_GPUS"  # GPU ids per rank: "0,1;2,3"
 ENV_PMI = "REMOTEFN_PMI"  # the PMI mode the launcher was asked for, for error messages
+ENV_STATUS_FD = "REMOTEFN_STATUS_FD"  # where a worker writes the ids of finished calls
 ENV_NESTED = "REMOTEFN_NESTED"  # "flux": the worker runs in its own Flux instance
 
 TO_WORKER = b"S"
@@ -74,21 +77,32 @@ def new_key() -> bytes:
     return secrets.token_bytes(KEY_SIZE)
 
 
-def _mac(key: bytes, direction: bytes, identity: bytes, frames: Sequence[Any]) -> bytes:
+def _mac(key: bytes, direction: bytes, identity: bytes, head: Any, bulk: Sequence[Any]) -> bytes:
     digest = hashlib.blake2b(key=key, digest_size=MAC_SIZE)
     digest.update(direction)
     digest.update(len(identity).to_bytes(2, "little"))
     digest.update(identity)
-    for frame in frames:
+    digest.update(head)
+    for frame in bulk:
         view = memoryview(frame)
-        size = view.nbytes
-        digest.update(size.to_bytes(8, "little"))
-        digest.update(hashlib.sha256(view).digest() if size > _BULK else view)
+        digest.update(view.nbytes.to_bytes(8, "little"))
+        digest.update(hashlib.sha256(view).digest())
     return digest.digest()
 
 
+_LENGTH = struct.Struct("!I")
+#: A body item's length field with this value means: the item is the next bulk frame.
+_IN_BULK = 0xFFFFFFFF
+_KINDS = {kind.value: kind for kind in Kind}
+
+
 class Channel:
-    """One authenticated direction pair between the session and one worker identity."""
+    """One authenticated direction pair between the session and one worker identity.
+
+    A message is one head frame, ``header | item lengths | small items | MAC``, followed by
+    one frame per large item (out-of-band buffers travel without copies). Most messages are a
+    single frame.
+    """
 
     __slots__ = ("key", "identity", "outgoing", "incoming", "sent", "received")
 
@@ -102,11 +116,22 @@ class Channel:
 
     def seal(self, kind: Kind, body: Sequence[Any] = (), call_id: int = 0,
              flags: int = 0) -> list[Any]:
-        """Frames ready to send: header, body, MAC."""
+        """The frames of a message carrying ``body`` (a list of bytes-like items)."""
         self.sent += 1
-        frames = [HEADER.pack(PROTOCOL_VERSION, kind, flags, self.sent, call_id), *body]
-        frames.append(_mac(self.key, self.outgoing, self.identity, frames))
-        return frames
+        parts = [HEADER.pack(PROTOCOL_VERSION, kind, flags, self.sent, call_id),
+                 len(body).to_bytes(2, "big")]
+        small: list[Any] = []
+        bulk: list[Any] = []
+        for item in body:
+            size = memoryview(item).nbytes
+            if size > _BULK:
+                parts.append(_LENGTH.pack(_IN_BULK))
+                bulk.append(item)
+            else:
+                parts.append(_LENGTH.pack(size))
+                small.append(item)
+        head = b"".join([*parts, *small])
+        return [head + _mac(self.key, self.outgoing, self.identity, head, bulk), *bulk]
 
     def open(self, frames: Sequence[Any]) -> tuple[Kind, int, int, list[Any]]:
         """Check a received message; return ``(kind, flags, call_id, body)``.
@@ -114,27 +139,63 @@ class Channel:
         Raises :class:`AuthenticationError` without unpickling anything when the message is
         malformed, forged, replayed or of another protocol version.
         """
-        if len(frames) < 2:
+        if not frames:
+            raise AuthenticationError("empty message")
+        message = memoryview(frames[0])
+        if message.nbytes < HEADER.size + 2 + MAC_SIZE:
             raise AuthenticationError("message too short")
-        *signed, mac = frames
-        if memoryview(signed[0]).nbytes != HEADER.size:
-            raise AuthenticationError("malformed header")
-        if not hmac.compare_digest(bytes(mac), _mac(self.key, self.incoming, self.identity, signed)):
+        head, mac = message[:-MAC_SIZE], message[-MAC_SIZE:]
+        bulk = frames[1:]
+        if not hmac.compare_digest(mac, _mac(self.key, self.incoming, self.identity, head,
+                                             bulk)):
             raise AuthenticationError("bad MAC")
-        version, kind, flags, seq, call_id = HEADER.unpack(signed[0])
+        version, kind, flags, seq, call_id = HEADER.unpack_from(head)
         if seq <= self.received:
             raise AuthenticationError(f"replayed message (sequence {seq} after {self.received})")
         self.received = seq
         if version != PROTOCOL_VERSION:
             raise AuthenticationError(f"protocol {version}, expected {PROTOCOL_VERSION}")
-        try:
-            return Kind(kind), flags, call_id, list(signed[1:])
-        except ValueError:
-            raise AuthenticationError(f"unknown message kind {kind}") from None
+        if kind not in _KINDS:
+            raise AuthenticationError(f"unknown message kind {kind}")
+        count = int.from_bytes(head[HEADER.size:HEADER.size + 2], "big")
+        offset = HEADER.size + 2 + 4 * count
+        body: list[Any] = []
+        next_bulk = 0
+        for index in range(count):
+            (size,) = _LENGTH.unpack_from(head, HEADER.size + 2 + 4 * index)
+            if size == _IN_BULK:
+                if next_bulk >= len(bulk):
+                    raise AuthenticationError("missing bulk frame")
+                body.append(bulk[next_bulk])
+                next_bulk += 1
+            else:
+                body.append(head[offset:offset + size])
+                offset += size
+        if offset != len(head) or next_bulk != len(bulk):
+            raise AuthenticationError("malformed body")
+        return _KINDS[kind], flags, call_id, body
+
+
+_PLAIN = frozenset([int, float, str, bytes, bool, type(None), complex])
+
+
+def _plain(obj: Any, depth: int = 0) -> bool:
+    """True for data the standard pickler handles exactly as cloudpickle does: scalars and
+    small containers of them (anything else may need pickling by value)."""
+    kind = type(obj)
+    if kind in _PLAIN:
+        return True
+    if depth < 2 and (kind is tuple or kind is list) and len(obj) <= 16:
+        return all(_plain(item, depth + 1) for item in obj)
+    if depth < 2 and kind is dict and len(obj) <= 16:
+        return all(type(k) is str and _plain(v, depth + 1) for k, v in obj.items())
+    return False
 
 
 def dumps(obj: Any) -> list[Any]:
     """Pickle ``obj``; large buffers (numpy arrays) become extra frames, not copies."""
+    if _plain(obj):
+        return [pickle.dumps(obj, protocol=5)]
     buffers: list[pickle.PickleBuffer] = []
     data = cloudpickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
     return [data, *(buffer.raw() for buffer in buffers)]

@@ -25,7 +25,7 @@ from . import context, wire
 from ._version import PROTOCOL_VERSION, __version__
 from .runner import Outcome, Runner
 from .wire import (ENV_ADDRESS, ENV_CORES, ENV_GPUS, ENV_KEY, ENV_NESTED, ENV_PMI, ENV_RANKS,
-                   ENV_WORKER,
+                   ENV_STATUS_FD, ENV_WORKER,
                    Flag, Kind)
 
 
@@ -81,6 +81,8 @@ class Worker:
         self.socket.connect(address)
         self.channel = wire.Channel(key, identity, session_side=False)
         self.runner = Runner()
+        status = os.environ.pop(ENV_STATUS_FD, None)
+        self.status_fd = int(status) if status else None
         self.stdout = _CallOutput(self, 1)
         self.stderr = _CallOutput(self, 2)
 
@@ -104,6 +106,8 @@ class Worker:
             if kind is Kind.TASK:
                 started = time.time()
                 outcome_flags, result = self.run(call_id, body)
+                if self.status_fd is not None:  # before the result: it survives a crash
+                    os.write(self.status_fd, call_id.to_bytes(8, "big"))
                 timing = wire.TIMING.pack(started, time.time())
                 self.send(Kind.RESULT, [timing, *result], call_id, outcome_flags)
                 if flags & Flag.LAST:

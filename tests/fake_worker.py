@@ -34,9 +34,10 @@ def main() -> None:
         worker.socket.send_multipart(wrong_key.seal(Kind.HELLO, [hello_message()]))
         worker.socket.send_multipart(wrong_key.seal(
             Kind.RESULT, [wire.TIMING.pack(0, 0), evil], call_id=1))
-        frames = worker.channel.seal(Kind.HELLO, [hello_message()])
-        frames[1] = evil  # a frame swapped after sealing
-        worker.socket.send_multipart(frames)
+        frames = worker.channel.seal(Kind.HELLO, [hello_message(), evil])
+        tampered = bytearray(frames[0])
+        tampered[-40] ^= 1  # one bit of the pickle flipped after sealing
+        worker.socket.send_multipart([bytes(tampered)])
         worker.serve()
     elif mode == "replayed":
         hello = worker.channel.seal(Kind.HELLO, [hello_message()])

@@ -201,3 +201,16 @@ def test_worker_death_does_not_lose_queued_calls(local):
 
 if sys.platform != "linux":  # pragma: no cover
     pytest.skip("signals and pidfds are Linux-only here", allow_module_level=True)
+
+
+def test_pipelined_calls_blame_only_the_call_that_crashed(local):
+    """A worker holds several calls at once; when one kills it, the calls before it keep
+    their results and the calls after it run on a new worker."""
+    ok = remote(identity, block=True, max_workers=1)
+    dying = remote(exit_code_3, block=True, max_workers=1)
+    for _ in range(5):
+        futures = [ok(1), ok(2), dying(), ok(3), ok(4)]
+        assert [f.result(timeout=30) for f in futures[:2]] == [1, 2]
+        with pytest.raises(WorkerDied, match="exit_code_3"):
+            futures[2].result(timeout=30)
+        assert [f.result(timeout=30) for f in futures[3:]] == [3, 4]

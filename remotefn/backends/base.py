@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from ..options import CallOptions
-from ..wire import ENV_GPUS, ENV_RANKS
+from ..wire import ENV_GPUS, ENV_RANKS, ENV_STATUS_FD
 
 #: Variables set to ``threads_per_core`` in every worker, unless the call's ``env`` sets them.
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
@@ -78,11 +78,15 @@ def describe_exit(returncode: int | None) -> str:
 class LaunchedWorker:
     """A worker process started with Popen, watched through a pidfd and a stderr pipe."""
 
-    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+    #: Read end of the worker's status pipe (ids of the calls it finished), if it has one.
+    status_fd: int | None = None
+
+    def __init__(self, popen: subprocess.Popen[bytes], status_fd: int | None = None) -> None:
         self.popen = popen
         self.pid = popen.pid
         self.exit_fd: int | None = os.pidfd_open(popen.pid) if hasattr(os, "pidfd_open") else None
         self.stderr_fd: int | None = popen.stderr.fileno() if popen.stderr else None
+        self.status_fd = status_fd
 
     def poll(self) -> int | None:
         """The return code if the process has exited (and is reaped now), else None."""
@@ -118,6 +122,9 @@ class LaunchedWorker:
         if self.popen.stderr is not None:
             self.popen.stderr.close()
         self.stderr_fd = None
+        if self.status_fd is not None:
+            os.close(self.status_fd)
+            self.status_fd = None
 
 
 class Backend(abc.ABC):
@@ -161,10 +168,27 @@ class Backend(abc.ABC):
             raise ValueError(f"the {self.name} backend takes no extras, got: {names}")
 
     def launch(self, spec: WorkerSpec) -> LaunchedWorker:
-        """Start the worker; raises ``OSError`` when the command cannot be run."""
-        popen = subprocess.Popen(
-            self.command(spec), env=worker_environment(spec, {**os.environ,
-                                                              **self.environment(spec)}),
-            cwd=spec.options.cwd,
-            stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-        return LaunchedWorker(popen)
+        """Start the worker; raises ``OSError`` when the command cannot be run.
+
+        A single-rank worker started here also gets a status pipe: it writes the id of each
+        call it finishes there, synchronously, so that the session knows exactly which call
+        was running if the worker dies (and may therefore send it several calls at once).
+        """
+        environment = worker_environment(spec, {**os.environ, **self.environment(spec)})
+        status_read, status_write = os.pipe() if spec.options.cores == 1 else (None, None)
+        if status_write is not None:
+            environment[ENV_STATUS_FD] = str(status_write)
+            os.set_blocking(status_read, False)
+        try:
+            popen = subprocess.Popen(
+                self.command(spec), env=environment, cwd=spec.options.cwd,
+                stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+                pass_fds=(status_write,) if status_write is not None else ())
+        except BaseException:
+            if status_read is not None:
+                os.close(status_read)
+            raise
+        finally:
+            if status_write is not None:
+                os.close(status_write)
+        return LaunchedWorker(popen, status_read)

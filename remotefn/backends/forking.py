@@ -62,20 +62,25 @@ class ForkServer:
     def fork(self, environment: dict[str, str], cwd: str | None) -> "ForkedWorker":
         """A new worker process with this environment and working directory."""
         read_end, write_end = os.pipe()
+        status_read, status_write = os.pipe()
+        os.set_blocking(status_read, False)
         try:
             request = json.dumps({"env": environment, "cwd": cwd}).encode()
             with self.lock:
-                socket.send_fds(self.channel, [request], [write_end])
+                socket.send_fds(self.channel, [request], [write_end, status_write])
                 pid = self.pids.get(timeout=60)
         except (OSError, queue.Empty) as error:
             os.close(read_end)
+            os.close(status_read)
             raise OSError(f"the fork server is not answering: {error}") from None
         finally:
             os.close(write_end)
+            os.close(status_write)
         if pid < 0:
             os.close(read_end)
+            os.close(status_read)
             raise OSError("the fork server has exited")
-        return ForkedWorker(self, pid, read_end)
+        return ForkedWorker(self, pid, read_end, status_read)
 
     def close(self) -> None:
         try:
@@ -93,8 +98,9 @@ class ForkServer:
 class ForkedWorker(LaunchedWorker):
     """A worker forked by the fork server: its exit code comes from the server."""
 
-    def __init__(self, server: ForkServer, pid: int, stderr_fd: int) -> None:
+    def __init__(self, server: ForkServer, pid: int, stderr_fd: int, status_fd: int) -> None:
         self.server = server
+        self.status_fd = status_fd
         self.pid = pid
         self.exit_fd = os.pidfd_open(pid)
         self.stderr_fd = stderr_fd
@@ -127,6 +133,9 @@ class ForkedWorker(LaunchedWorker):
             os.close(self._stderr)
             self._stderr = None
         self.stderr_fd = None
+        if self.status_fd is not None:
+            os.close(self.status_fd)
+            self.status_fd = None
         with self.server.exited:
             self.server.codes.pop(self.pid, None)
 
