@@ -49,4 +49,8 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *_EXPORTS])
 
 
-__all__ = sorted([*_EXPORTS, "__version__"])
+__all__ = [
+    "CallInfo", "CallOptions", "CallTimeout", "DependencyError", "ProtocolError", "RemoteError",
+    "RemoteFnError", "RemoteFunction", "RemoteFuture", "RemoteTraceback", "SerializationError",
+    "Session", "WorkerDied", "WorkerStartError", "__version__", "remote", "session",
+]

@@ -1,0 +1,166 @@
+"""Scheduling: which queued call goes to which worker, and when a new worker starts.
+
+Part of the hub (see :mod:`remotefn.hub`); runs in the hub thread only. Calls go to idle
+workers first; new workers start for waiting calls in submission order, as the ledger allows.
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import Any, Callable
+
+from .calls import Call, Pool, State, WorkerRecord
+from .errors import CallTimeout
+from .ledger import Allocation, Ledger
+from .options import CallOptions
+from .wire import Flag, Kind
+
+#: Calls a block worker may hold at once, so that it never waits for the session between
+#: calls. ZeroMQ sends asynchronously: a worker that dies just after sending a result can
+#: lose it, and with several calls in flight the session could blame the wrong one. Workers
+#: with a status pipe (local single-rank workers) write each finished call's id there
+#: synchronously, which keeps every WorkerDied exact; the others hold one call at a time.
+PIPELINE_DEPTH = 3
+
+
+class Scheduler:
+    """Queues per pool, the choice of worker, and the ledger's part in starting workers."""
+
+    pools: dict[Any, Pool]
+    workers: set[WorkerRecord]
+    ledger: Ledger
+    capacity: Any
+    stopping: bool
+    _start_worker: Callable[..., WorkerRecord | None]
+    _stop_worker: Callable[[WorkerRecord], None]
+    _stopping: Callable[[WorkerRecord], None]
+    _send: Callable[..., None]
+    _later: Callable[..., None]
+    _finish: Callable[[Call], None]
+
+    def _enqueue(self, call: Call) -> None:
+        if self.stopping:
+            call.future._fail(RuntimeError("the session was shut down before the call started"))
+            return
+        key = call.options.pool_key()
+        pool = self.pools.get(key)
+        if pool is None:
+            pool = self._new_pool(key, call.options)
+        pool.queue.append(call)
+        pool.released = False
+
+    def _new_pool(self, key: Any, options: CallOptions) -> Pool:
+        cores = options.cores * options.threads_per_core
+        limit = options.max_workers or max(1, self.capacity.cores // cores)
+        init = b""
+        if options.init is not None:
+            import cloudpickle
+
+            init = cloudpickle.dumps(options.init)
+        pool = Pool(key, options, limit, init)
+        self.pools[key] = pool
+        return pool
+
+    def _schedule(self) -> None:
+        # Idle workers take calls first: that needs nothing from the ledger.
+        for pool in self.pools.values():
+            if pool.queue and not pool.one_shot:
+                self._dispatch_block(pool)
+            elif pool.released and not pool.queue:
+                for worker in list(pool.workers):
+                    if worker.state is State.READY and not worker.inflight:
+                        self._stop_worker(worker)
+        # New workers start for waiting calls in submission order; once one does not fit, the
+        # later ones wait too, so a large call is never starved by a stream of small ones.
+        while (pool := self._oldest_waiting()) is not None:
+            allocation = self._allocate(pool)
+            if allocation is None:
+                return
+            assigned = pool.queue.popleft() if pool.one_shot else None
+            if self._start_worker(pool, allocation, assigned) is None and not pool.one_shot:
+                pool.limit = len(pool.workers)  # stop growing a pool whose workers fail to start
+
+    def _dispatch_block(self, pool: Pool) -> None:
+        queue = pool.queue
+        while queue:
+            call = queue[0]
+            if call.future.done():
+                queue.popleft()
+                continue
+            worker = self._pick_worker(pool, call)
+            if worker is None:
+                return
+            queue.popleft()
+            self._dispatch(worker, call)
+
+    def _oldest_waiting(self) -> Pool | None:
+        """The pool whose next call that needs a new worker was submitted first."""
+        best: Pool | None = None
+        best_id = 0
+        for pool in self.pools.values():
+            call = pool.next_waiting()
+            if call is not None and (best is None or call.call_id < best_id):
+                best, best_id = pool, call.call_id
+        return best
+
+    @staticmethod
+    def _pick_worker(pool: Pool, call: Call) -> WorkerRecord | None:
+        best: WorkerRecord | None = None
+        for worker in pool.workers:
+            if worker.state is not State.READY:
+                continue
+            load = len(worker.inflight)
+            if load == 0:
+                return worker
+            if (call.options.timeout is None and worker.process.status_fd is not None
+                    and load < PIPELINE_DEPTH and (best is None or load < len(best.inflight))):
+                best = worker
+        return best
+
+    def _allocate(self, pool: Pool) -> Allocation | None:
+        allocation = self.ledger.take(pool.cores, pool.gpus)
+        if allocation is not None:
+            return allocation
+        # Idle block workers of other pools give way, so no pool waits forever on another.
+        for worker in list(self.workers):
+            if (worker.pool is not pool and worker.state is State.READY and not worker.inflight
+                    and not worker.pool.one_shot and not worker.pool.queue):
+                self._stop_worker(worker)
+                allocation = self.ledger.take(pool.cores, pool.gpus)
+                if allocation is not None:
+                    return allocation
+        return None
+
+    def release_pool(self, key: Any) -> None:
+        """Stop the pool's workers once they are idle and its queue is empty."""
+        pool = self.pools.get(key)
+        if pool is not None:
+            pool.released = True
+
+    def _dispatch(self, worker: WorkerRecord, call: Call) -> None:
+        future = call.future
+        if not future.running() and not future.set_running_or_notify_cancel():
+            return  # cancelled while queued; a retried call is already running
+        function = call.function
+        payload = b"" if function.digest in worker.known else function.payload
+        worker.known.add(function.digest)
+        info = call.future.info
+        info.worker_id, info.host, info.pid = worker.worker_id, worker.host, worker.pid
+        worker.inflight.append(call)
+        flags = Flag.LAST if worker.pool.one_shot else Flag.NONE
+        self._send(worker, Kind.TASK, [function.digest, payload, *call.arguments], call.call_id,
+                   flags)
+        if call.options.timeout is not None:
+            self._later(call.options.timeout, self._on_timeout, worker, call)
+
+    def _on_timeout(self, worker: WorkerRecord, call: Call) -> None:
+        if call.future.done() or not worker.inflight or worker.inflight[0] is not call:
+            return
+        call.timed_out = True
+        worker.inflight.popleft()
+        call.future._fail(CallTimeout(
+            f"{call.describe()} ran longer than timeout={call.options.timeout:g} s; "
+            f"{worker.describe()} was stopped and will be replaced"))
+        self._finish(call)
+        worker.process.signal(signal.SIGKILL)
+        self._stopping(worker)
