@@ -169,13 +169,16 @@ class Session(concurrent.futures.Executor):
         workers, running = [], []
         for worker in list(hub.workers):
             allocation = worker.allocation
+            launched = worker.process.describe()
             workers.append({"worker": worker.worker_id, "host": worker.host, "pid": worker.pid,
                             "state": worker.state.value, "pool": worker.pool.describe(),
                             "cores": allocation.cores if allocation else 0,
-                            "gpus": list(allocation.gpu_ids) if allocation else []})
+                            "gpus": list(allocation.gpu_ids) if allocation else [],
+                            **launched})
             for call in list(worker.inflight)[:1]:
                 running.append({"call": call.describe(), "worker": worker.worker_id,
-                                 "host": worker.host, "started": call.future.info.started})
+                                "host": worker.host, "started": call.future.info.started,
+                                **launched})
         report["workers"] = workers
         report["running"] = running
         return report

@@ -168,6 +168,10 @@ def test_cancelled_job_fails_its_call(flux_session, tmp_path):
     future = remote(wait_for, block=True)(str(tmp_path / "never"))
     wait_until(future.running, what="the call to run")
     [job] = flux.job.running_jobs()
+    [running] = flux_session.resources()["running"]
+    assert running["flux_job"] == job.jobid and "wait_for" in running["call"]
+    view = flux_session.resources()["allocation"]
+    assert (view["cores_allocated"], view["cores_free"]) == (1, 3)
     flux.job.cancel(flux_session.backend.handle, job.jobid)
     with pytest.raises(WorkerDied):
         future.result(timeout=60)

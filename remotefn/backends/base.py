@@ -104,6 +104,10 @@ class LaunchedWorker:
             except ProcessLookupError:
                 pass
 
+    def describe(self) -> dict[str, Any]:
+        """How the scheduler knows this worker (a pid, a job id), for ``resources()``."""
+        return {"pid": self.pid}
+
     def final_stderr(self) -> bytes:
         """What the worker wrote to stderr that did not come through ``stderr_fd``."""
         return b""

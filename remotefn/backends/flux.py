@@ -63,6 +63,9 @@ class FluxWorker(LaunchedWorker):
         except OSError:
             pass
 
+    def describe(self) -> dict[str, Any]:
+        return {"flux_job": self.jobid()}
+
     def jobid(self) -> Any:
         try:
             return self.future.jobid(timeout=0)
@@ -182,7 +185,9 @@ class FluxBackend(Backend):
     def describe(self) -> dict[str, Any]:
         view = self.resources()
         return {"uri": os.environ.get("FLUX_URI"), "nodes": view.all.nnodes,
-                "cores_free": view.free.ncores, "gpus_free": view.free.ngpus}
+                "cores_all": view.all.ncores, "cores_free": view.free.ncores,
+                "cores_allocated": view.allocated.ncores, "gpus_all": view.all.ngpus,
+                "gpus_free": view.free.ngpus, "gpus_allocated": view.allocated.ngpus}
 
     def address(self, runtime_dir: str) -> str:
         return f"tcp://{self.interface}"
