@@ -150,3 +150,36 @@ def test_forked_workers_report_their_exit_codes(local):
 
     with pytest.raises(WorkerDied, match="exit code 5"):
         remote(exit_5)().result(timeout=30)
+
+
+class CountingCallable:
+    """Counts how often it is pickled (in this process)."""
+
+    pickled = 0
+
+    def __call__(self, x):
+        return x + 1
+
+    def __reduce__(self):
+        CountingCallable.pickled += 1
+        return (CountingCallable, ())
+
+
+def test_a_function_is_pickled_once_and_then_referred_to_by_digest(local):
+    import threading
+
+    function = CountingCallable()
+    handle = remote(function, block=True, max_workers=2)
+    threads = threading.active_count()
+    assert [f.result(timeout=30) for f in handle.map(range(50))] == list(range(1, 51))
+    assert CountingCallable.pickled == 1
+    assert threading.active_count() == threads  # no thread per call
+
+
+def test_large_arrays_travel_as_out_of_band_frames():
+    from remotefn import wire
+
+    array = np.ones(1 << 20)
+    frames = wire.dumps(("x", array))
+    assert len(frames) == 2 and memoryview(frames[1]).nbytes == array.nbytes
+    assert np.shares_memory(np.frombuffer(frames[1], dtype=array.dtype), array)
