@@ -7,14 +7,14 @@ import itertools
 import os
 import threading
 import time
-import warnings
 import weakref
 from functools import partial
 from typing import Any, Callable, Iterable, Iterator
 
 import cloudpickle
 
-from . import backends, cache, context, wire
+from . import backends, context, wire
+from .caching import CacheFront
 from .calls import Call
 from .dependencies import Waiter, find_futures
 from .errors import SerializationError
@@ -41,9 +41,7 @@ class Session(concurrent.futures.Executor):
         if cache_by not in ("code", "name"):
             raise ValueError(f"cache_by must be 'code' or 'name', got {cache_by!r}")
         self.cache_directory = os.path.abspath(cache_directory) if cache_directory else None
-        self._cache_by_code = cache_by == "code"
-        self._in_flight: dict[str, RemoteFuture] = {}
-        self._cache_lock = threading.Lock()
+        self._cache = CacheFront(self.cache_directory, by_code=cache_by == "code")
         if backend is None and context.confined() is not None:
             # Inside a worker: the worker's share, unless settings say otherwise.
             confined = dict(context.confined() or {})
@@ -211,7 +209,7 @@ class Session(concurrent.futures.Executor):
             except TypeError:
                 pass
         ref = self._function_ref(function)
-        caching = self._caching(options)
+        caching = self._cache.applies(options)
         dependencies = find_futures(args, kwargs)
         arguments = None if dependencies else _pickle_arguments(ref, args, kwargs)
         call_id = next(self._call_ids)
@@ -244,62 +242,9 @@ class Session(concurrent.futures.Executor):
                 arguments: list[Any], caching: bool) -> None:
         """Serve the call from the cache or an identical call in flight, else queue it."""
         call = Call(future.info.call_id, future, ref, arguments, options)
-        if caching and self._from_cache(call, function, args, kwargs):
+        if caching and self._cache.answer(call, function, args, kwargs):
             return
         self._hub.submit(call)
-
-    def _caching(self, options: CallOptions) -> bool:
-        if options.cache is True and self.cache_directory is None:
-            raise ValueError("cache=True needs a session with a cache_directory: "
-                             "remotefn.session(cache_directory='...')")
-        return self.cache_directory is not None and options.cache is not False
-
-    def _from_cache(self, call: Call, function: Callable[..., Any], args: tuple,
-                    kwargs: dict[str, Any]) -> bool:
-        """True when the call was answered (or will be) without running it; else the call
-        is set up to store its result before its future resolves."""
-        assert self.cache_directory is not None
-        future, ref, options = call.future, call.function, call.options
-        try:
-            key = cache.call_key(function, ref.name, args, kwargs, by_code=self._cache_by_code,
-                                 salt=options.cache_salt, key=options.cache_key)
-        except Exception as error:
-            future._fail(SerializationError(
-                f"the cache key of {ref.name} could not be computed: {type(error).__name__}: "
-                f"{error}; pass cache_key= to key these arguments yourself"))
-            return True
-        path = cache.entry_path(self.cache_directory, ref.name, key)
-        with self._cache_lock:
-            primary = self._in_flight.get(key)
-            if primary is None:
-                hit, value = cache.read_hit(path)
-                if not hit:
-                    self._in_flight[key] = future
-        if primary is not None:
-            future.info.from_cache = True
-            primary.add_done_callback(partial(_copy_outcome, future))
-            return True
-        if hit:
-            future.info.from_cache = True
-            future._succeed(value)
-            return True
-        call.on_success = partial(self._store, key, path, ref, cache.summarize(args, kwargs))
-        future.add_done_callback(partial(self._leave_in_flight, key))
-        return False
-
-    def _store(self, key: str, path: str, ref: FunctionRef, summary: str, value: Any,
-               info: CallInfo) -> None:
-        """Write the entry; runs before the future resolves, so it is there once it has."""
-        try:
-            cache.write(path, value, {"function": ref.name, "key": key, "arguments": summary,
-                                      "runtime": info.runtime, "worker": info.worker_id})
-        except Exception as error:
-            warnings.warn(f"remotefn cache: the result of {ref.name} was not stored: "
-                          f"{type(error).__name__}: {error}", RuntimeWarning, stacklevel=1)
-
-    def _leave_in_flight(self, key: str, future: RemoteFuture) -> None:
-        with self._cache_lock:
-            self._in_flight.pop(key, None)
 
     def _check_fits(self, options: CallOptions) -> None:
         cores = options.cores * options.threads_per_core
@@ -328,15 +273,6 @@ class Session(concurrent.futures.Executor):
             except TypeError:
                 pass
         return ref
-
-
-def _copy_outcome(target: RemoteFuture, source: concurrent.futures.Future) -> None:
-    if source.cancelled():
-        target.cancel()
-    elif source.exception() is not None:
-        target._fail(source.exception())
-    else:
-        target._succeed(source.result())
 
 
 def session(backend: str | None = None, **settings: Any) -> Session:
