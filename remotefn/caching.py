@@ -36,7 +36,7 @@ class CacheFront:
         return self.cache_directory is not None and options.cache is not False
 
     def answer(self, call: Call, function: Callable[..., Any], args: tuple,
-                    kwargs: dict[str, Any]) -> bool:
+               kwargs: dict[str, Any]) -> bool:
         """True when the call was answered (or will be) without running it; else the call
         is set up to store its result before its future resolves."""
         assert self.cache_directory is not None

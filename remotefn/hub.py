@@ -147,7 +147,8 @@ class Hub(WorkerLifecycle, Scheduler):
         return max(0, int((self.timers[0][0] - time.monotonic()) * 1000) + 1)
 
     def _later(self, delay: float, function: Callable[..., None], *args: Any) -> None:
-        heapq.heappush(self.timers, (time.monotonic() + delay, next(self._timer_ids), function, args))
+        when = time.monotonic() + delay
+        heapq.heappush(self.timers, (when, next(self._timer_ids), function, args))
 
     def _run_timers(self) -> None:
         now = time.monotonic()
@@ -161,8 +162,8 @@ class Hub(WorkerLifecycle, Scheduler):
               flags: int = 0, heartbeat: bool = False) -> None:
         channel = worker.heartbeat if heartbeat else worker.channel
         try:
-            self.router.send_multipart([channel.identity, *channel.seal(kind, body, call_id, flags)],
-                                       copy=False)
+            frames = channel.seal(kind, body, call_id, flags)
+            self.router.send_multipart([channel.identity, *frames], copy=False)
         except zmq.ZMQError as error:  # the peer is gone; its exit is handled separately
             logger.debug("could not send %s to %s: %s", kind.name, worker.worker_id, error)
 

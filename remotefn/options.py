@@ -65,7 +65,8 @@ def _seconds(name: str, value: Any) -> float:
 
 def _directory(name: str, value: Any) -> str:
     if not isinstance(value, (str, os.PathLike)):
-        raise TypeError(f"{name} must be a path (str or os.PathLike), got {value!r} ({_type_name(value)})")
+        raise TypeError(f"{name} must be a path (str or os.PathLike), got {value!r} "
+                        f"({_type_name(value)})")
     path = os.fspath(value)
     if not isinstance(path, str) or not path:
         raise ValueError(f"{name} must be a non-empty path, got {value!r}")
@@ -74,7 +75,8 @@ def _directory(name: str, value: Any) -> str:
 
 def _environment(name: str, value: Any) -> tuple[tuple[str, str], ...]:
     if not isinstance(value, Mapping):
-        raise TypeError(f"{name} must be a mapping of str to str, got {value!r} ({_type_name(value)})")
+        raise TypeError(f"{name} must be a mapping of str to str, got {value!r} "
+                        f"({_type_name(value)})")
     for key, item in value.items():
         if not isinstance(key, str) or not isinstance(item, str):
             raise TypeError(f"{name} must map str to str, got {key!r}: {item!r}")
@@ -91,7 +93,8 @@ def _function(name: str, value: Any) -> Callable[..., Any]:
 
 def _extras(name: str, value: Any) -> tuple[tuple[str, Any], ...]:
     if not isinstance(value, Mapping):
-        raise TypeError(f"{name} must be a mapping of backend settings, got {value!r} ({_type_name(value)})")
+        raise TypeError(f"{name} must be a mapping of backend settings, got {value!r} "
+                        f"({_type_name(value)})")
     for key in value:
         if not isinstance(key, str):
             raise TypeError(f"{name} keys must be str, got {key!r}")
@@ -199,7 +202,8 @@ def resolve(overrides: Mapping[str, Any], base: CallOptions = DEFAULT_OPTIONS) -
             raise NotImplementedError(f"{reason} is not supported yet (got {given}={value!r})")
     options = replace(base, **changes)
     if options.init is not None and not options.block:
-        raise ValueError(f"init={options.init!r} needs block=True: it runs once per persistent worker")
+        raise ValueError(f"init={options.init!r} needs block=True: it runs once per "
+                         "persistent worker")
     return options
 
 
