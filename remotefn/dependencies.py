@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import CancelledError, Future
 from functools import singledispatch
-from typing import Any, Callable
+from typing import Any
 
 from .errors import DependencyError
 
@@ -93,23 +93,28 @@ def _(obj: Any) -> Any:
 
 
 class Waiter:
-    """Calls ``ready(args, kwargs)`` once every future is done, or ``failed(error)`` as soon as
-    one fails or is cancelled. Runs in whichever thread finishes the last future."""
+    """Registered on every future in a call's arguments: calls :meth:`ready` with the resolved
+    arguments once all are done, or :meth:`failed` as soon as one fails or is cancelled. Runs
+    in whichever thread finishes the last future. Subclasses say what ready and failed do."""
 
-    __slots__ = ("_args", "_kwargs", "_left", "_lock", "_ready", "_failed", "_done")
+    __slots__ = ("_args", "_kwargs", "_left")
+    #: Shared by all waiters: the critical section is a few operations.
+    _lock = threading.Lock()
 
-    def __init__(self, futures: list[Future], args: tuple, kwargs: dict[str, Any],
-                 ready: Callable[[tuple, dict[str, Any]], None],
-                 failed: Callable[[BaseException], None]) -> None:
-        self._args, self._kwargs = args, kwargs
-        self._left = len(futures)
-        self._lock = threading.Lock()
-        self._ready, self._failed = ready, failed
-        self._done = False
+    def __init__(self, futures: list[Future], args: tuple, kwargs: dict[str, Any]) -> None:
+        self._args = args
+        self._kwargs = kwargs or None  # most calls have none: no dict kept while waiting
+        self._left = len(futures)  # -1 once ready or failed
         for future in futures:
-            future.add_done_callback(self._on_done)
+            future.add_done_callback(self)
 
-    def _on_done(self, future: Future) -> None:
+    def ready(self, args: tuple, kwargs: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def failed(self, error: BaseException) -> None:
+        raise NotImplementedError
+
+    def __call__(self, future: Future) -> None:
         error: BaseException | None = None
         if future.cancelled():
             error = DependencyError(f"an argument's future was cancelled: {future!r}")
@@ -120,15 +125,15 @@ class Waiter:
                 f"an argument's future failed with {type(upstream).__name__}: {upstream}")
             error.__cause__ = upstream
         with self._lock:
-            if self._done:
+            if self._left < 0:
                 return
             self._left -= 1
             if error is None and self._left:
                 return
-            self._done = True
+            self._left = -1
             args, kwargs = self._args, self._kwargs
             self._args = self._kwargs = None  # type: ignore[assignment]
         if error is not None:
-            self._failed(error)
+            self.failed(error)
         else:
-            self._ready(resolve(args), resolve(kwargs))
+            self.ready(resolve(args), resolve(kwargs) if kwargs else {})

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
-@dataclass
+@dataclass(slots=True)
 class CallInfo:
     """Where and when a call ran. Times are ``time.time()`` seconds; None until known."""
 
@@ -21,6 +21,8 @@ class CallInfo:
     finished: float | None = None
     #: True when the result came from the session's cache (or from an identical call in flight).
     from_cache: bool = False
+    #: What the call printed: (stream, text) pairs, stream 1 for stdout and 2 for stderr.
+    output: list[tuple[int, str]] | None = field(default=None, repr=False)
 
     @property
     def runtime(self) -> float | None:
@@ -40,15 +42,19 @@ class RemoteFuture(Future):
     def __init__(self, info: CallInfo) -> None:
         super().__init__()
         self.info = info
-        self._output: list[tuple[int, str]] = []
 
     @property
     def stdout(self) -> str:
-        return "".join(text for stream, text in self._output if stream == 1)
+        return "".join(text for stream, text in self.info.output or () if stream == 1)
 
     @property
     def stderr(self) -> str:
-        return "".join(text for stream, text in self._output if stream == 2)
+        return "".join(text for stream, text in self.info.output or () if stream == 2)
+
+    def _add_output(self, stream: int, text: str) -> None:
+        if self.info.output is None:
+            self.info.output = []
+        self.info.output.append((stream, text))
 
     def __repr__(self) -> str:
         base = super().__repr__()

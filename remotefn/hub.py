@@ -284,7 +284,7 @@ class Hub(WorkerLifecycle, Scheduler):
         text = bytes(body[1]).decode("utf-8", "replace")
         for call in worker.inflight:
             if call.call_id == call_id:
-                call.future._output.append((stream, text))
+                call.future._add_output(stream, text)
                 break
         if self.forward_output:
             target = sys.stdout if stream == 1 else sys.stderr

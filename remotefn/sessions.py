@@ -52,6 +52,7 @@ class Session(concurrent.futures.Executor):
         self._hub = Hub(self.backend, forward_output=forward_output,
                         start_timeout=float(start_timeout))
         self._pending: set[concurrent.futures.Future] = set()
+        self._forget_pending = self._pending.discard
         self._closed = False
         self._lock = threading.Lock()
         self._call_ids = itertools.count(1)
@@ -215,14 +216,12 @@ class Session(concurrent.futures.Executor):
         call_id = next(self._call_ids)
         future = RemoteFuture(CallInfo(ref.name, call_id, time.time()))
         self._pending.add(future)
-        future.add_done_callback(self._pending.discard)
+        future.add_done_callback(self._forget_pending)
         if arguments is not None:
             self._launch(future, function, ref, options, args, kwargs, arguments, caching)
         else:
-            Waiter(dependencies, args, kwargs,
-                   ready=partial(self._dependencies_ready, future, function, ref, options,
-                                 caching),
-                   failed=future._fail)
+            _WaitingCall(self, future, function, ref, options, caching, dependencies, args,
+                         kwargs)
         return future
 
     def _dependencies_ready(self, future: RemoteFuture, function: Callable[..., Any],
@@ -273,6 +272,31 @@ class Session(concurrent.futures.Executor):
             except TypeError:
                 pass
         return ref
+
+
+class _WaitingCall(Waiter):
+    """A call whose arguments hold futures: queued once they are all done."""
+
+    __slots__ = ("session", "future", "function", "ref", "options", "caching")
+
+    def __init__(self, session: Session, future: RemoteFuture, function: Callable[..., Any],
+                 ref: FunctionRef, options: CallOptions, caching: bool,
+                 futures: list[concurrent.futures.Future], args: tuple,
+                 kwargs: dict[str, Any]) -> None:
+        self.session, self.future, self.function = session, future, function
+        self.ref, self.options, self.caching = ref, options, caching
+        super().__init__(futures, args, kwargs)
+
+    def ready(self, args: tuple, kwargs: dict[str, Any]) -> None:
+        session, future, function = self.session, self.future, self.function
+        self.session = self.future = self.function = None  # type: ignore[assignment]
+        session._dependencies_ready(future, function, self.ref, self.options, self.caching,
+                                    args, kwargs)
+
+    def failed(self, error: BaseException) -> None:
+        future, self.future = self.future, None  # type: ignore[assignment]
+        self.session = self.function = None  # type: ignore[assignment]
+        future._fail(error)
 
 
 def session(backend: str | None = None, **settings: Any) -> Session:
