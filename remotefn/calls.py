@@ -18,7 +18,7 @@ class Call:
     """One submitted call, from the queue until its future is set."""
 
     __slots__ = ("call_id", "future", "function", "arguments", "options", "retries_left",
-                 "timed_out", "on_success")
+                 "timed_out", "on_success", "started")
 
     def __init__(self, call_id: int, future: RemoteFuture, function: FunctionRef,
                  arguments: list[Any], options: CallOptions) -> None:
@@ -29,6 +29,8 @@ class Call:
         self.options = options
         self.retries_left = options.retries
         self.timed_out = False
+        #: Its future is marked running (it stays so when the call is retried).
+        self.started = False
         #: Called with the value and the CallInfo before the future resolves (the cache).
         self.on_success: Callable[[Any, Any], None] | None = None
 

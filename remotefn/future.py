@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,15 +62,14 @@ class RemoteFuture(Future):
 
     def _fail(self, error: BaseException) -> None:
         """Set an exception unless the future is already finished (or cancelled)."""
-        if not self.done():
-            try:
-                self.set_exception(error)
-            except Exception:  # InvalidStateError: lost a race with cancel()
-                pass
+        try:
+            self.set_exception(error)
+        except InvalidStateError:
+            pass
 
     def _succeed(self, value: Any) -> None:
-        if not self.done():
-            try:
-                self.set_result(value)
-            except Exception:
-                pass
+        """Set the result unless the future is already finished (or cancelled)."""
+        try:
+            self.set_result(value)
+        except InvalidStateError:
+            pass

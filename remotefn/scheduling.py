@@ -83,15 +83,10 @@ class Scheduler:
     def _dispatch_block(self, pool: Pool) -> None:
         queue = pool.queue
         while queue:
-            call = queue[0]
-            if call.future.done():
-                queue.popleft()
-                continue
-            worker = self._pick_worker(pool, call)
+            worker = self._pick_worker(pool, queue[0])
             if worker is None:
                 return
-            queue.popleft()
-            self._dispatch(worker, call)
+            self._dispatch(worker, queue.popleft())
 
     def _oldest_waiting(self) -> Pool | None:
         """The pool whose next call that needs a new worker was submitted first."""
@@ -138,9 +133,10 @@ class Scheduler:
             pool.released = True
 
     def _dispatch(self, worker: WorkerRecord, call: Call) -> None:
-        future = call.future
-        if not future.running() and not future.set_running_or_notify_cancel():
-            return  # cancelled while queued; a retried call is already running
+        if not call.started:
+            if not call.future.set_running_or_notify_cancel():
+                return  # cancelled while queued
+            call.started = True
         function = call.function
         payload = b"" if function.digest in worker.known else function.payload
         worker.known.add(function.digest)
