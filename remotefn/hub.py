@@ -40,6 +40,7 @@ from .errors import (ProtocolError, RemoteError, RemoteFnError, RemoteTraceback,
 from .wire import Flag, Kind
 
 logger = logging.getLogger(__name__)
+_NOBLOCK = int(zmq.NOBLOCK)
 
 class Hub(WorkerLifecycle, Scheduler):
     """Runs the session's event loop in a daemon thread; see the module docstring."""
@@ -163,7 +164,7 @@ class Hub(WorkerLifecycle, Scheduler):
         channel = worker.heartbeat if heartbeat else worker.channel
         try:
             frames = channel.seal(kind, body, call_id, flags)
-            self.router.send_multipart([channel.identity, *frames], copy=False)
+            wire.send(self.router, [channel.identity, *frames])
         except zmq.ZMQError as error:  # the peer is gone; its exit is handled separately
             logger.debug("could not send %s to %s: %s", kind.name, worker.worker_id, error)
 
@@ -173,7 +174,7 @@ class Hub(WorkerLifecycle, Scheduler):
         router = self.router
         while True:
             try:
-                frames = router.recv_multipart(zmq.NOBLOCK, copy=False)
+                frames = wire.receive(router, _NOBLOCK)
             except zmq.Again:
                 return
             entry = self.channels.get(frames[0].bytes)

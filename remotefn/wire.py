@@ -18,6 +18,7 @@ import struct
 from typing import Any, Sequence
 
 import cloudpickle
+import zmq
 
 from ._version import PROTOCOL_VERSION
 
@@ -190,6 +191,28 @@ def _plain(obj: Any, depth: int = 0) -> bool:
     if depth < 2 and kind is dict and len(obj) <= 16:
         return all(type(k) is str and _plain(v, depth + 1) for k, v in obj.items())
     return False
+
+
+_SNDMORE = int(zmq.SNDMORE)
+_NOBLOCK = int(zmq.NOBLOCK)
+
+
+def send(socket: zmq.Socket, frames: Sequence[Any], flags: int = 0) -> None:
+    """Send a multipart message (pyzmq's send_multipart, without its per-frame overhead)."""
+    last = len(frames) - 1
+    for index, frame in enumerate(frames):
+        socket.send(frame, (flags | _SNDMORE) if index < last else flags,
+                    copy=memoryview(frame).nbytes <= _BULK)
+
+
+def receive(socket: zmq.Socket, flags: int = 0) -> list[Any]:
+    """Receive a multipart message as zmq.Frame objects (no copies of large frames)."""
+    frame = socket.recv(flags, copy=False)
+    frames = [frame]
+    while frame.more:
+        frame = socket.recv(flags, copy=False)
+        frames.append(frame)
+    return frames
 
 
 def dumps(obj: Any) -> list[Any]:

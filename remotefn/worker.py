@@ -87,7 +87,7 @@ class Worker:
         self.stderr = _CallOutput(self, 2)
 
     def send(self, kind: Kind, body: list[Any] = [], call_id: int = 0, flags: int = 0) -> None:
-        self.socket.send_multipart(self.channel.seal(kind, body, call_id, flags), copy=False)
+        wire.send(self.socket, self.channel.seal(kind, body, call_id, flags))
 
     def serve(self) -> None:
         """Handshake, then run calls until SHUTDOWN, REJECT or a call marked LAST."""
@@ -97,7 +97,7 @@ class Worker:
     def loop(self) -> None:
         """Run calls until SHUTDOWN, REJECT or a call marked LAST."""
         while True:
-            frames = self.socket.recv_multipart(copy=False)
+            frames = wire.receive(self.socket)
             try:
                 kind, flags, call_id, body = self.channel.open(frames)
             except wire.AuthenticationError as error:
