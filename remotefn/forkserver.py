@@ -34,7 +34,10 @@ def _reap(channel: socket.socket) -> None:
         if pid == 0:
             return
         code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-        channel.send(f"exit {pid} {code}".encode())
+        try:
+            channel.send(f"exit {pid} {code}".encode())
+        except OSError:  # the session has closed its end; keep reaping
+            pass
 
 
 def _child(request: dict, stderr_fd: int, status_fd: int, closing: list[int]) -> None:
@@ -112,7 +115,10 @@ def serve(channel: socket.socket) -> None:
                 _child(request, fds[0], fds[1], [channel.fileno(), wake_read, wake_write])
             for fd in fds:
                 os.close(fd)
-            channel.send(f"pid {pid}".encode())
+            try:
+                channel.send(f"pid {pid}".encode())
+            except OSError:
+                return
 
 
 def main() -> int:

@@ -183,3 +183,12 @@ def test_large_arrays_travel_as_out_of_band_frames():
     frames = wire.dumps(("x", array))
     assert len(frames) == 2 and memoryview(frames[1]).nbytes == array.nbytes
     assert np.shares_memory(np.frombuffer(frames[1], dtype=array.dtype), array)
+
+
+def test_closing_a_session_prints_nothing(capfd):
+    import remotefn
+
+    for _ in range(3):
+        with remotefn.session("local", forward_output=False):
+            [f.result(timeout=30) for f in [remote(parent_pid)() for _ in range(4)]]
+    assert "Traceback" not in capfd.readouterr().err
