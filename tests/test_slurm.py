@@ -291,3 +291,27 @@ def test_slurm_backend_outside_an_allocation_says_how_to_get_one(monkeypatch):
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     with pytest.raises(ValueError, match="salloc or sbatch"):
         remotefn.session("slurm")
+
+
+@needs_cluster
+def test_inside_sbatch(tmp_path):
+    script = tmp_path / "job.py"
+    script.write_text(textwrap.dedent("""
+        import remotefn
+        from remotefn import remote
+
+        def calc(i):
+            from mpi4py import MPI
+            return i, MPI.COMM_WORLD.Get_size(), MPI.COMM_WORLD.Get_rank()
+
+        with remotefn.session(forward_output=False) as session:
+            print(session.backend.name, remote(calc, cores=2)(3).result())
+    """))
+    out = tmp_path / "out.txt"
+    done = subprocess.run(["sbatch", "--wait", "-J", "remotefn-tests", "-n", "2",
+                           f"--output={out}", f"--chdir={tmp_path}",
+                           f"--wrap={sys.executable} {script}"],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert done.returncode == 0, done.stderr + out.read_text()
+    assert "slurm [(3, 2, 0), (3, 2, 1)]" in out.read_text()
