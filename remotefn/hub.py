@@ -101,6 +101,8 @@ class Hub(WorkerLifecycle, Scheduler):
 
     def submit(self, call: Call) -> None:
         self.post(self._enqueue, call)
+        if self.stopped.is_set():  # checked after posting: see _close
+            self._fail_stranded()
 
     def stop(self, kill: bool) -> None:
         """Ask the hub to stop every worker and exit; returns at once."""
@@ -339,6 +341,17 @@ class Hub(WorkerLifecycle, Scheduler):
         self.router.close(linger=0)
         self.zmq.term()
         self.backend.close()
-        os.close(self.wake_fd)
         shutil.rmtree(self.runtime_dir, ignore_errors=True)
         self.stopped.set()
+        os.close(self.wake_fd)
+        self._fail_stranded()
+
+    def _fail_stranded(self) -> None:
+        """Fail calls posted after the hub stopped (they would otherwise wait forever)."""
+        while True:
+            try:
+                function, args = self.inbox.popleft()
+            except IndexError:
+                return
+            if function == self._enqueue:
+                args[0].future._fail(RuntimeError("the session has stopped"))

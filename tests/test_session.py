@@ -173,3 +173,13 @@ def test_python_m_remotefn_shows_the_local_capacity():
                          capture_output=True, text=True, timeout=60).stdout
     assert "backend: local" in out
     assert f"cores: {len(os.sched_getaffinity(0))} total" in out
+
+
+def test_a_call_reaching_a_stopped_hub_fails_instead_of_waiting():
+    s = remotefn.session("local", forward_output=False)
+    s._hub.stop(kill=True)
+    s._hub.stopped.wait(30)
+    future = s.submit(identity, 1)  # the session was not shut down, but its hub is gone
+    with pytest.raises(RuntimeError, match="stopped"):
+        future.result(timeout=30)
+    s.shutdown()
