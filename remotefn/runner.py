@@ -6,7 +6,6 @@ sockets. An outcome is ``(flags, frames)``: the RESULT body the session expects.
 
 from __future__ import annotations
 
-import inspect
 import pickle
 import traceback
 from typing import Any, Callable
@@ -72,6 +71,10 @@ class Runner:
         if function is None:
             function = pickle.loads(payload)
             self.functions[digest] = function
+            if not self.init_kwargs:
+                return function
+            import inspect
+
             try:
                 signature = inspect.signature(function)
                 self.parameters[digest] = frozenset(
@@ -86,6 +89,8 @@ class Runner:
         names = self.parameters.get(digest, frozenset()) - kwargs.keys()
         if not names & self.init_kwargs.keys():
             return
+        import inspect
+
         try:
             bound = inspect.signature(function).bind_partial(*args, **kwargs).arguments
         except TypeError:

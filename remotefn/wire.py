@@ -17,7 +17,6 @@ import secrets
 import struct
 from typing import Any, Sequence
 
-import cloudpickle
 import zmq
 
 from ._version import PROTOCOL_VERSION
@@ -219,6 +218,8 @@ def dumps(obj: Any) -> list[Any]:
     """Pickle ``obj``; large buffers (numpy arrays) become extra frames, not copies."""
     if _plain(obj):
         return [pickle.dumps(obj, protocol=5)]
+    import cloudpickle  # imported on first need: a worker starts faster without it
+
     buffers: list[pickle.PickleBuffer] = []
     data = cloudpickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
     return [data, *(buffer.raw() for buffer in buffers)]
