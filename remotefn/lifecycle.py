@@ -184,6 +184,7 @@ class WorkerLifecycle:
             return
         code = worker.exit_code if worker.exit_code is not None else worker.process.poll()
         was_starting = worker.state in (State.STARTING, State.INITIALIZING)
+        self._read_status(worker)  # before _forget closes the pipe
         self._stopping(worker)
         self._forget(worker)
         pool = worker.pool
@@ -195,7 +196,6 @@ class WorkerLifecycle:
             self._requeue_or_fail(pool, worker, worker.assigned, code, started=False)
             worker.assigned = None
         if worker.inflight:
-            self._read_status(worker)
             # Calls the worker finished but whose results died with it run again, as do
             # those sent ahead that never started; the one it was running failed it.
             lost = [c for c in worker.inflight if c.call_id in worker.finished]

@@ -214,3 +214,20 @@ def test_pipelined_calls_blame_only_the_call_that_crashed(local):
         with pytest.raises(WorkerDied, match="exit_code_3"):
             futures[2].result(timeout=30)
         assert [f.result(timeout=30) for f in futures[3:]] == [3, 4]
+
+
+def big_result(n):
+    return bytes(n)
+
+
+def test_a_result_lost_with_its_worker_is_recomputed_not_blamed(local):
+    """A large result is still on its way when the next call kills the worker: the finished
+    call runs again elsewhere, and only the crashing call fails."""
+    big = remote(big_result, block=True, max_workers=1)
+    dying = remote(exit_code_3, block=True, max_workers=1)
+    for _ in range(5):
+        futures = [big(20 << 20), dying(), big(1)]
+        assert len(futures[0].result(timeout=60)) == 20 << 20
+        with pytest.raises(WorkerDied, match="exit_code_3"):
+            futures[1].result(timeout=60)
+        assert futures[2].result(timeout=60) == bytes(1)
