@@ -1,8 +1,8 @@
 """The options table: the one place where a per-call option is defined.
 
 Each :class:`Option` carries its default, its validator and its doc line. :func:`resolve`
-turns user keywords into a frozen :class:`CallOptions`, raising ``TypeError`` for a wrong type,
-``ValueError`` for a wrong value and ``NotImplementedError`` for a value not supported yet.
+turns user keywords into a frozen :class:`CallOptions`, raising ``TypeError`` for a wrong type
+and ``ValueError`` for a wrong value, each naming the option and the value received.
 """
 
 from __future__ import annotations
@@ -23,8 +23,6 @@ class Option:
     default: Any
     check: Check
     doc: str
-    #: Returns a reason when a value is valid but not supported yet.
-    unsupported: Callable[[Any], str | None] = lambda value: None
 
 
 def _type_name(value: Any) -> str:
@@ -179,8 +177,8 @@ assert {f.name for f in fields(CallOptions)} == set(OPTIONS), "options table out
 def resolve(overrides: Mapping[str, Any], base: CallOptions = DEFAULT_OPTIONS) -> CallOptions:
     """Validate ``overrides`` and apply them on top of ``base``.
 
-    Raises ``TypeError`` for an unknown option or a wrong type, ``ValueError`` for a wrong value
-    and ``NotImplementedError`` for a value this version does not support yet.
+    Raises ``TypeError`` for an unknown option or a wrong type and ``ValueError`` for a wrong
+    value.
     """
     if not overrides:
         return base
@@ -197,9 +195,6 @@ def resolve(overrides: Mapping[str, Any], base: CallOptions = DEFAULT_OPTIONS) -
     for name, given in named.items():
         option, value = OPTIONS[name], overrides[given]
         changes[name] = option.check(given, value)
-        reason = option.unsupported(changes[name])
-        if reason is not None:
-            raise NotImplementedError(f"{reason} is not supported yet (got {given}={value!r})")
     options = replace(base, **changes)
     if options.init is not None and not options.block:
         raise ValueError(f"init={options.init!r} needs block=True: it runs once per "
