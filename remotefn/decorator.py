@@ -9,7 +9,7 @@ import wrapt
 from . import context
 from .future import RemoteFuture
 from .options import DEFAULT_OPTIONS, CallOptions, resolve
-from .shipping import importable_name
+from .shipping import import_attribute, importable_name
 
 R = TypeVar("R")
 
@@ -60,7 +60,7 @@ class RemoteFunction(wrapt.ObjectProxy, Generic[R]):
     def __reduce_ex__(self, protocol: int) -> tuple[Any, ...]:
         name = importable_name(self.__wrapped__)
         if name is not None:
-            return (_import_handle, name)
+            return (import_attribute, name)
         return (RemoteFunction, (self.__wrapped__, self._self_options))
 
     def __copy__(self) -> "RemoteFunction[R]":
@@ -68,15 +68,6 @@ class RemoteFunction(wrapt.ObjectProxy, Generic[R]):
 
     def __deepcopy__(self, memo: dict[int, Any]) -> "RemoteFunction[R]":
         return self.__copy__()
-
-
-def _import_handle(module: str, qualname: str) -> Any:
-    import importlib
-
-    obj: Any = importlib.import_module(module)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    return obj
 
 
 @overload

@@ -34,11 +34,17 @@ class _ByName:
         return (import_function, (self.module, self.qualname))
 
 
-def import_function(module: str, qualname: str) -> Callable[..., Any]:
-    """Import ``module.qualname``; a remote handle found there is unwrapped to its function."""
+def import_attribute(module: str, qualname: str) -> Any:
+    """The object at ``module.qualname``, importing the module."""
     obj: Any = importlib.import_module(module)
     for part in qualname.split("."):
         obj = getattr(obj, part)
+    return obj
+
+
+def import_function(module: str, qualname: str) -> Callable[..., Any]:
+    """Import ``module.qualname``; a remote handle found there is unwrapped to its function."""
+    obj = import_attribute(module, qualname)
     return obj.__wrapped__ if getattr(obj, "__remotefn_handle__", False) else obj
 
 

@@ -16,3 +16,10 @@ def plain_double(x):
 @remote(block=True, max_workers=1)
 def pooled_square(x):
     return x * x
+
+
+def calc(i):
+    """The seed MPI example: (i, size, rank) on every rank."""
+    from mpi4py import MPI
+
+    return i, MPI.COMM_WORLD.Get_size(), MPI.COMM_WORLD.Get_rank()

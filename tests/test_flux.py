@@ -12,6 +12,7 @@ import remotefn
 from remotefn import WorkerDied, WorkerStartError, remote
 from remotefn.backends.flux import build_jobspec
 from remotefn.options import resolve
+from sample_module import calc
 from helpers import wait_until
 
 FAKE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fakeflux")
@@ -36,12 +37,6 @@ def flux_session(fakeflux):
     import flux.job
 
     assert flux.job.running_jobs() == []
-
-
-def calc(i):
-    from mpi4py import MPI
-
-    return i, MPI.COMM_WORLD.Get_size(), MPI.COMM_WORLD.Get_rank()
 
 
 def environment(name):

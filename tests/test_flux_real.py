@@ -10,6 +10,7 @@ import pytest
 
 import remotefn
 from remotefn import WorkerDied, WorkerStartError, remote
+from sample_module import calc
 from helpers import wait_until
 
 try:
@@ -22,12 +23,6 @@ except ImportError as error:
     _REASON = f"flux-python is not importable here ({error}); run under a Flux instance"
 
 pytestmark = pytest.mark.skipif(_REASON is not None, reason=str(_REASON))
-
-
-def calc(i):
-    from mpi4py import MPI
-
-    return i, MPI.COMM_WORLD.Get_size(), MPI.COMM_WORLD.Get_rank()
 
 
 def threads():

@@ -9,15 +9,10 @@ import pytest
 import remotefn
 from remotefn import WorkerDied, WorkerStartError, remote
 from remotefn.errors import MissingDependency
+from sample_module import calc
 from helpers import live_children
 
 pytest.importorskip("mpi4py")
-
-
-def calc(i):
-    from mpi4py import MPI
-
-    return i, MPI.COMM_WORLD.Get_size(), MPI.COMM_WORLD.Get_rank()
 
 
 def allreduce(x):

@@ -16,6 +16,7 @@ import remotefn
 from remotefn import WorkerDied, WorkerStartError, remote
 from remotefn.backends.slurm import parse_allocation, sanitize, srun_command
 from remotefn.options import resolve
+from sample_module import calc
 from helpers import wait_until
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -65,12 +66,6 @@ def slurm(job):
 
 def where():
     return os.environ["SLURMD_NODENAME"], os.environ.get("CUDA_VISIBLE_DEVICES")
-
-
-def calc(i):
-    from mpi4py import MPI
-
-    return i, MPI.COMM_WORLD.Get_size(), MPI.COMM_WORLD.Get_rank()
 
 
 def node_of_rank():

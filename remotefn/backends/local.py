@@ -83,13 +83,13 @@ class LocalBackend(Backend):
             self.fork_server = None
 
     def launch(self, spec: WorkerSpec) -> LaunchedWorker:
-        if self.fork_server is not None and spec.options.cores == 1:
-            environment = worker_environment(spec, os.environ)
-            if forkable(dict(spec.options.env), self.python):
-                try:
-                    return self.fork_server.fork(environment, spec.options.cwd)
-                except OSError as error:
-                    logger.warning("starting the worker without the fork server: %s", error)
+        if (self.fork_server is not None and spec.options.cores == 1
+                and forkable(dict(spec.options.env), self.python)):
+            try:
+                return self.fork_server.fork(worker_environment(spec, os.environ),
+                                             spec.options.cwd)
+            except OSError as error:
+                logger.warning("starting the worker without the fork server: %s", error)
         return super().launch(spec)
 
     def capacity(self) -> Capacity:
