@@ -61,6 +61,11 @@ class Pool:
         self.starting = 0
         #: session.release() asked for this pool's workers to stop once idle.
         self.released = False
+        #: Recent calls' mean run time in seconds (a moving average); None before the first.
+        self.runtime: float | None = None
+
+    def record_runtime(self, seconds: float) -> None:
+        self.runtime = seconds if self.runtime is None else 0.8 * self.runtime + 0.2 * seconds
 
     def next_waiting(self) -> Call | None:
         """The first queued call that needs a new worker started, if any."""

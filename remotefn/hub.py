@@ -249,6 +249,7 @@ class Hub(WorkerLifecycle, Scheduler):
             worker.finished.discard(call_id)
         info = call.future.info
         info.started, info.finished = wire.TIMING.unpack(body[0])
+        worker.pool.record_runtime(info.finished - info.started)
         if worker.pool.one_shot:
             self._stopping(worker)
         if flags & Flag.UNPICKLABLE:

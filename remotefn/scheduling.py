@@ -9,6 +9,7 @@ from __future__ import annotations
 import signal
 from typing import Any, Callable
 
+from . import wire
 from .calls import Call, Pool, State, WorkerRecord
 from .errors import CallTimeout
 from .ledger import Allocation, Ledger
@@ -21,12 +22,25 @@ from .wire import Flag, Kind
 #: with a status pipe (local single-rank workers) write each finished call's id there
 #: synchronously, which keeps every WorkerDied exact; the others hold one call at a time.
 PIPELINE_DEPTH = 3
+#: For pools whose calls are short, a worker holds up to this many calls, sent to it in one
+#: message: about BATCH_WORK seconds of work, as measured on the pool's recent calls.
+MAX_BATCH = 32
+BATCH_WORK = 0.002
+
+
+def pipeline_depth(pool: Pool) -> int:
+    """How many calls one worker of ``pool`` may hold at once."""
+    runtime = pool.runtime
+    if runtime is None or runtime * PIPELINE_DEPTH >= BATCH_WORK:
+        return PIPELINE_DEPTH
+    return min(MAX_BATCH, int(BATCH_WORK / max(runtime, 1e-6)))
 
 
 class Scheduler:
     """Queues per pool, the choice of worker, and the ledger's part in starting workers."""
 
     pools: dict[Any, Pool]
+    _last_pool: Pool | None = None
     workers: set[WorkerRecord]
     ledger: Ledger
     capacity: Any
@@ -42,10 +56,14 @@ class Scheduler:
         if self.stopping:
             call.future._fail(RuntimeError("the session was shut down before the call started"))
             return
-        key = call.options.pool_key()
-        pool = self.pools.get(key)
-        if pool is None:
-            pool = self._new_pool(key, call.options)
+        options = call.options
+        pool = self._last_pool
+        if pool is None or pool.options is not options:
+            key = options.pool_key()
+            pool = self.pools.get(key)
+            if pool is None:
+                pool = self._new_pool(key, options)
+            self._last_pool = pool  # calls come in runs of the same options
         pool.queue.append(call)
         pool.released = False
 
@@ -81,12 +99,36 @@ class Scheduler:
                 pool.limit = len(pool.workers)  # stop growing a pool whose workers fail to start
 
     def _dispatch_block(self, pool: Pool) -> None:
+        """Give queued calls to ready workers: idle ones first, never more than a fair share
+        of the queue each, several calls in one message where the pool's calls are short."""
         queue = pool.queue
-        while queue:
-            worker = self._pick_worker(pool, queue[0])
-            if worker is None:
+        ready = [worker for worker in pool.workers if worker.state is State.READY]
+        if not ready:
+            return
+        if len(ready) > 1:
+            ready.sort(key=lambda worker: len(worker.inflight))
+        pipelined = pool.options.timeout is None
+        depth = pipeline_depth(pool) if pipelined else 1
+        # A worker that holds a batch gets the next one once it is half done.
+        low_water = depth if depth <= PIPELINE_DEPTH else depth // 2
+        share = -(-len(queue) // len(ready))
+        for worker in ready:
+            load = len(worker.inflight)
+            if load and (worker.process.status_fd is None or not pipelined
+                         or load >= low_water):
+                continue
+            room = min(depth - load if worker.process.status_fd is not None else 1, share)
+            calls = []
+            while queue and len(calls) < room:
+                call = queue.popleft()
+                if self._begin(worker, call):
+                    calls.append(call)
+            if len(calls) == 1:
+                self._send_call(worker, calls[0])
+            elif calls:
+                self._send_calls(worker, calls)
+            if not queue:
                 return
-            self._dispatch(worker, queue.popleft())
 
     def _oldest_waiting(self) -> Pool | None:
         """The pool whose next call that needs a new worker was submitted first."""
@@ -96,20 +138,6 @@ class Scheduler:
             call = pool.next_waiting()
             if call is not None and (best is None or call.call_id < best_id):
                 best, best_id = pool, call.call_id
-        return best
-
-    @staticmethod
-    def _pick_worker(pool: Pool, call: Call) -> WorkerRecord | None:
-        best: WorkerRecord | None = None
-        for worker in pool.workers:
-            if worker.state is not State.READY:
-                continue
-            load = len(worker.inflight)
-            if load == 0:
-                return worker
-            if (call.options.timeout is None and worker.process.status_fd is not None
-                    and load < PIPELINE_DEPTH and (best is None or load < len(best.inflight))):
-                best = worker
         return best
 
     def _allocate(self, pool: Pool) -> Allocation | None:
@@ -133,21 +161,38 @@ class Scheduler:
             pool.released = True
 
     def _dispatch(self, worker: WorkerRecord, call: Call) -> None:
+        if self._begin(worker, call):
+            self._send_call(worker, call)
+
+    def _begin(self, worker: WorkerRecord, call: Call) -> bool:
+        """Record ``call`` as held by ``worker``; False if it was cancelled while queued."""
         if not call.started:
             if not call.future.set_running_or_notify_cancel():
-                return  # cancelled while queued
+                return False
             call.started = True
-        function = call.function
-        payload = b"" if function.digest in worker.known else function.payload
-        worker.known.add(function.digest)
         info = call.future.info
         info.worker_id, info.host, info.pid = worker.worker_id, worker.host, worker.pid
         worker.inflight.append(call)
-        flags = Flag.LAST if worker.pool.one_shot else Flag.NONE
-        self._send(worker, Kind.TASK, [function.digest, payload, *call.arguments], call.call_id,
-                   flags)
         if call.options.timeout is not None:
             self._later(call.options.timeout, self._on_timeout, worker, call)
+        return True
+
+    @staticmethod
+    def _task_body(worker: WorkerRecord, call: Call) -> list[Any]:
+        function = call.function
+        if function.digest in worker.known:
+            return [function.digest, b"", *call.arguments]
+        worker.known.add(function.digest)
+        return [function.digest, function.payload, *call.arguments]
+
+    def _send_call(self, worker: WorkerRecord, call: Call) -> None:
+        flags = Flag.LAST if worker.pool.one_shot else Flag.NONE
+        self._send(worker, Kind.TASK, self._task_body(worker, call), call.call_id, flags)
+
+    def _send_calls(self, worker: WorkerRecord, calls: list[Call]) -> None:
+        body = wire.pack_calls([(call.call_id, self._task_body(worker, call))
+                                for call in calls])
+        self._send(worker, Kind.TASKS, body)
 
     def _on_timeout(self, worker: WorkerRecord, call: Call) -> None:
         if call.future.done() or not worker.inflight or worker.inflight[0] is not call:

@@ -16,6 +16,7 @@ import cloudpickle
 from . import backends, context, wire
 from .caching import CacheFront
 from .calls import Call
+from .decorator import RemoteFunction
 from .dependencies import Waiter, find_futures
 from .errors import SerializationError
 from .future import CallInfo, RemoteFuture
@@ -60,6 +61,8 @@ class Session(concurrent.futures.Executor):
         self._tokens: list[Any] = []
         #: Options already checked against this session's capacity and backend.
         self._accepted: set[CallOptions] = set()
+        self._last_accepted: CallOptions | None = None
+        self._last_function: tuple[Any, FunctionRef] | None = None
         context.register(self)
 
     # -- the Executor interface ------------------------------------------------------------
@@ -72,8 +75,6 @@ class Session(concurrent.futures.Executor):
         ``RuntimeError`` after shutdown, :class:`~remotefn.SerializationError` when an argument
         does not pickle, ``ValueError`` when the call can never fit in the session.
         """
-        from .decorator import RemoteFunction
-
         if isinstance(fn, RemoteFunction):
             return self._submit(fn.__wrapped__, fn.remote_options, args, kwargs)
         if not callable(fn):
@@ -90,7 +91,6 @@ class Session(concurrent.futures.Executor):
             raise ValueError(f"chunksize must be >= 1, got {chunksize!r}")
         if chunksize == 1:
             return super().map(fn, *iterables, timeout=timeout)
-        from .decorator import RemoteFunction
 
         options = fn.remote_options if isinstance(fn, RemoteFunction) else DEFAULT_OPTIONS
         plain = fn.__wrapped__ if isinstance(fn, RemoteFunction) else fn
@@ -185,8 +185,6 @@ class Session(concurrent.futures.Executor):
     def release(self, handle: Any) -> None:
         """Stop the block pool of ``handle``'s options once it is idle; its cores and GPUs go
         back to the session. A later call starts the pool again. Returns at once."""
-        from .decorator import RemoteFunction
-
         if not isinstance(handle, RemoteFunction):
             raise TypeError(f"release() takes a remote handle, got {handle!r}")
         self._hub.post(self._hub.release_pool, handle.remote_options.pool_key())
@@ -197,10 +195,13 @@ class Session(concurrent.futures.Executor):
                 kwargs: dict[str, Any]) -> RemoteFuture:
         if self._closed:
             raise RuntimeError("cannot submit calls to a session that was shut down")
-        try:
-            accepted = options in self._accepted
-        except TypeError:  # extras holding lists: checked on every call
-            accepted = False
+        if options is self._last_accepted:
+            accepted = True
+        else:
+            try:
+                accepted = options in self._accepted
+            except TypeError:  # extras holding lists: checked on every call
+                accepted = False
         if not accepted:
             self._check_fits(options)
             self.backend.check_options(options)
@@ -209,6 +210,8 @@ class Session(concurrent.futures.Executor):
                 self._accepted.add(options)
             except TypeError:
                 pass
+            else:
+                self._last_accepted = options
         ref = self._function_ref(function)
         caching = self._cache.applies(options)
         dependencies = find_futures(args, kwargs)
@@ -261,6 +264,9 @@ class Session(concurrent.futures.Executor):
                                  f"asks for {why}; lower max_workers")
 
     def _function_ref(self, function: Callable[..., Any]) -> FunctionRef:
+        last = self._last_function
+        if last is not None and last[0] is function:
+            return last[1]
         try:
             ref = self._functions.get(function)
         except TypeError:  # neither hashable nor weakly referenceable
@@ -270,7 +276,8 @@ class Session(concurrent.futures.Executor):
             try:
                 self._functions[function] = ref
             except TypeError:
-                pass
+                return ref
+        self._last_function = (function, ref)
         return ref
 
 

@@ -42,6 +42,7 @@ class Kind(enum.IntEnum):
     PING = 9  # worker heartbeat -> session
     PONG = 10  # session -> worker heartbeat
     SHUTDOWN = 11  # session -> worker
+    TASKS = 12  # session -> worker: several TASK bodies behind an index (see pack_calls)
 
 
 class Flag:
@@ -77,11 +78,17 @@ def new_key() -> bytes:
     return secrets.token_bytes(KEY_SIZE)
 
 
-def _mac(key: bytes, direction: bytes, identity: bytes, head: Any, bulk: Sequence[Any]) -> bytes:
+def _mac_prefix(key: bytes, direction: bytes, identity: bytes) -> Any:
+    """A keyed BLAKE2b that has seen the direction and the identity; copied per message."""
     digest = hashlib.blake2b(key=key, digest_size=MAC_SIZE)
     digest.update(direction)
     digest.update(len(identity).to_bytes(2, "little"))
     digest.update(identity)
+    return digest
+
+
+def _mac(prefix: Any, head: Any, bulk: Sequence[Any]) -> bytes:
+    digest = prefix.copy()
     digest.update(head)
     for frame in bulk:
         view = memoryview(frame)
@@ -104,13 +111,12 @@ class Channel:
     single frame.
     """
 
-    __slots__ = ("key", "identity", "outgoing", "incoming", "sent", "received")
+    __slots__ = ("identity", "outgoing", "incoming", "sent", "received")
 
     def __init__(self, key: bytes, identity: bytes, *, session_side: bool) -> None:
-        self.key = key
         self.identity = identity
-        self.outgoing = TO_WORKER if session_side else TO_SESSION
-        self.incoming = TO_SESSION if session_side else TO_WORKER
+        self.outgoing = _mac_prefix(key, TO_WORKER if session_side else TO_SESSION, identity)
+        self.incoming = _mac_prefix(key, TO_SESSION if session_side else TO_WORKER, identity)
         self.sent = 0
         self.received = 0
 
@@ -131,7 +137,7 @@ class Channel:
                 parts.append(_LENGTH.pack(size))
                 small.append(item)
         head = b"".join([*parts, *small])
-        return [head + _mac(self.key, self.outgoing, self.identity, head, bulk), *bulk]
+        return [head + _mac(self.outgoing, head, bulk), *bulk]
 
     def open(self, frames: Sequence[Any]) -> tuple[Kind, int, int, list[Any]]:
         """Check a received message; return ``(kind, flags, call_id, body)``.
@@ -146,8 +152,7 @@ class Channel:
             raise AuthenticationError("message too short")
         head, mac = message[:-MAC_SIZE], message[-MAC_SIZE:]
         bulk = frames[1:]
-        if not hmac.compare_digest(mac, _mac(self.key, self.incoming, self.identity, head,
-                                             bulk)):
+        if not hmac.compare_digest(mac, _mac(self.incoming, head, bulk)):
             raise AuthenticationError("bad MAC")
         version, kind, flags, seq, call_id = HEADER.unpack_from(head)
         if seq <= self.received:
@@ -176,6 +181,35 @@ class Channel:
         return _KINDS[kind], flags, call_id, body
 
 
+_CALL_ENTRY = struct.Struct("!QH")
+
+
+def pack_calls(calls: Sequence[tuple[int, Sequence[Any]]]) -> list[Any]:
+    """The body of a TASKS message: an index of (call id, item count), then each call's
+    TASK body in turn."""
+    body: list[Any] = [b"".join(_CALL_ENTRY.pack(call_id, len(items))
+                                for call_id, items in calls)]
+    for _, items in calls:
+        body.extend(items)
+    return body
+
+
+def unpack_calls(body: Sequence[Any]) -> list[tuple[int, list[Any]]]:
+    """The ``(call id, TASK body)`` pairs of a TASKS body."""
+    index = memoryview(body[0])
+    if index.nbytes % _CALL_ENTRY.size:
+        raise ValueError("malformed TASKS index")
+    calls = []
+    position = 1
+    for offset in range(0, index.nbytes, _CALL_ENTRY.size):
+        call_id, count = _CALL_ENTRY.unpack_from(index, offset)
+        calls.append((call_id, list(body[position:position + count])))
+        position += count
+    if position != len(body):
+        raise ValueError("malformed TASKS body")
+    return calls
+
+
 _PLAIN = frozenset([int, float, str, bytes, bool, type(None), complex])
 
 
@@ -185,10 +219,23 @@ def _plain(obj: Any, depth: int = 0) -> bool:
     kind = type(obj)
     if kind in _PLAIN:
         return True
-    if depth < 2 and (kind is tuple or kind is list) and len(obj) <= 16:
-        return all(_plain(item, depth + 1) for item in obj)
-    if depth < 2 and kind is dict and len(obj) <= 16:
-        return all(type(k) is str and _plain(v, depth + 1) for k, v in obj.items())
+    if depth >= 2:
+        return False
+    if kind is tuple or kind is list:
+        if len(obj) > 16:
+            return False
+        for item in obj:
+            if type(item) not in _PLAIN and not _plain(item, depth + 1):
+                return False
+        return True
+    if kind is dict:
+        if len(obj) > 16:
+            return False
+        for name, item in obj.items():
+            if type(name) is not str or (type(item) not in _PLAIN
+                                         and not _plain(item, depth + 1)):
+                return False
+        return True
     return False
 
 

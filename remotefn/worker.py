@@ -104,14 +104,12 @@ class Worker:
                 print(f"remotefn worker: dropped a message: {error}", file=sys.__stderr__)
                 continue
             if kind is Kind.TASK:
-                started = time.time()
-                outcome_flags, result = self.run(call_id, body)
-                if self.status_fd is not None:  # before the result: it survives a crash
-                    os.write(self.status_fd, call_id.to_bytes(8, "big"))
-                timing = wire.TIMING.pack(started, time.time())
-                self.send(Kind.RESULT, [timing, *result], call_id, outcome_flags)
+                self.answer(call_id, body)
                 if flags & Flag.LAST:
                     return
+            elif kind is Kind.TASKS:
+                for call_id, call_body in wire.unpack_calls(body):
+                    self.answer(call_id, call_body)
             elif kind is Kind.WELCOME:
                 error = self.initialize(body[0])
                 if error is not None:
@@ -124,6 +122,14 @@ class Worker:
                 return
             elif kind is Kind.SHUTDOWN:
                 return
+
+    def answer(self, call_id: int, body: list[Any]) -> None:
+        """Run one call and send its RESULT."""
+        started = time.time()
+        flags, result = self.run(call_id, body)
+        if self.status_fd is not None:  # before the result: it survives a crash
+            os.write(self.status_fd, call_id.to_bytes(8, "big"))
+        self.send(Kind.RESULT, [wire.TIMING.pack(started, time.time()), *result], call_id, flags)
 
     def initialize(self, payload: Any) -> str | None:
         """Run ``init``; the error text if it failed."""
