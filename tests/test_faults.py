@@ -231,3 +231,17 @@ def test_a_result_lost_with_its_worker_is_recomputed_not_blamed(local):
         with pytest.raises(WorkerDied, match="exit_code_3"):
             futures[1].result(timeout=60)
         assert futures[2].result(timeout=60) == bytes(1)
+
+
+def test_a_crash_inside_a_batch_of_short_calls_fails_only_that_call(local):
+    """Short calls reach a worker many at a time; a call that kills the worker in the
+    middle of such a batch fails alone, and every other call of the batch still answers."""
+    ok = remote(identity, block=True, max_workers=1)
+    dying = remote(exit_code_3, block=True, max_workers=1)
+    for attempt in range(3):
+        assert [f.result(timeout=30) for f in ok.map(range(200))] == list(range(200))
+        futures = [*ok.map(range(20)), dying(), *ok.map(range(20, 40))]
+        assert [f.result(timeout=30) for f in futures[:20]] == list(range(20))
+        with pytest.raises(WorkerDied, match="exit_code_3"):
+            futures[20].result(timeout=30)
+        assert [f.result(timeout=30) for f in futures[21:]] == list(range(20, 40))

@@ -96,3 +96,19 @@ def test_the_secret_does_not_reach_user_code(local):
 
 def test_runtime_directory_is_private(local):
     assert os.stat(local._hub.runtime_dir).st_mode & 0o077 == 0
+
+
+def test_a_batch_of_calls_survives_the_wire_intact():
+    key = wire.new_key()
+    session_side = wire.Channel(key, b"w1", session_side=True)
+    worker_side = wire.Channel(key, b"w1", session_side=False)
+    big = bytes(range(256)) * 1024  # a bulk frame
+    calls = [(7, [b"digest", b"fn", b"args"]), (8, [b"digest", b"", big, b"x"]), (9, [b"d"])]
+    frames = session_side.seal(wire.Kind.TASKS, wire.pack_calls(calls))
+    kind, _, _, body = worker_side.open(frames)
+    assert kind is wire.Kind.TASKS
+    assert [(i, [bytes(item) for item in items]) for i, items in wire.unpack_calls(body)] == calls
+    tampered = [frames[0], bytearray(frames[1])]
+    tampered[1][5] ^= 1
+    with pytest.raises(wire.AuthenticationError, match="bad MAC"):
+        wire.Channel(key, b"w1", session_side=False).open(tampered)
