@@ -112,3 +112,18 @@ def test_a_batch_of_calls_survives_the_wire_intact():
     tampered[1][5] ^= 1
     with pytest.raises(wire.AuthenticationError, match="bad MAC"):
         wire.Channel(key, b"w1", session_side=False).open(tampered)
+
+
+def test_a_change_anywhere_in_a_large_frame_fails_its_mac():
+    """Frames over 16 MiB are hashed in pieces; every piece counts."""
+    key = wire.new_key()
+    sender = wire.Channel(key, b"w1", session_side=True)
+    payload = bytearray(os.urandom(1024)) * (20 << 10)  # 20 MiB
+    frames = sender.seal(Kind.RESULT, [b"t", payload])
+    kind, _, _, body = wire.Channel(key, b"w1", session_side=False).open(frames)
+    assert kind is Kind.RESULT and bytes(body[1]) == payload
+    for position in (0, 5 << 20, len(payload) - 1):
+        changed = bytearray(payload)
+        changed[position] ^= 1
+        with pytest.raises(wire.AuthenticationError, match="bad MAC"):
+            wire.Channel(key, b"w1", session_side=False).open([frames[0], changed])

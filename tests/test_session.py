@@ -183,3 +183,21 @@ def test_a_call_reaching_a_stopped_hub_fails_instead_of_waiting():
     with pytest.raises(RuntimeError, match="stopped"):
         future.result(timeout=30)
     s.shutdown()
+
+
+def scaled(array, factor):
+    array *= factor  # the worker may change what it received
+    return array
+
+
+def test_arrays_are_sent_as_they_were_at_the_call_and_arrive_writable(local):
+    np = pytest.importorskip("numpy")
+    handle = remote(scaled, block=True, max_workers=1)
+    original = np.arange(1 << 20, dtype=np.float64)  # 8 MiB: travels as its own frame
+    data = original.copy()
+    future = handle(data, 2.0)
+    data[:] = -1  # changed right after the call: the call still sees the values it was given
+    result = future.result(timeout=60)
+    np.testing.assert_array_equal(result, original * 2)
+    result += 1  # and the result is an ordinary writable array
+    assert result.flags.writeable and result[1] == 3.0
