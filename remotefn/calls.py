@@ -88,7 +88,7 @@ class WorkerRecord:
 
     __slots__ = ("worker_id", "identity", "pool", "process", "channel", "heartbeat", "state",
                  "inflight", "known", "stderr_tail", "host", "pid", "assigned", "allocation",
-                 "exit_code", "finished")
+                 "exit_code", "finished", "results")
 
     def __init__(self, worker_id: str, pool: Pool, process: LaunchedWorker, key: bytes,
                  allocation: "Allocation") -> None:
@@ -109,8 +109,10 @@ class WorkerRecord:
         #: Cores and GPUs this worker holds in the ledger; None once given back.
         self.allocation: Allocation | None = allocation
         self.exit_code: int | None = None
-        #: Ids of calls the worker reported finished (status pipe) whose results are not in.
+        #: Ids of calls the worker reported finished (status pipe) whose results are not in;
+        #: read when the worker exits, and every few hundred results.
         self.finished: set[int] = set()
+        self.results = 0
 
     def stderr_text(self) -> str:
         return self.stderr_tail.decode("utf-8", "replace")

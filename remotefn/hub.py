@@ -244,9 +244,11 @@ class Hub(WorkerLifecycle, Scheduler):
             self._reject(f"{worker.worker_id}: result for call {call_id} it was not running")
             return
         call = worker.inflight.popleft()
-        if worker.process.status_fd is not None:
+        worker.results += 1
+        if worker.results % 256 == 0 and worker.process.status_fd is not None:
+            # Keep the status pipe drained; only the ids of calls still held matter.
             self._read_status(worker)
-            worker.finished.discard(call_id)
+            worker.finished.intersection_update([c.call_id for c in worker.inflight])
         info = call.future.info
         info.started, info.finished = wire.TIMING.unpack(body[0])
         worker.pool.record_runtime(info.finished - info.started)
