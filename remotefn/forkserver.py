@@ -25,6 +25,9 @@ import socket
 import sys
 import traceback
 
+#: Seconds without requests after which the server imports the rest (see serve()).
+WARM_AFTER = 0.2
+
 def _reap(channel: socket.socket) -> None:
     while True:
         try:
@@ -73,8 +76,8 @@ def _child(request: dict, stderr_fd: int, status_fd: int, closing: list[int]) ->
 
 
 def serve(channel: socket.socket) -> None:
-    # What every worker imports, loaded once here.
-    import cloudpickle  # noqa: F401
+    # What every worker imports, loaded once here; the rest waits until the server is idle,
+    # so that the first worker (which the session is waiting for) starts sooner.
     import zmq  # noqa: F401
 
     from . import context, runner, shipping, wire, worker  # noqa: F401
@@ -86,10 +89,12 @@ def serve(channel: socket.socket) -> None:
     signal.signal(signal.SIGCHLD, lambda *_: None)
     warm = False
     while True:
-        readable, _, _ = select.select([channel, wake_read], [], [], None if warm else 0.05)
+        readable, _, _ = select.select([channel, wake_read], [], [], None if warm else WARM_AFTER)
         if not readable and not warm:
             # Idle after starting: load what unpickling user functions usually needs, so
             # that workers forked from now on have it too.
+            import cloudpickle  # noqa: F401
+
             from . import decorator, sessions  # noqa: F401
 
             warm = True

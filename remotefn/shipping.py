@@ -7,16 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-from dataclasses import dataclass
-from typing import Any, Callable
-
-import cloudpickle
+from typing import Any, Callable, NamedTuple
 
 from .errors import SerializationError
 
 
-@dataclass(frozen=True)
-class FunctionRef:
+class FunctionRef(NamedTuple):
     """A function pickled once; workers receive ``payload`` once and ``digest`` afterwards."""
 
     digest: bytes
@@ -66,6 +62,8 @@ def function_ref(function: Callable[..., Any]) -> FunctionRef:
     module = getattr(function, "__module__", None)
     label = f"{module}.{name}" if module and module != "__main__" else name
     importable = importable_name(function)
+    import cloudpickle  # here, not at the top: workers import this module too
+
     try:
         payload = (cloudpickle.dumps(_ByName(*importable)) if importable
                    else cloudpickle.dumps(function))
