@@ -11,6 +11,7 @@ from .future import RemoteFuture
 from .ledger import Allocation
 from .options import CallOptions
 from .shipping import FunctionRef
+from .stream import FrameStream
 from .wire import Channel
 
 
@@ -88,7 +89,7 @@ class WorkerRecord:
 
     __slots__ = ("worker_id", "identity", "pool", "process", "channel", "heartbeat", "state",
                  "inflight", "known", "stderr_tail", "host", "pid", "assigned", "allocation",
-                 "exit_code", "finished", "results")
+                 "exit_code", "finished", "results", "stream")
 
     def __init__(self, worker_id: str, pool: Pool, process: LaunchedWorker, key: bytes,
                  allocation: "Allocation") -> None:
@@ -113,6 +114,8 @@ class WorkerRecord:
         #: read when the worker exits, and every few hundred results.
         self.finished: set[int] = set()
         self.results = 0
+        #: The socket pair to a worker that talks over one instead of ZeroMQ.
+        self.stream: FrameStream | None = None
 
     def stderr_text(self) -> str:
         return self.stderr_tail.decode("utf-8", "replace")

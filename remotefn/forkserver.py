@@ -25,6 +25,8 @@ import socket
 import sys
 import traceback
 
+from .wire import ENV_CONNECTION_FD, ENV_STATUS_FD
+
 #: Seconds without requests after which the server imports the rest (see serve()).
 WARM_AFTER = 0.2
 
@@ -43,7 +45,8 @@ def _reap(channel: socket.socket) -> None:
             pass
 
 
-def _child(request: dict, stderr_fd: int, status_fd: int, closing: list[int]) -> None:
+def _child(request: dict, stderr_fd: int, status_fd: int, connection_fd: int,
+           closing: list[int]) -> None:
     """In the forked process: become the worker that ``request`` describes."""
     code = 1
     try:
@@ -56,7 +59,8 @@ def _child(request: dict, stderr_fd: int, status_fd: int, closing: list[int]) ->
         os.close(stderr_fd)
         os.environ.clear()
         os.environ.update(request["env"])
-        os.environ["REMOTEFN_STATUS_FD"] = str(status_fd)
+        os.environ[ENV_STATUS_FD] = str(status_fd)
+        os.environ[ENV_CONNECTION_FD] = str(connection_fd)
         if request.get("cwd"):
             os.chdir(request["cwd"])
         from . import worker
@@ -109,7 +113,7 @@ def serve(channel: socket.socket) -> None:
             _reap(channel)
         if channel in readable:
             try:
-                message, fds, _, _ = socket.recv_fds(channel, 1 << 20, 2)
+                message, fds, _, _ = socket.recv_fds(channel, 1 << 20, 3)
             except ConnectionError:
                 return
             if not message:
@@ -117,7 +121,8 @@ def serve(channel: socket.socket) -> None:
             request = json.loads(message)
             pid = os.fork()
             if pid == 0:
-                _child(request, fds[0], fds[1], [channel.fileno(), wake_read, wake_write])
+                _child(request, fds[0], fds[1], fds[2],
+                       [channel.fileno(), wake_read, wake_write])
             for fd in fds:
                 os.close(fd)
             try:

@@ -4,6 +4,7 @@ Who writes and who reads::
 
     caller threads --submit()--> inbox (deque) --eventfd wake--> hub thread
     hub thread <--ROUTER socket--> workers (DEALER; tasks, results, output, heartbeats)
+    hub thread <--socket pair--> forked local workers (tasks, results, output; see stream.py)
     hub thread <--pidfd, stderr pipe-- worker processes (exit and stderr, no waiting thread)
     hub thread --set_result / set_exception--> futures (their callbacks run in the hub thread)
 
@@ -35,6 +36,7 @@ from .calls import Call, Pool, State, WorkerRecord
 from .ledger import Ledger
 from .lifecycle import STOP_GRACE, WorkerLifecycle
 from .scheduling import Scheduler
+from .stream import StreamClosed
 from .errors import (ProtocolError, RemoteError, RemoteFnError, RemoteTraceback,
                      SerializationError, WorkerStartError)
 from .wire import Flag, Kind
@@ -74,6 +76,7 @@ class Hub(WorkerLifecycle, Scheduler):
         self.channels: dict[bytes, tuple[WorkerRecord, bool]] = {}
         self.exit_fds: dict[int, WorkerRecord] = {}
         self.stderr_fds: dict[int, WorkerRecord] = {}
+        self.stream_fds: dict[int, WorkerRecord] = {}
         self.workers: set[WorkerRecord] = set()
         self.ledger = Ledger(self.capacity)
         self.timers: list[tuple[float, int, Callable[..., None], tuple[Any, ...]]] = []
@@ -119,7 +122,7 @@ class Hub(WorkerLifecycle, Scheduler):
         try:
             while not (self.stopping and not self.workers):
                 timeout = 0 if self.inbox else self._next_timer()
-                for item, _ in self.poller.poll(timeout):
+                for item, events in self.poller.poll(timeout):
                     if item is self.router:
                         self._receive_all()
                     elif item == self.wake_fd:
@@ -132,6 +135,8 @@ class Hub(WorkerLifecycle, Scheduler):
                         self._on_exit(self.exit_fds[item])
                     elif item in self.stderr_fds:
                         self._read_stderr(self.stderr_fds[item])
+                    elif item in self.stream_fds:
+                        self._on_stream(self.stream_fds[item], events)
                 while self.inbox:
                     function, args = self.inbox.popleft()
                     function(*args)
@@ -166,9 +171,42 @@ class Hub(WorkerLifecycle, Scheduler):
         channel = worker.heartbeat if heartbeat else worker.channel
         try:
             frames = channel.seal(kind, body, call_id, flags)
-            wire.send(self.router, [channel.identity, *frames])
-        except zmq.ZMQError as error:  # the peer is gone; its exit is handled separately
+            stream = worker.stream
+            if stream is None or heartbeat:
+                wire.send(self.router, [channel.identity, *frames])
+            elif not stream.send(frames):
+                self.poller.modify(stream.fileno(), zmq.POLLIN | zmq.POLLOUT)
+        except (zmq.ZMQError, OSError) as error:  # the peer is gone; its exit comes separately
             logger.debug("could not send %s to %s: %s", kind.name, worker.worker_id, error)
+
+    def _on_stream(self, worker: WorkerRecord, events: int) -> None:
+        stream = worker.stream
+        if stream is None:
+            return
+        if events & zmq.POLLOUT:
+            try:
+                if stream.flush():
+                    self.poller.modify(stream.fileno(), zmq.POLLIN)
+            except OSError:
+                stream.outgoing.clear()
+        if events & ~zmq.POLLOUT:
+            self._read_stream(worker)
+
+    def _read_stream(self, worker: WorkerRecord) -> None:
+        """Handle every complete message the worker's socket pair holds."""
+        stream = worker.stream
+        try:
+            messages = stream.receive_ready()
+        except (StreamClosed, OSError):  # the worker is gone; its exit comes through its pidfd
+            messages = []
+            self._drop_stream(worker)
+        for frames in messages:
+            self._handle(worker, False, frames)
+
+    def _drop_stream(self, worker: WorkerRecord) -> None:
+        stream = worker.stream
+        if stream is not None and self.stream_fds.pop(stream.fileno(), None) is not None:
+            self.poller.unregister(stream.fileno())
 
     # -- messages ----------------------------------------------------------------------------
 
@@ -183,22 +221,24 @@ class Hub(WorkerLifecycle, Scheduler):
             if entry is None:
                 self._reject("a peer that is not one of this session's workers")
                 continue
-            worker, is_heartbeat = entry
-            channel = worker.heartbeat if is_heartbeat else worker.channel
-            try:
-                kind, flags, call_id, body = channel.open(frames[1:])
-            except wire.AuthenticationError as error:
-                self._reject(f"{worker.worker_id}: {error}")
-                continue
-            if is_heartbeat:
-                if kind is Kind.PING:
-                    self._send(worker, Kind.PONG, heartbeat=True)
-                continue
-            handler = self._HANDLERS.get(kind)
-            if handler is None:
-                self._reject(f"{worker.worker_id}: unexpected {kind.name}")
-                continue
-            handler(self, worker, flags, call_id, body)
+            self._handle(entry[0], entry[1], frames[1:])
+
+    def _handle(self, worker: WorkerRecord, is_heartbeat: bool, frames: list[Any]) -> None:
+        channel = worker.heartbeat if is_heartbeat else worker.channel
+        try:
+            kind, flags, call_id, body = channel.open(frames)
+        except wire.AuthenticationError as error:
+            self._reject(f"{worker.worker_id}: {error}")
+            return
+        if is_heartbeat:
+            if kind is Kind.PING:
+                self._send(worker, Kind.PONG, heartbeat=True)
+            return
+        handler = self._HANDLERS.get(kind)
+        if handler is None:
+            self._reject(f"{worker.worker_id}: unexpected {kind.name}")
+            return
+        handler(self, worker, flags, call_id, body)
 
     def _reject(self, why: str) -> None:
         self.rejected += 1

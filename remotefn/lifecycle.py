@@ -21,6 +21,7 @@ from .backends.base import describe_exit
 from .calls import Call, Pool, State, WorkerRecord
 from .errors import RemoteFnError, WorkerDied, WorkerStartError
 from .ledger import Allocation, Ledger
+from .stream import FrameStream
 from .wire import ENV_ADDRESS, ENV_CORES, ENV_KEY, ENV_WORKER, Kind
 
 logger = logging.getLogger("remotefn.hub")
@@ -44,6 +45,7 @@ class WorkerLifecycle:
     channels: dict[bytes, tuple[WorkerRecord, bool]]
     exit_fds: dict[int, WorkerRecord]
     stderr_fds: dict[int, WorkerRecord]
+    stream_fds: dict[int, WorkerRecord]
     ledger: Ledger
     forward_output: bool
     stopping: bool
@@ -51,6 +53,8 @@ class WorkerLifecycle:
     _later: Callable[..., None]
     _send: Callable[..., None]
     _receive_all: Callable[[], None]
+    _read_stream: Callable[[WorkerRecord], None]
+    _drop_stream: Callable[[WorkerRecord], None]
     _finish: Callable[[Call], None]
 
     def _start_worker(self, pool: Pool, allocation: Allocation,
@@ -79,7 +83,12 @@ class WorkerLifecycle:
         self.workers.add(worker)
         pool.workers.add(worker)
         pool.starting += 1
-        self.channels[worker.identity] = (worker, False)
+        if process.connection is not None:
+            worker.stream = FrameStream(process.connection)
+            self.stream_fds[process.connection.fileno()] = worker
+            self.poller.register(process.connection.fileno(), zmq.POLLIN)
+        else:
+            self.channels[worker.identity] = (worker, False)
         self.channels[worker.heartbeat.identity] = (worker, True)
         if process.exit_fd is not None:
             self.exit_fds[process.exit_fd] = worker
@@ -180,6 +189,8 @@ class WorkerLifecycle:
 
     def _on_gone(self, worker: WorkerRecord) -> None:
         self._receive_all()
+        while worker.stream is not None and worker.stream.fileno() in self.stream_fds:
+            self._read_stream(worker)  # until the end of what the worker sent
         if worker not in self.workers:
             return
         code = worker.exit_code if worker.exit_code is not None else worker.process.poll()
@@ -250,6 +261,7 @@ class WorkerLifecycle:
         worker.pool.workers.discard(worker)
         self.channels.pop(worker.identity, None)
         self.channels.pop(worker.heartbeat.identity, None)
+        self._drop_stream(worker)
         for fds in (self.exit_fds, self.stderr_fds):
             for fd in [fd for fd, w in fds.items() if w is worker]:
                 self.poller.unregister(fd)

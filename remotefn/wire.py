@@ -65,6 +65,7 @@ ENV_RANKS = "REMOTEFN_RANKS"
 ENV_GPUS = "REMOTEFN_GPUS"  # GPU ids per rank: "0,1;2,3"
 ENV_PMI = "REMOTEFN_PMI"  # the PMI mode the launcher was asked for, for error messages
 ENV_STATUS_FD = "REMOTEFN_STATUS_FD"  # where a worker writes the ids of finished calls
+ENV_CONNECTION_FD = "REMOTEFN_CONNECTION_FD"  # a socket pair to the session, instead of ZeroMQ
 ENV_NESTED = "REMOTEFN_NESTED"  # "flux": the worker runs in its own Flux instance
 
 TO_WORKER = b"S"

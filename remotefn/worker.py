@@ -24,9 +24,9 @@ import zmq
 from . import context, wire
 from ._version import PROTOCOL_VERSION, __version__
 from .runner import Outcome, Runner
-from .wire import (ENV_ADDRESS, ENV_CORES, ENV_GPUS, ENV_KEY, ENV_NESTED, ENV_PMI, ENV_RANKS,
-                   ENV_STATUS_FD, ENV_WORKER,
-                   Flag, Kind)
+from .stream import FrameStream, StreamClosed
+from .wire import (ENV_ADDRESS, ENV_CONNECTION_FD, ENV_CORES, ENV_GPUS, ENV_KEY, ENV_NESTED,
+                   ENV_PMI, ENV_RANKS, ENV_STATUS_FD, ENV_WORKER, Flag, Kind)
 
 
 PING_INTERVAL = 1.0
@@ -74,11 +74,17 @@ class Worker:
         self.address = address
         self.key = key
         self.identity = identity
-        self.zmq = zmq.Context()
-        self.socket = self.zmq.socket(zmq.DEALER)
-        self.socket.setsockopt(zmq.IDENTITY, identity)
-        self.socket.setsockopt(zmq.LINGER, 5000)
-        self.socket.connect(address)
+        connection = os.environ.pop(ENV_CONNECTION_FD, None)
+        self.zmq: zmq.Context | None = None
+        self.stream: FrameStream | None = None
+        if connection:  # a socket pair from the session (local workers)
+            self.stream = FrameStream(socket.socket(fileno=int(connection)))
+        else:
+            self.zmq = zmq.Context()
+            self.socket = self.zmq.socket(zmq.DEALER)
+            self.socket.setsockopt(zmq.IDENTITY, identity)
+            self.socket.setsockopt(zmq.LINGER, 5000)
+            self.socket.connect(address)
         self.channel = wire.Channel(key, identity, session_side=False)
         self.runner = Runner()
         status = os.environ.pop(ENV_STATUS_FD, None)
@@ -87,7 +93,17 @@ class Worker:
         self.stderr = _CallOutput(self, 2)
 
     def send(self, kind: Kind, body: list[Any] = [], call_id: int = 0, flags: int = 0) -> None:
-        wire.send(self.socket, self.channel.seal(kind, body, call_id, flags))
+        frames = self.channel.seal(kind, body, call_id, flags)
+        if self.stream is not None:
+            self.stream.send_all(frames)
+        else:
+            wire.send(self.socket, frames)
+
+    def receive(self) -> list[Any]:
+        """The next message from the session; StreamClosed once the session is gone."""
+        if self.stream is not None:
+            return self.stream.receive()
+        return wire.receive(self.socket)
 
     def serve(self) -> None:
         """Handshake, then run calls until SHUTDOWN, REJECT or a call marked LAST."""
@@ -97,7 +113,10 @@ class Worker:
     def loop(self) -> None:
         """Run calls until SHUTDOWN, REJECT or a call marked LAST."""
         while True:
-            frames = wire.receive(self.socket)
+            try:
+                frames = self.receive()
+            except StreamClosed:
+                return
             try:
                 kind, flags, call_id, body = self.channel.open(frames)
             except wire.AuthenticationError as error:
@@ -151,8 +170,11 @@ class Worker:
 
     def close(self) -> None:
         context.shutdown_default()
-        self.socket.close()
-        self.zmq.term()
+        if self.stream is not None:
+            self.stream.close()
+        else:
+            self.socket.close()
+            self.zmq.term()
 
 
 def _watch_session(address: str, key: bytes, identity: bytes, parent: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import os
 import signal
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -80,6 +81,9 @@ class LaunchedWorker:
 
     #: Read end of the worker's status pipe (ids of the calls it finished), if it has one.
     status_fd: int | None = None
+    #: The session's end of a socket pair to the worker, for workers that talk over one
+    #: instead of the session's ZeroMQ socket (see :mod:`remotefn.stream`).
+    connection: socket.socket | None = None
 
     def __init__(self, popen: subprocess.Popen[bytes], status_fd: int | None = None) -> None:
         self.popen = popen

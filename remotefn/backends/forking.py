@@ -60,27 +60,34 @@ class ForkServer:
                     self.exited.notify_all()
 
     def fork(self, environment: dict[str, str], cwd: str | None) -> "ForkedWorker":
-        """A new worker process with this environment and working directory."""
+        """A new worker process with this environment and working directory, connected to
+        the session by a socket pair of its own."""
         read_end, write_end = os.pipe()
         status_read, status_write = os.pipe()
         os.set_blocking(status_read, False)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        ours.setblocking(False)
         try:
             request = json.dumps({"env": environment, "cwd": cwd}).encode()
             with self.lock:
-                socket.send_fds(self.channel, [request], [write_end, status_write])
+                socket.send_fds(self.channel, [request],
+                                [write_end, status_write, theirs.fileno()])
                 pid = self.pids.get(timeout=60)
         except (OSError, queue.Empty) as error:
             os.close(read_end)
             os.close(status_read)
+            ours.close()
             raise OSError(f"the fork server is not answering: {error}") from None
         finally:
             os.close(write_end)
             os.close(status_write)
+            theirs.close()
         if pid < 0:
             os.close(read_end)
             os.close(status_read)
+            ours.close()
             raise OSError("the fork server has exited")
-        return ForkedWorker(self, pid, read_end, status_read)
+        return ForkedWorker(self, pid, read_end, status_read, ours)
 
     def close(self) -> None:
         try:
@@ -98,9 +105,11 @@ class ForkServer:
 class ForkedWorker(LaunchedWorker):
     """A worker forked by the fork server: its exit code comes from the server."""
 
-    def __init__(self, server: ForkServer, pid: int, stderr_fd: int, status_fd: int) -> None:
+    def __init__(self, server: ForkServer, pid: int, stderr_fd: int, status_fd: int,
+                 connection: socket.socket) -> None:
         self.server = server
         self.status_fd = status_fd
+        self.connection = connection
         self.pid = pid
         self.exit_fd = os.pidfd_open(pid)
         self.stderr_fd = stderr_fd
@@ -136,6 +145,7 @@ class ForkedWorker(LaunchedWorker):
         if self.status_fd is not None:
             os.close(self.status_fd)
             self.status_fd = None
+        self.connection.close()
         with self.server.exited:
             self.server.codes.pop(self.pid, None)
 
