@@ -43,6 +43,8 @@ from .wire import Flag, Kind
 
 logger = logging.getLogger(__name__)
 _NOBLOCK = int(zmq.NOBLOCK)
+_POLLIN = int(zmq.POLLIN)
+_POLLOUT = int(zmq.POLLOUT)
 
 class Hub(WorkerLifecycle, Scheduler):
     """Runs the session's event loop in a daemon thread; see the module docstring."""
@@ -175,7 +177,7 @@ class Hub(WorkerLifecycle, Scheduler):
             if stream is None or heartbeat:
                 wire.send(self.router, [channel.identity, *frames])
             elif not stream.send(frames):
-                self.poller.modify(stream.fileno(), zmq.POLLIN | zmq.POLLOUT)
+                self.poller.modify(stream.fileno(), _POLLIN | _POLLOUT)
         except (zmq.ZMQError, OSError) as error:  # the peer is gone; its exit comes separately
             logger.debug("could not send %s to %s: %s", kind.name, worker.worker_id, error)
 
@@ -183,13 +185,13 @@ class Hub(WorkerLifecycle, Scheduler):
         stream = worker.stream
         if stream is None:
             return
-        if events & zmq.POLLOUT:
+        if events & _POLLOUT:
             try:
                 if stream.flush():
-                    self.poller.modify(stream.fileno(), zmq.POLLIN)
+                    self.poller.modify(stream.fileno(), _POLLIN)
             except OSError:
                 stream.outgoing.clear()
-        if events & ~zmq.POLLOUT:
+        if events & ~_POLLOUT:
             self._read_stream(worker)
 
     def _read_stream(self, worker: WorkerRecord) -> None:
