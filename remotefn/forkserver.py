@@ -82,9 +82,7 @@ def _child(request: dict, stderr_fd: int, status_fd: int, connection_fd: int,
 def serve(channel: socket.socket) -> None:
     # What every worker imports, loaded once here; the rest waits until the server is idle,
     # so that the first worker (which the session is waiting for) starts sooner.
-    import zmq  # noqa: F401
-
-    from . import context, runner, shipping, wire, worker  # noqa: F401
+    from . import context, runner, shipping, stream, wire, worker  # noqa: F401
 
     wake_read, wake_write = os.pipe()
     os.set_blocking(wake_read, False)

@@ -16,9 +16,10 @@ import os
 import pickle
 import secrets
 import struct
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-import zmq
+if TYPE_CHECKING:
+    import zmq
 
 from ._version import PROTOCOL_VERSION
 
@@ -262,11 +263,13 @@ def _plain(obj: Any, depth: int = 0) -> bool:
     return False
 
 
-_SNDMORE = int(zmq.SNDMORE)
-_NOBLOCK = int(zmq.NOBLOCK)
+#: libzmq's ZMQ_SNDMORE and ZMQ_DONTWAIT (fixed by its API); a worker on a socket pair never
+#: imports zmq at all.
+_SNDMORE = 2
+_NOBLOCK = 1
 
 
-def send(socket: zmq.Socket, frames: Sequence[Any], flags: int = 0) -> None:
+def send(socket: "zmq.Socket", frames: Sequence[Any], flags: int = 0) -> None:
     """Send a multipart message (pyzmq's send_multipart, without its per-frame overhead)."""
     last = len(frames) - 1
     for index, frame in enumerate(frames):
@@ -274,7 +277,7 @@ def send(socket: zmq.Socket, frames: Sequence[Any], flags: int = 0) -> None:
                     copy=memoryview(frame).nbytes <= _BULK)
 
 
-def receive(socket: zmq.Socket, flags: int = 0) -> list[Any]:
+def receive(socket: "zmq.Socket", flags: int = 0) -> list[Any]:
     """Receive a multipart message as zmq.Frame objects (no copies of large frames)."""
     frame = socket.recv(flags, copy=False)
     frames = [frame]

@@ -13,13 +13,12 @@ from __future__ import annotations
 import io
 import json
 import os
+import select
 import socket
 import sys
 import threading
 import time
-from typing import Any
-
-import zmq
+from typing import Any, Callable
 
 from . import context, wire
 from ._version import PROTOCOL_VERSION, __version__
@@ -70,16 +69,17 @@ class _CallOutput(io.TextIOBase):
 class Worker:
     """Runs calls sent by one session, one at a time, in the main thread."""
 
-    def __init__(self, address: str, key: bytes, identity: bytes) -> None:
+    def __init__(self, address: str, key: bytes, identity: bytes,
+                 connection: int | None = None) -> None:
         self.address = address
         self.key = key
         self.identity = identity
-        connection = os.environ.pop(ENV_CONNECTION_FD, None)
-        self.zmq: zmq.Context | None = None
         self.stream: FrameStream | None = None
-        if connection:  # a socket pair from the session (local workers)
-            self.stream = FrameStream(socket.socket(fileno=int(connection)))
+        if connection is not None:  # a socket pair from the session (forked local workers)
+            self.stream = FrameStream(socket.socket(fileno=connection))
         else:
+            import zmq
+
             self.zmq = zmq.Context()
             self.socket = self.zmq.socket(zmq.DEALER)
             self.socket.setsockopt(zmq.IDENTITY, identity)
@@ -177,10 +177,11 @@ class Worker:
             self.zmq.term()
 
 
-def _watch_session(address: str, key: bytes, identity: bytes, parent: int) -> None:
-    """Heartbeat thread: exit the process when the session is gone (or this thread fails)."""
+def _watch_session(watch: Callable[..., None], *args: Any) -> None:
+    """Watcher thread: exit the process once ``watch(*args)`` returns (the session is gone)
+    or fails."""
     try:
-        _heartbeat(address, key, identity, parent)
+        watch(*args)
     finally:
         try:
             context.kill_local_sessions()
@@ -190,9 +191,21 @@ def _watch_session(address: str, key: bytes, identity: bytes, parent: int) -> No
         os._exit(EXIT_SESSION_LOST)
 
 
+def _connection_closed(connection: int, parent: int) -> None:
+    """Return once the session has closed its end of the socket pair (a session that dies
+    closes it too) or the process that started this worker is gone."""
+    poller = select.poll()
+    poller.register(connection, select.POLLRDHUP)
+    while os.getppid() == parent:
+        if poller.poll(PING_INTERVAL * 1000):
+            return
+
+
 def _heartbeat(address: str, key: bytes, identity: bytes, parent: int) -> None:
     """Ping the session every PING_INTERVAL; return once it stopped answering or the process
     that started this worker (the session, an MPI launcher, srun) is gone."""
+    import zmq
+
     ctx = zmq.Context.instance()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.IDENTITY, identity + b"#hb")
@@ -255,10 +268,13 @@ def main() -> int:
     if comm is not None and rank > 0:
         mpi.follow(comm)
         return 0
+    connection = environ.pop(ENV_CONNECTION_FD, None)
+    watch = (_connection_closed, int(connection), os.getppid()) if connection \
+        else (_heartbeat, address, key, identity, os.getppid())
     threading.Thread(target=_watch_session, name="remotefn-heartbeat", daemon=True,
-                     args=(address, key, identity, os.getppid())).start()
+                     args=watch).start()
     worker = mpi.MpiWorker(address, key, identity, comm) if comm is not None \
-        else Worker(address, key, identity)
+        else Worker(address, key, identity, int(connection) if connection else None)
     try:
         worker.serve()
     finally:
