@@ -128,11 +128,14 @@ class Hub(WorkerLifecycle, Scheduler):
                     if item is self.router:
                         self._receive_all()
                     elif item == self.wake_fd:
-                        self._wake_pending = False
+                        # Read before clearing the flag: a post() that sees the flag still set
+                        # has appended its item already, and the inbox is emptied below; one
+                        # that sees it cleared writes again.
                         try:
                             os.eventfd_read(self.wake_fd)
                         except BlockingIOError:
                             pass
+                        self._wake_pending = False
                     elif item in self.exit_fds:
                         self._on_exit(self.exit_fds[item])
                     elif item in self.stderr_fds:

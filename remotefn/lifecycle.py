@@ -189,8 +189,8 @@ class WorkerLifecycle:
 
     def _on_gone(self, worker: WorkerRecord) -> None:
         self._receive_all()
-        while worker.stream is not None and worker.stream.fileno() in self.stream_fds:
-            self._read_stream(worker)  # until the end of what the worker sent
+        if worker.stream is not None and worker.stream.fileno() in self.stream_fds:
+            self._read_stream(worker)  # everything the worker sent before it exited
         if worker not in self.workers:
             return
         code = worker.exit_code if worker.exit_code is not None else worker.process.poll()
