@@ -201,3 +201,29 @@ def test_arrays_are_sent_as_they_were_at_the_call_and_arrive_writable(local):
     np.testing.assert_array_equal(result, original * 2)
     result += 1  # and the result is an ordinary writable array
     assert result.flags.writeable and result[1] == 3.0
+
+
+def test_calls_from_many_threads_at_once_all_complete(local):
+    """Submitting threads race with the session's own thread; no call may be left behind."""
+    handle = remote(identity, block=True, max_workers=2)
+    results: dict[int, list[int]] = {}
+
+    def submitter(thread: int) -> None:
+        values = []
+        for start in range(0, 400, 40):
+            futures = [handle(thread * 1000 + i) for i in range(start, start + 40)]
+            values.extend(f.result(timeout=60) for f in futures)
+            values.append(handle(-thread).result(timeout=60))  # one at a time, too
+        results[thread] = values
+
+    threads = [threading.Thread(target=submitter, args=(t,)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    for t in range(4):
+        expected = []
+        for start in range(0, 400, 40):
+            expected.extend(t * 1000 + i for i in range(start, start + 40))
+            expected.append(-t)
+        assert results[t] == expected
