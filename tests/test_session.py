@@ -211,9 +211,9 @@ def test_calls_from_many_threads_at_once_all_complete(local):
     def submitter(thread: int) -> None:
         values = []
         for start in range(0, 400, 40):
-            futures = [handle(thread * 1000 + i) for i in range(start, start + 40)]
+            futures = [local.submit(handle, thread * 1000 + i) for i in range(start, start + 40)]
             values.extend(f.result(timeout=60) for f in futures)
-            values.append(handle(-thread).result(timeout=60))  # one at a time, too
+            values.append(local.submit(handle, -thread).result(timeout=60))  # one at a time
         results[thread] = values
 
     threads = [threading.Thread(target=submitter, args=(t,)) for t in range(4)]
