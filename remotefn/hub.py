@@ -46,6 +46,10 @@ _NOBLOCK = int(zmq.NOBLOCK)
 _POLLIN = int(zmq.POLLIN)
 _POLLOUT = int(zmq.POLLOUT)
 
+def _nothing() -> None:
+    """Posted only to wake the hub thread."""
+
+
 class Hub(WorkerLifecycle, Scheduler):
     """Runs the session's event loop in a daemon thread; see the module docstring."""
 
@@ -73,6 +77,9 @@ class Hub(WorkerLifecycle, Scheduler):
         self.wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.poller.register(self.wake_fd, zmq.POLLIN)
         self.inbox: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
+        #: Held by the hub thread while it handles events, and by a submitting thread that
+        #: sends a call itself (see submit); everything below the inbox is guarded by it.
+        self.lock = threading.Lock()
         self._wake_pending = False
         self.pools: dict[Any, Pool] = {}
         self.channels: dict[bytes, tuple[WorkerRecord, bool]] = {}
@@ -105,9 +112,41 @@ class Hub(WorkerLifecycle, Scheduler):
                 pass
 
     def submit(self, call: Call) -> None:
+        if (not self.inbox and threading.current_thread() is not self.thread
+                and self.lock.acquire(blocking=False)):
+            try:
+                if self._dispatch_now(call):
+                    return
+            finally:
+                self.lock.release()
         self.post(self._enqueue, call)
         if self.stopped.is_set():  # checked after posting: see _close
             self._fail_stranded()
+
+    def _dispatch_now(self, call: Call) -> bool:
+        """From a submitting thread, holding the lock while the hub thread waits for events:
+        send ``call`` straight to an idle-enough worker on a socket pair, saving the trip
+        through the hub thread. False (nothing done) whenever the hub thread must decide."""
+        options = call.options
+        if self.stopping or self.inbox or not options.block or options.timeout is not None:
+            return False
+        pool = self._last_pool
+        if pool is None or pool.options is not options:
+            pool = self.pools.get(options.pool_key())
+            if pool is None:
+                return False
+        if pool.queue:
+            return False  # earlier calls are waiting: they go first
+        worker = self._idle_stream_worker(pool)
+        if worker is None:
+            return False
+        self._last_pool = pool
+        pool.released = False
+        if self._begin(worker, call):
+            self._send_call(worker, call)
+            if worker.stream is not None and worker.stream.outgoing:
+                self.post(_nothing)  # the hub thread must watch the socket for writing
+        return True
 
     def stop(self, kill: bool) -> None:
         """Ask the hub to stop every worker and exit; returns at once."""
@@ -124,35 +163,43 @@ class Hub(WorkerLifecycle, Scheduler):
         try:
             while not (self.stopping and not self.workers):
                 timeout = 0 if self.inbox else self._next_timer()
-                for item, events in self.poller.poll(timeout):
-                    if item is self.router:
-                        self._receive_all()
-                    elif item == self.wake_fd:
-                        # Read before clearing the flag: a post() that sees the flag still set
-                        # has appended its item already, and the inbox is emptied below; one
-                        # that sees it cleared writes again.
-                        try:
-                            os.eventfd_read(self.wake_fd)
-                        except BlockingIOError:
-                            pass
-                        self._wake_pending = False
-                    elif item in self.exit_fds:
-                        self._on_exit(self.exit_fds[item])
-                    elif item in self.stderr_fds:
-                        self._read_stderr(self.stderr_fds[item])
-                    elif item in self.stream_fds:
-                        self._on_stream(self.stream_fds[item], events)
-                while self.inbox:
-                    function, args = self.inbox.popleft()
-                    function(*args)
-                self._run_timers()
-                self._schedule()
+                ready = self.poller.poll(timeout)
+                with self.lock:
+                    self._handle_events(ready)
         except BaseException:
             logger.exception("remotefn hub crashed; stopping every worker")
+            with self.lock:
+                self.stopping = True  # no submitting thread sends calls from now on
             self.kill_now()
             self._fail_everything(RemoteFnError("the remotefn session crashed; see the log"))
         finally:
             self._close()
+
+    def _handle_events(self, ready: list[tuple[Any, int]]) -> None:
+        """Handle what poll() reported, then the inbox, the timers and the queues."""
+        for item, events in ready:
+            if item is self.router:
+                self._receive_all()
+            elif item == self.wake_fd:
+                # Read before clearing the flag: a post() that sees the flag still set
+                # has appended its item already, and the inbox is emptied below; one
+                # that sees it cleared writes again.
+                try:
+                    os.eventfd_read(self.wake_fd)
+                except BlockingIOError:
+                    pass
+                self._wake_pending = False
+            elif item in self.exit_fds:
+                self._on_exit(self.exit_fds[item])
+            elif item in self.stderr_fds:
+                self._read_stderr(self.stderr_fds[item])
+            elif item in self.stream_fds:
+                self._on_stream(self.stream_fds[item], events)
+        while self.inbox:
+            function, args = self.inbox.popleft()
+            function(*args)
+        self._run_timers()
+        self._schedule()
 
     def _next_timer(self) -> int | None:
         if not self.timers:

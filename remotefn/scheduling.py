@@ -130,6 +130,24 @@ class Scheduler:
             if not queue:
                 return
 
+    @staticmethod
+    def _idle_stream_worker(pool: Pool) -> WorkerRecord | None:
+        """The least busy ready worker of ``pool`` on a socket pair that may take one more
+        call now (see _dispatch_block), or None."""
+        best: WorkerRecord | None = None
+        depth = pipeline_depth(pool)
+        low_water = depth if depth <= PIPELINE_DEPTH else depth // 2
+        for worker in pool.workers:
+            if worker.state is not State.READY or worker.stream is None:
+                continue
+            load = len(worker.inflight)
+            if load == 0:
+                return worker
+            if (worker.process.status_fd is not None and load < low_water
+                    and (best is None or load < len(best.inflight))):
+                best = worker
+        return best
+
     def _oldest_waiting(self) -> Pool | None:
         """The pool whose next call that needs a new worker was submitted first."""
         best: Pool | None = None
