@@ -7,7 +7,6 @@ sockets. An outcome is ``(flags, frames)``: the RESULT body the session expects.
 from __future__ import annotations
 
 import pickle
-import traceback
 from typing import Any, Callable
 
 from . import wire
@@ -35,6 +34,8 @@ class Runner:
                 raise TypeError(f"init must return a dict of keyword arguments, "
                                 f"got {type(result).__name__}")
         except BaseException:
+            import traceback  # imported when needed: workers start faster without it
+
             return traceback.format_exc()
         self.init_kwargs = result
         return None
@@ -102,6 +103,8 @@ class Runner:
 
 def failure(error: BaseException, note: str = "") -> Outcome:
     """The outcome of a call that raised ``error``: the exception and its traceback text."""
+    import traceback
+
     text = note + "".join(traceback.format_exception(type(error), error, error.__traceback__))
     try:
         frames = wire.dumps((error, text))

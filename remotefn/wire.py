@@ -14,7 +14,6 @@ import hashlib
 import hmac
 import os
 import pickle
-import secrets
 import struct
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -78,6 +77,8 @@ class AuthenticationError(Exception):
 
 
 def new_key() -> bytes:
+    import secrets  # only sessions make keys; workers start faster without it
+
     return secrets.token_bytes(KEY_SIZE)
 
 
