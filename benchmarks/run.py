@@ -88,8 +88,10 @@ def goals(results: dict[str, dict]) -> list[tuple[str, str, bool | None]]:
                        f"{speed:.2f} GB/s", speed >= 1.0))
     slurm = ours.get("slurm")
     if isinstance(slurm, dict):
+        ceiling = slurm["import_only_steps_per_s"] / slurm["bare_srun_steps_per_s"]
         checks.append(("SLURM non-block calls >= 0.9x bare srun steps",
-                       f"{slurm['ratio']:.2f}x", slurm["ratio"] >= 0.9))
+                       f"{slurm['ratio']:.2f}x (steps that only import the worker: "
+                       f"{ceiling:.2f}x)", slurm["ratio"] >= 0.9))
     return checks
 
 
@@ -117,6 +119,8 @@ def table(results: dict[str, dict]) -> str:
     slurm = ours.get("slurm")
     if isinstance(slurm, dict):
         lines.append(f"{'SLURM bare srun steps/s':34}{slurm['bare_srun_steps_per_s']:>16,.1f}")
+        lines.append(f"{'SLURM steps importing the worker/s':34}"
+                     f"{slurm['import_only_steps_per_s']:>16,.1f}")
         lines.append(f"{'SLURM non-block calls/s':34}{slurm['non_block_calls_per_s']:>16,.1f}")
         lines.append(f"{'SLURM block latency median (us)':34}{slurm['block_median_us']:>16,.0f}")
     elif slurm:

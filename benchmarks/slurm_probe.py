@@ -15,19 +15,26 @@ count = int(sys.argv[1])
 python = sys.executable
 job = os.environ["SLURM_JOB_ID"]
 
-started = time.perf_counter()
-steps = [subprocess.Popen(["srun", f"--jobid={job}", "--exact", "-n1", "-c1", "--mpi=none",
-                           "--quiet", python, "-c", "pass"]) for _ in range(2)]
-done = 2
-for step in steps:
-    step.wait()
-while done < count:
-    batch = [subprocess.Popen(["srun", f"--jobid={job}", "--exact", "-n1", "-c1", "--mpi=none",
-                               "--quiet", python, "-c", "pass"]) for _ in range(2)]
-    for step in batch:
-        step.wait()
-    done += 2
-bare = count / (time.perf_counter() - started)
+
+
+def steps_per_second(code: str) -> float:
+    """Steps of ``python -c code``, two at a time as the allocation allows."""
+    started = time.perf_counter()
+    done = 0
+    while done < count:
+        batch = [subprocess.Popen(["srun", f"--jobid={job}", "--exact", "-n1", "-c1",
+                                   "--mpi=none", "--quiet", python, "-c", code])
+                 for _ in range(2)]
+        for step in batch:
+            step.wait()
+        done += 2
+    return count / (time.perf_counter() - started)
+
+
+steps_per_second("pass")  # warm-up
+bare = steps_per_second("pass")
+# A ceiling for any worker: steps that only import the worker module, and do nothing else.
+import_only = steps_per_second("import remotefn.worker")
 
 with remotefn.session("slurm", forward_output=False) as session:
     one_shot = remote(tasks.noop)
@@ -43,5 +50,6 @@ with remotefn.session("slurm", forward_output=False) as session:
         samples.append(time.perf_counter() - begun)
     samples.sort()
 
-print(json.dumps({"bare_srun_steps_per_s": bare, "non_block_calls_per_s": rate,
+print(json.dumps({"bare_srun_steps_per_s": bare, "import_only_steps_per_s": import_only,
+                  "non_block_calls_per_s": rate,
                   "ratio": rate / bare, "block_median_us": samples[len(samples) // 2] * 1e6}))
