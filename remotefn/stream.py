@@ -99,7 +99,7 @@ class FrameStream:
         messages: list[list[Any]] = []
         while True:
             try:
-                got = self._read()
+                got, drained = self._read()
             except (BlockingIOError, InterruptedError):
                 return messages
             if not got:
@@ -107,27 +107,31 @@ class FrameStream:
                     return messages
                 raise StreamClosed("the worker closed its connection")
             self._parse(messages)
+            if drained:  # a short read: nothing more now (poll reports what comes later)
+                return messages
 
     def receive(self) -> list[Any]:
         """The next message, waiting for it (blocking socket)."""
         messages: list[list[Any]] = []
         self._parse(messages, limit=1)  # what an earlier read brought
         while not messages:
-            if not self._read():
+            if not self._read()[0]:
                 raise StreamClosed("the session closed its connection")
             self._parse(messages, limit=1)
         return messages[0]
 
-    def _read(self) -> int:
+    def _read(self) -> tuple[int, bool]:
+        """Read what is there: the byte count, and whether it was less than asked for."""
         large = self._large
         if large is not None:
             with memoryview(large) as view:
+                wanted = len(large) - self._filled
                 got = self.socket.recv_into(view[self._filled:])
             self._filled += got
-            return got
+            return got, got < wanted
         data = self.socket.recv(_CHUNK)
         self._buffer += data
-        return len(data)
+        return len(data), len(data) < _CHUNK
 
     def _parse(self, messages: list[list[Any]], limit: int = 0) -> None:
         buffer = self._buffer
