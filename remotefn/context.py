@@ -39,12 +39,35 @@ def backend_from_environment(environ: "os._Environ[str] | dict[str, str]" = os.e
     return "local"
 
 
+#: Sessions inside an open ``with`` block, innermost last, for threads that were started
+#: inside the block and so do not see its context variable.
+_open_blocks: list["Session"] = []
+
+
 def current() -> "Session":
-    """The session a handle called now submits to, creating the default one if needed."""
+    """The session a handle called now submits to: this context's ``with`` session, else the
+    innermost ``with`` session open in any thread, else the default one (created if needed)."""
     session = current_session.get()
     if session is not None:
         return session
+    with _lock:
+        for session in reversed(_open_blocks):
+            if not session.closed:
+                return session
     return default()
+
+
+def entered(session: "Session") -> None:
+    with _lock:
+        _open_blocks.append(session)
+
+
+def exited(session: "Session") -> None:
+    with _lock:
+        for index in range(len(_open_blocks) - 1, -1, -1):
+            if _open_blocks[index] is session:
+                del _open_blocks[index]
+                return
 
 
 def default() -> "Session":

@@ -147,11 +147,13 @@ class Session(concurrent.futures.Executor):
 
     def __enter__(self) -> "Session":
         self._tokens.append(context.current_session.set(self))
+        context.entered(self)
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, traceback: Any) -> None:
         if self._tokens:
             context.current_session.reset(self._tokens.pop())
+        context.exited(self)
         if exc_type is None:
             self.shutdown(wait=True)
         else:

@@ -227,3 +227,18 @@ def test_calls_from_many_threads_at_once_all_complete(local):
             expected.extend(t * 1000 + i for i in range(start, start + 40))
             expected.append(-t)
         assert results[t] == expected
+
+
+def test_threads_started_in_a_with_block_submit_to_its_session():
+    """A thread pool inside the block does not see the context variable; its calls still go
+    to the open session, not to a default session of their own."""
+    with remotefn.session("local", forward_output=False) as session:
+        handle = remote(identity, block=True, max_workers=1)
+        with concurrent.futures.ThreadPoolExecutor(2) as threads:
+            futures = list(threads.map(lambda x: handle(x), range(6)))
+            sessions = list(threads.map(lambda _: context.current(), range(2)))
+        assert [f.result(timeout=30) for f in futures] == list(range(6))
+        assert all(s is session for s in sessions)
+        assert {f.info.worker_id for f in futures} <= {w["worker"] for w in
+                                                       session.resources()["workers"]}
+    assert context._open_blocks == []
