@@ -36,6 +36,12 @@ def pipeline_depth(pool: Pool) -> int:
     return min(MAX_BATCH, int(BATCH_WORK / max(runtime, 1e-6)))
 
 
+def refill_below(depth: int) -> int:
+    """A worker holding fewer calls than this gets more: a worker that holds a batch gets
+    the next one once it is half done."""
+    return depth if depth <= PIPELINE_DEPTH else depth // 2
+
+
 class Scheduler:
     """Queues per pool, the choice of worker, and the ledger's part in starting workers."""
 
@@ -109,8 +115,7 @@ class Scheduler:
             ready.sort(key=lambda worker: len(worker.inflight))
         pipelined = pool.options.timeout is None
         depth = pipeline_depth(pool) if pipelined else 1
-        # A worker that holds a batch gets the next one once it is half done.
-        low_water = depth if depth <= PIPELINE_DEPTH else depth // 2
+        low_water = refill_below(depth)
         share = -(-len(queue) // len(ready))
         for worker in ready:
             load = len(worker.inflight)
@@ -135,8 +140,7 @@ class Scheduler:
         """The least busy ready worker of ``pool`` on a socket pair that may take one more
         call now (see _dispatch_block), or None."""
         best: WorkerRecord | None = None
-        depth = pipeline_depth(pool)
-        low_water = depth if depth <= PIPELINE_DEPTH else depth // 2
+        low_water = refill_below(pipeline_depth(pool))
         for worker in pool.workers:
             if worker.state is not State.READY or worker.stream is None:
                 continue
