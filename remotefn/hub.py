@@ -46,6 +46,7 @@ _NOBLOCK = int(zmq.NOBLOCK)
 _POLLIN = int(zmq.POLLIN)
 _POLLOUT = int(zmq.POLLOUT)
 
+
 def _nothing() -> None:
     """Posted only to wake the hub thread."""
 
