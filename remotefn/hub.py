@@ -8,19 +8,19 @@ Who writes and who reads::
     hub thread <--pidfd, stderr pipe-- worker processes (exit and stderr, no waiting thread)
     hub thread --set_result / set_exception--> futures (their callbacks run in the hub thread)
 
-Everything below the inbox runs in the hub thread only, so none of it needs a lock.
+Everything below the inbox runs in the hub thread, holding the hub's lock; the one exception
+is a submitting thread that sends a call to an idle worker itself, holding the same lock
+(see Hub.submit). What each message from a worker means is in :mod:`remotefn.messages`.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
-import json
 import logging
 import os
 import shutil
 import signal
-import sys
 import tempfile
 import threading
 import time
@@ -30,16 +30,15 @@ from typing import Any, Callable
 import zmq
 
 from . import wire
-from ._version import PROTOCOL_VERSION, __version__
 from .backends import Backend
-from .calls import Call, Pool, State, WorkerRecord
+from .calls import Call, Pool, WorkerRecord
+from .errors import RemoteFnError
 from .ledger import Ledger
 from .lifecycle import STOP_GRACE, WorkerLifecycle
+from .messages import MessageHandlers
 from .scheduling import Scheduler
 from .stream import StreamClosed
-from .errors import (ProtocolError, RemoteError, RemoteFnError, RemoteTraceback,
-                     SerializationError, WorkerStartError)
-from .wire import Flag, Kind
+from .wire import Kind
 
 logger = logging.getLogger(__name__)
 _NOBLOCK = int(zmq.NOBLOCK)
@@ -51,7 +50,7 @@ def _nothing() -> None:
     """Posted only to wake the hub thread."""
 
 
-class Hub(WorkerLifecycle, Scheduler):
+class Hub(MessageHandlers, WorkerLifecycle, Scheduler):
     """Runs the session's event loop in a daemon thread; see the module docstring."""
 
     def __init__(self, backend: Backend, forward_output: bool = True,
@@ -131,17 +130,12 @@ class Hub(WorkerLifecycle, Scheduler):
         options = call.options
         if self.stopping or self.inbox or not options.block or options.timeout is not None:
             return False
-        pool = self._last_pool
-        if pool is None or pool.options is not options:
-            pool = self.pools.get(options.pool_key())
-            if pool is None:
-                return False
-        if pool.queue:
-            return False  # earlier calls are waiting: they go first
+        pool = self._pool_for(options, create=False)
+        if pool is None or pool.queue:
+            return False  # a new pool, or earlier calls waiting: the hub thread decides
         worker = self._idle_stream_worker(pool)
         if worker is None:
             return False
-        self._last_pool = pool
         pool.released = False
         if self._begin(worker, call):
             self._send_call(worker, call)
@@ -296,105 +290,6 @@ class Hub(WorkerLifecycle, Scheduler):
     def _reject(self, why: str) -> None:
         self.rejected += 1
         logger.warning("remotefn session dropped a message from %s", why)
-
-    def _on_hello(self, worker: WorkerRecord, flags: int, call_id: int, body: list[Any]) -> None:
-        if worker.state is not State.STARTING:
-            self._reject(f"{worker.worker_id}: second hello")
-            return
-        hello = json.loads(bytes(body[0]))
-        worker.host, worker.pid = hello.get("host"), hello.get("pid")
-        if hello.get("version") != __version__ or hello.get("protocol") != PROTOCOL_VERSION:
-            reason = (f"the worker runs remotefn {hello.get('version')} (protocol "
-                      f"{hello.get('protocol')}) but the session runs remotefn {__version__} "
-                      f"(protocol {PROTOCOL_VERSION}); install the same version on both sides")
-            self._send(worker, Kind.REJECT, [reason.encode()])
-            self._stopping(worker)
-            self._fail_start(worker.pool, worker, ProtocolError(reason))
-            return
-        worker.state = State.INITIALIZING
-        self._send(worker, Kind.WELCOME, [worker.pool.init_payload])
-
-    def _on_ready(self, worker: WorkerRecord, flags: int, call_id: int, body: list[Any]) -> None:
-        if worker.state is not State.INITIALIZING:
-            return
-        worker.state = State.READY
-        worker.pool.starting -= 1
-        if worker.assigned is not None:
-            call, worker.assigned = worker.assigned, None
-            self._dispatch(worker, call)
-            if not worker.inflight:  # cancelled while the worker started
-                self._stop_worker(worker)
-
-    def _on_init_failed(self, worker: WorkerRecord, flags: int, call_id: int,
-                        body: list[Any]) -> None:
-        text = bytes(body[0]).decode("utf-8", "replace")
-        self._stopping(worker)
-        self._fail_start(worker.pool, worker, WorkerStartError(
-            f"init of {worker.pool.describe()} raised in {worker.describe()}", stderr=text))
-
-    def _on_result(self, worker: WorkerRecord, flags: int, call_id: int, body: list[Any]) -> None:
-        if not worker.inflight or worker.inflight[0].call_id != call_id:
-            self._reject(f"{worker.worker_id}: result for call {call_id} it was not running")
-            return
-        call = worker.inflight.popleft()
-        worker.results += 1
-        if worker.results % 256 == 0 and worker.process.status_fd is not None:
-            # Keep the status pipe drained; only the ids of calls still held matter.
-            self._read_status(worker)
-            worker.finished.intersection_update([c.call_id for c in worker.inflight])
-        info = call.future.info
-        info.started, info.finished = wire.TIMING.unpack(body[0])
-        worker.pool.record_runtime(info.finished - info.started)
-        if worker.pool.one_shot:
-            self._stopping(worker)
-        if flags & Flag.UNPICKLABLE:
-            text = bytes(body[1]).decode("utf-8", "replace")
-            call.future._fail(SerializationError(f"{call.describe()}: {text}"))
-        elif flags & Flag.ERROR:
-            call.future._fail(self._remote_exception(call, body[1:]))
-        else:
-            try:
-                value = wire.loads(body[1:])
-            except BaseException as error:
-                call.future._fail(SerializationError(
-                    f"the result of {call.describe()} could not be unpickled here: "
-                    f"{type(error).__name__}: {error}"))
-            else:
-                if call.on_success is not None:
-                    call.on_success(value, info)
-                call.future._succeed(value)
-        self._finish(call)
-
-    @staticmethod
-    def _remote_exception(call: Call, frames: list[Any]) -> BaseException:
-        try:
-            error, text = wire.loads(frames)
-        except BaseException as unpickling:
-            return RemoteError(f"{call.describe()} raised an exception that could not be "
-                               f"unpickled here: {unpickling}")
-        if error is None:
-            error = RemoteError(f"{call.describe()} raised an exception that could not be "
-                                f"pickled:\n{text}")
-        error.__cause__ = RemoteTraceback(text)
-        return error
-
-    def _on_output(self, worker: WorkerRecord, flags: int, call_id: int, body: list[Any]) -> None:
-        stream = bytes(body[0])[0]
-        text = bytes(body[1]).decode("utf-8", "replace")
-        for call in worker.inflight:
-            if call.call_id == call_id:
-                call.future._add_output(stream, text)
-                break
-        if self.forward_output:
-            target = sys.stdout if stream == 1 else sys.stderr
-            try:
-                target.write(text)
-                target.flush()
-            except (OSError, ValueError):
-                pass
-
-    _HANDLERS = {Kind.HELLO: _on_hello, Kind.READY: _on_ready, Kind.INIT_FAILED: _on_init_failed,
-                 Kind.RESULT: _on_result, Kind.OUTPUT: _on_output}
 
     # -- stopping ----------------------------------------------------------------------------
 

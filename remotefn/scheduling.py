@@ -42,6 +42,14 @@ def refill_below(depth: int) -> int:
     return depth if depth <= PIPELINE_DEPTH else depth // 2
 
 
+def _takes_more(worker: WorkerRecord, low_water: int, pipelined: bool) -> bool:
+    """Whether ``worker`` may be handed calls now: it is idle, or it keeps calls in line
+    (a status pipe, calls without a timeout) and holds fewer than ``low_water``."""
+    load = len(worker.inflight)
+    return not load or (pipelined and worker.process.status_fd is not None
+                        and load < low_water)
+
+
 class Scheduler:
     """Queues per pool, the choice of worker, and the ledger's part in starting workers."""
 
@@ -62,16 +70,22 @@ class Scheduler:
         if self.stopping:
             call.future._fail(RuntimeError("the session was shut down before the call started"))
             return
-        options = call.options
+        pool = self._pool_for(call.options, create=True)
+        pool.queue.append(call)
+        pool.released = False
+
+    def _pool_for(self, options: CallOptions, create: bool) -> Pool | None:
+        """The pool for calls with ``options`` (a new one if ``create``, else None)."""
         pool = self._last_pool
         if pool is None or pool.options is not options:
             key = options.pool_key()
             pool = self.pools.get(key)
             if pool is None:
+                if not create:
+                    return None
                 pool = self._new_pool(key, options)
             self._last_pool = pool  # calls come in runs of the same options
-        pool.queue.append(call)
-        pool.released = False
+        return pool
 
     def _new_pool(self, key: Any, options: CallOptions) -> Pool:
         cores = options.cores * options.threads_per_core
@@ -118,10 +132,9 @@ class Scheduler:
         low_water = refill_below(depth)
         share = -(-len(queue) // len(ready))
         for worker in ready:
-            load = len(worker.inflight)
-            if load and (worker.process.status_fd is None or not pipelined
-                         or load >= low_water):
+            if not _takes_more(worker, low_water, pipelined):
                 continue
+            load = len(worker.inflight)
             room = min(depth - load if worker.process.status_fd is not None else 1, share)
             calls = []
             while queue and len(calls) < room:
@@ -142,13 +155,12 @@ class Scheduler:
         best: WorkerRecord | None = None
         low_water = refill_below(pipeline_depth(pool))
         for worker in pool.workers:
-            if worker.state is not State.READY or worker.stream is None:
+            if (worker.state is not State.READY or worker.stream is None
+                    or not _takes_more(worker, low_water, pipelined=True)):
                 continue
-            load = len(worker.inflight)
-            if load == 0:
+            if not worker.inflight:
                 return worker
-            if (worker.process.status_fd is not None and load < low_water
-                    and (best is None or load < len(best.inflight))):
+            if best is None or len(worker.inflight) < len(best.inflight):
                 best = worker
         return best
 
