@@ -34,7 +34,7 @@ def steps_per_second(code: str) -> float:
 steps_per_second("pass")  # warm-up
 bare = steps_per_second("pass")
 # A ceiling for any worker: steps that only import the worker module, and do nothing else.
-import_only = steps_per_second("import remotefn.worker")
+import_only = steps_per_second("import remotefn.worker.startup")
 
 with remotefn.session("slurm", forward_output=False) as session:
     one_shot = remote(tasks.noop)

@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 
+#: Every public name and the module it comes from; ``__all__`` is made from it.
 _EXPORTS = {
     "remote": "decorator", "RemoteFunction": "decorator",
-    "session": "sessions", "Session": "sessions",
+    "session": "sessions.session", "Session": "sessions.session",
     "RemoteFuture": "future", "CallInfo": "future",
     "CallOptions": "options",
     "RemoteFnError": "errors", "WorkerDied": "errors", "WorkerStartError": "errors",
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
                          RemoteTraceback, SerializationError, WorkerDied, WorkerStartError)
     from .future import CallInfo, RemoteFuture
     from .options import CallOptions
-    from .sessions import Session, session
+    from .sessions.session import Session, session
 
 
 def __getattr__(name: str) -> Any:
@@ -49,8 +50,4 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *_EXPORTS])
 
 
-__all__ = [
-    "CallInfo", "CallOptions", "CallTimeout", "DependencyError", "ProtocolError", "RemoteError",
-    "RemoteFnError", "RemoteFunction", "RemoteFuture", "RemoteTraceback", "SerializationError",
-    "Session", "WorkerDied", "WorkerStartError", "__version__", "remote", "session",
-]
+__all__ = sorted([*_EXPORTS, "__version__"])

@@ -6,10 +6,10 @@ from typing import Any, Callable, Generic, Iterable, TypeVar, overload
 
 import wrapt
 
-from . import context
 from .future import RemoteFuture
 from .options import DEFAULT_OPTIONS, CallOptions, resolve
-from .shipping import import_attribute, importable_name
+from .protocol.shipping import import_attribute, importable_name
+from .sessions.session import current
 
 R = TypeVar("R")
 
@@ -26,7 +26,7 @@ class RemoteFunction(wrapt.ObjectProxy, Generic[R]):
 
     def __call__(self, *args: Any, **kwargs: Any) -> RemoteFuture:
         """Submit the call to the current session; returns a future at once."""
-        return context.current()._submit(self.__wrapped__, self._self_options, args, kwargs)
+        return current()._submit(self.__wrapped__, self._self_options, args, kwargs)
 
     # A handle must not pass for a plain function, or picklers would pickle the bare function.
     @property  # type: ignore[misc]

@@ -40,6 +40,12 @@ def _integer(minimum: int) -> Check:
     return check
 
 
+def check_int(name: str, value: Any, minimum: int) -> int:
+    """``value`` if it is an int >= ``minimum``: ``TypeError`` for another type, ``ValueError``
+    for a smaller value, each naming ``name``. Backends check their counts with it too."""
+    return _integer(minimum)(name, value)
+
+
 def _optional(check: Check) -> Check:
     def optional(name: str, value: Any) -> Any:
         return None if value is None else check(name, value)
@@ -163,6 +169,16 @@ class CallOptions:
     cache_key: Callable[..., Any] | None = None
     nested: bool = False
     extras: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def cpus(self) -> int:
+        """CPUs one worker of these options holds: ranks x threads per rank."""
+        return self.cores * self.threads_per_core
+
+    @property
+    def total_gpus(self) -> int:
+        """GPUs one worker of these options holds: ranks x GPUs per rank."""
+        return self.cores * self.gpus
 
     def pool_key(self) -> tuple[Any, ...]:
         """What makes two calls share a worker: everything that shapes the worker process."""

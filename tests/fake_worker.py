@@ -10,9 +10,14 @@ import os
 import pickle
 import sys
 
-from remotefn import wire
-from remotefn.wire import Kind
-from remotefn.worker import Worker, hello_message
+from remotefn.protocol import launch, messages
+from remotefn.protocol.framing import KEY_SIZE, Channel
+from remotefn.protocol.messages import Kind
+from remotefn.worker.loop import Worker
+
+
+def hello_message(**versions):
+    return messages.hello(os.getpid(), "fake-host", **versions)
 
 
 class Evil:
@@ -24,28 +29,28 @@ class Evil:
 
 def main() -> None:
     mode = os.environ["FAKE_MODE"]
-    address = os.environ.pop(wire.ENV_ADDRESS)
-    key = bytes.fromhex(os.environ.pop(wire.ENV_KEY))
-    identity = os.environ.pop(wire.ENV_WORKER).encode()
+    address = os.environ.pop(launch.ADDRESS)
+    key = bytes.fromhex(os.environ.pop(launch.KEY))
+    identity = os.environ.pop(launch.WORKER).encode()
     worker = Worker(address, key, identity)
     evil = pickle.dumps(Evil()) if "FAKE_MARKER" in os.environ else b""
     if mode == "forged":
-        wrong_key = wire.Channel(b"k" * wire.KEY_SIZE, identity, session_side=False)
-        worker.socket.send_multipart(wrong_key.seal(Kind.HELLO, [hello_message()]))
-        worker.socket.send_multipart(wrong_key.seal(
-            Kind.RESULT, [wire.TIMING.pack(0, 0), evil], call_id=1))
-        frames = worker.channel.seal(Kind.HELLO, [hello_message(), evil])
+        wrong_key = Channel(b"k" * KEY_SIZE, identity, session_side=False)
+        worker.socket.send_multipart(wrong_key.seal(Kind.HELLO, hello_message()))
+        _, body = messages.result(0, 0, (0, [evil]))
+        worker.socket.send_multipart(wrong_key.seal(Kind.RESULT, body, call_id=1))
+        frames = worker.channel.seal(Kind.HELLO, [*hello_message(), evil])
         tampered = bytearray(frames[0])
         tampered[-40] ^= 1  # one bit of the pickle flipped after sealing
         worker.socket.send_multipart([bytes(tampered)])
         worker.serve()
     elif mode == "replayed":
-        hello = worker.channel.seal(Kind.HELLO, [hello_message()])
+        hello = worker.channel.seal(Kind.HELLO, hello_message())
         worker.socket.send_multipart(hello)
         worker.socket.send_multipart(hello)
         worker.loop()
     elif mode == "old-version":
-        worker.send(Kind.HELLO, [hello_message(version="0.0.1", protocol=0)])
+        worker.send(Kind.HELLO, hello_message(version="0.0.1", protocol=0))
         worker.loop()
     worker.close()
 

@@ -14,6 +14,7 @@ import pytest
 
 import remotefn
 from remotefn import SerializationError, cache, remote
+from remotefn.cache import store
 
 
 def record(path, x):
@@ -197,27 +198,27 @@ def test_crash_between_write_and_rename_leaves_no_entry(tmp_path, monkeypatch):
         raise KeyboardInterrupt("killed between write and rename")
 
     monkeypatch.setattr(os, "replace", crash)
-    path = cache.entry_path(str(tmp_path), "f", "0" * 64)
+    path = store.entry_path(str(tmp_path), "f", "0" * 64)
     with pytest.raises(KeyboardInterrupt):
-        cache.write(path, 42, {"function": "f"})
+        store.write(path, 42, {"function": "f"})
     assert os.listdir(tmp_path) == []
 
 
 def test_concurrent_writers_of_one_key_leave_one_valid_file(tmp_path):
     code = textwrap.dedent("""
         import sys
-        from remotefn import cache
-        path = cache.entry_path(sys.argv[1], "f", "a" * 64)
+        from remotefn.cache import store
+        path = store.entry_path(sys.argv[1], "f", "a" * 64)
         for i in range(30):
-            cache.write(path, list(range(1000)), {"function": "f", "key": "a" * 64})
+            store.write(path, list(range(1000)), {"function": "f", "key": "a" * 64})
     """)
     writers = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)],
                                 env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
                for _ in range(2)]
     assert all(w.wait(timeout=120) == 0 for w in writers)
-    assert os.listdir(tmp_path) == [os.path.basename(cache.entry_path(str(tmp_path), "f",
+    assert os.listdir(tmp_path) == [os.path.basename(store.entry_path(str(tmp_path), "f",
                                                                       "a" * 64))]
-    assert cache.load(cache.entry_path(str(tmp_path), "f", "a" * 64)) == list(range(1000))
+    assert cache.load(store.entry_path(str(tmp_path), "f", "a" * 64)) == list(range(1000))
 
 
 def test_unpicklable_results_give_a_clear_error(cached):

@@ -110,9 +110,9 @@ def test_nested_calls_start_their_own_instance(fakeflux):
 
 
 def test_flux_uri_makes_flux_the_default(fakeflux):
-    from remotefn import context
+    from remotefn import backends
 
-    assert context.backend_from_environment() == "flux"
+    assert backends.detect(os.environ) == "flux"
 
 
 def test_capacity_comes_from_flux(flux_session):

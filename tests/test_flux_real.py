@@ -96,7 +96,8 @@ def test_unsatisfiable_request(session):
 def test_cancel_fails_the_running_call(session):
     future = remote(sleep_long, block=True)()
     wait_until(future.running, timeout=60, what="the call to run")
-    worker = next(iter(session._hub.workers))
-    flux.job.cancel(session.backend.handle, worker.process.jobid())
+    worker = next(w for w in session.resources()["workers"]
+                  if w["worker"] == future.info.worker_id)
+    flux.job.cancel(session.backend.handle, worker["flux_job"])
     with pytest.raises(WorkerDied):
         future.result(timeout=120)

@@ -12,6 +12,7 @@ import pytest
 
 import remotefn
 from remotefn import remote
+from remotefn.testing import probe
 from helpers import alive, live_children, wait_until
 
 
@@ -55,7 +56,7 @@ def test_shutdown_stops_block_workers():
     pids = {session.submit(handle).result(timeout=30) for _ in range(4)}
     session.shutdown()
     assert not any(alive(pid) for pid in pids)
-    assert session._hub.stopped.is_set()
+    assert probe(session).stopped
 
 
 def test_exception_in_with_block_kills_running_workers(tmp_path):
@@ -126,4 +127,4 @@ def test_default_session_is_shut_down_at_interpreter_exit():
 def test_handle_called_inside_a_call_runs_in_a_nested_local_session(local):
     outer, inner = remote(nested_pids)().result(timeout=60)
     assert outer != os.getpid() and inner not in (outer, os.getpid())
-    assert len(local._hub.pools) == 1
+    assert probe(local).pools == 1

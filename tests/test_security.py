@@ -10,8 +10,11 @@ import pytest
 import zmq
 
 import remotefn
-from remotefn import ProtocolError, WorkerStartError, remote, wire
-from remotefn.wire import Kind
+from remotefn import ProtocolError, WorkerStartError, remote
+from remotefn.protocol import messages
+from remotefn.protocol.framing import AuthenticationError, Channel, new_key
+from remotefn.protocol.messages import Kind
+from remotefn.testing import probe
 from helpers import wait_until
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -42,17 +45,18 @@ def fake_python(tmp_path):
 def test_foreign_client_is_ignored_and_nothing_is_unpickled(tmp_path, transport):
     marker = tmp_path / "unpickled"
     with remotefn.session("local", transport=transport, forward_output=False) as session:
-        address = session._hub.address
+        address = probe(session).address
         context = zmq.Context()
         intruder = context.socket(zmq.DEALER)
         intruder.setsockopt(zmq.LINGER, 0)
         intruder.connect(address)
         evil = pickle.dumps(Evil(str(marker)))
-        guessed = wire.Channel(os.urandom(32), b"w0", session_side=False)
+        guessed = Channel(os.urandom(32), b"w0", session_side=False)
         intruder.send_multipart([b"garbage"])
         intruder.send_multipart([evil, evil, evil])
-        intruder.send_multipart(guessed.seal(Kind.RESULT, [wire.TIMING.pack(0, 0), evil], 1))
-        wait_until(lambda: session._hub.rejected >= 3, what="the intruder's messages")
+        _, body = messages.result(0, 0, (0, [evil]))
+        intruder.send_multipart(guessed.seal(Kind.RESULT, body, 1))
+        wait_until(lambda: probe(session).rejected >= 3, what="the intruder's messages")
         assert remote(identity)(7).result(timeout=30) == 7
         intruder.close()
         context.term()
@@ -66,7 +70,7 @@ def test_forged_frames_from_a_worker_identity_are_dropped(tmp_path, fake_python)
         handle = remote(identity, env=env, block=True, max_workers=1)
         assert handle(1).result(timeout=30) == 1
         assert handle(2).result(timeout=30) == 2
-        assert session._hub.rejected == 3
+        assert probe(session).rejected == 3
     assert not marker.exists()
 
 
@@ -74,7 +78,7 @@ def test_replayed_frames_are_dropped(fake_python):
     with remotefn.session("local", python=fake_python, forward_output=False) as session:
         handle = remote(identity, env={"FAKE_MODE": "replayed"}, block=True, max_workers=1)
         assert handle(1).result(timeout=30) == 1
-        assert session._hub.rejected == 1
+        assert probe(session).rejected == 1
 
 
 def test_worker_of_another_version_is_refused_naming_both(fake_python):
@@ -91,39 +95,40 @@ def test_the_secret_does_not_reach_user_code(local):
     environment = remote(dict)(os.environ).result(timeout=30)
     assert not any(name.startswith("REMOTEFN_") for name in environment)
     seen = local.submit(os.environ.copy).result(timeout=30)
-    assert local._hub.key.hex() not in repr(seen)
+    assert probe(local).secret.hex() not in repr(seen)
 
 
 def test_runtime_directory_is_private(local):
-    assert os.stat(local._hub.runtime_dir).st_mode & 0o077 == 0
+    assert os.stat(probe(local).runtime_dir).st_mode & 0o077 == 0
 
 
 def test_a_batch_of_calls_survives_the_wire_intact():
-    key = wire.new_key()
-    session_side = wire.Channel(key, b"w1", session_side=True)
-    worker_side = wire.Channel(key, b"w1", session_side=False)
+    key = new_key()
+    session_side = Channel(key, b"w1", session_side=True)
+    worker_side = Channel(key, b"w1", session_side=False)
     big = bytes(range(256)) * 1024  # a bulk frame
     calls = [(7, [b"digest", b"fn", b"args"]), (8, [b"digest", b"", big, b"x"]), (9, [b"d"])]
-    frames = session_side.seal(wire.Kind.TASKS, wire.pack_calls(calls))
+    frames = session_side.seal(Kind.TASKS, messages.tasks(calls))
     kind, _, _, body = worker_side.open(frames)
-    assert kind is wire.Kind.TASKS
-    assert [(i, [bytes(item) for item in items]) for i, items in wire.unpack_calls(body)] == calls
+    assert kind is Kind.TASKS
+    assert [(i, [bytes(item) for item in items])
+            for i, items in messages.read_tasks(body)] == calls
     tampered = [frames[0], bytearray(frames[1])]
     tampered[1][5] ^= 1
-    with pytest.raises(wire.AuthenticationError, match="bad MAC"):
-        wire.Channel(key, b"w1", session_side=False).open(tampered)
+    with pytest.raises(AuthenticationError, match="bad MAC"):
+        Channel(key, b"w1", session_side=False).open(tampered)
 
 
 def test_a_change_anywhere_in_a_large_frame_fails_its_mac():
     """Frames over 16 MiB are hashed in pieces; every piece counts."""
-    key = wire.new_key()
-    sender = wire.Channel(key, b"w1", session_side=True)
+    key = new_key()
+    sender = Channel(key, b"w1", session_side=True)
     payload = bytearray(os.urandom(1024)) * (20 << 10)  # 20 MiB
     frames = sender.seal(Kind.RESULT, [b"t", payload])
-    kind, _, _, body = wire.Channel(key, b"w1", session_side=False).open(frames)
+    kind, _, _, body = Channel(key, b"w1", session_side=False).open(frames)
     assert kind is Kind.RESULT and bytes(body[1]) == payload
     for position in (0, 5 << 20, len(payload) - 1):
         changed = bytearray(payload)
         changed[position] ^= 1
-        with pytest.raises(wire.AuthenticationError, match="bad MAC"):
-            wire.Channel(key, b"w1", session_side=False).open([frames[0], changed])
+        with pytest.raises(AuthenticationError, match="bad MAC"):
+            Channel(key, b"w1", session_side=False).open([frames[0], changed])

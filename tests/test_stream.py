@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from remotefn.stream import FrameStream, StreamClosed
+from remotefn.protocol.socketpair import FrameStream, StreamClosed
 
 
 def _messages() -> list[list[bytes]]:
@@ -44,7 +44,7 @@ def test_a_non_blocking_reader_collects_messages_cut_at_every_byte():
     theirs.setblocking(False)
     receiver = FrameStream(theirs)
     sent = [[b"one", b"two" * 30_000], [b"three"], [bytes(range(256)) * 400]]
-    wire_bytes = b"".join(b"".join(bytes(v) for v in FrameStream._encode(m)) for m in sent)
+    wire_bytes = b"".join(b"".join(bytes(v) for v in FrameStream.encode(m)) for m in sent)
     received: list[list[bytes]] = []
     for position in range(0, len(wire_bytes), 997):
         ours.sendall(wire_bytes[position:position + 997])

@@ -109,8 +109,8 @@ def test_worker_environment_layers():
 
 
 def test_local_capacity_and_address(tmp_path):
-    assert LocalBackend(max_cores=64).capacity().cores == 64
-    assert LocalBackend().capacity().cores == len(os.sched_getaffinity(0))
+    assert LocalBackend(max_cores=64).capacity().cpus == 64
+    assert LocalBackend().capacity().cpus == len(os.sched_getaffinity(0))
     assert LocalBackend().address(str(tmp_path)) == f"ipc://{tmp_path}/session"
     assert LocalBackend(transport="tcp", interface="10.0.0.1").address("x") == "tcp://10.0.0.1"
 
@@ -128,7 +128,7 @@ def test_single_rank_workers_are_forked_from_the_fork_server():
         parent = remote(parent_pid)().result(timeout=30)
         server = session.backend.fork_server.process.pid
         assert parent == server
-        assert "remotefn.forkserver" in psutil.Process(server).cmdline()
+        assert "remotefn.worker.forkserver" in psutil.Process(server).cmdline()
 
 
 @pytest.mark.parametrize("settings, options", [
@@ -177,14 +177,14 @@ def test_a_function_is_pickled_once_and_then_referred_to_by_digest(local):
 
 
 def test_large_arrays_travel_as_out_of_band_frames():
-    from remotefn import wire
+    from remotefn.protocol import pickling
 
     array = np.ones(1 << 20)
-    frames = wire.dumps(("x", array))
+    frames = pickling.dumps(("x", array))
     assert len(frames) == 2 and memoryview(frames[1]).nbytes == array.nbytes
     # A snapshot taken at the call, not a view the caller could still change.
     assert not np.shares_memory(np.frombuffer(frames[1], dtype=array.dtype), array)
-    text, copy = wire.loads([frames[0], bytearray(frames[1])])
+    text, copy = pickling.loads([frames[0], bytearray(frames[1])])
     assert text == "x" and copy.flags.writeable and np.array_equal(copy, array)
 
 

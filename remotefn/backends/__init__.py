@@ -1,16 +1,38 @@
-"""Backends decide how a worker process is launched and stopped; nothing else.
+"""Backends: how a worker process is launched and stopped, and nothing else.
 
-A backend is one module here exposing a class that implements :class:`~.base.Backend`.
+A backend is one module here whose ``BACKEND`` class implements :class:`~.base.Backend`,
+plus one row in :data:`BACKENDS`. May import: :mod:`remotefn.protocol` (the launch
+variables), :mod:`remotefn.options` and :mod:`remotefn.errors`.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import Any, Mapping
 
 from .base import Backend, Capacity, LaunchedWorker, WorkerSpec
 
-_MODULES = {"local": "local", "slurm": "slurm", "flux": "flux"}
+#: Every backend: its name, its module here, and the environment variable that says a script
+#: runs inside its allocation (None: never detected). A default session takes the first
+#: backend whose variable is set, so a Flux instance inside a SLURM job is seen as Flux.
+BACKENDS: tuple[tuple[str, str, str | None], ...] = (
+    ("flux", "flux", "FLUX_URI"),
+    ("slurm", "slurm", "SLURM_JOB_ID"),
+    ("local", "local", None),
+)
+_MODULES = {name: module for name, module, _ in BACKENDS}
+
+
+def detect(environ: Mapping[str, str]) -> str:
+    """The backend a default session uses in this environment: ``REMOTEFN_BACKEND`` if set,
+    else the first backend whose allocation variable is set, else ``"local"``."""
+    chosen = environ.get("REMOTEFN_BACKEND")
+    if chosen:
+        return chosen
+    for name, _, variable in BACKENDS:
+        if variable is not None and environ.get(variable):
+            return name
+    return "local"
 
 
 def create(name: str, settings: dict[str, Any]) -> Backend:
@@ -27,4 +49,5 @@ def create(name: str, settings: dict[str, Any]) -> Backend:
     return backend_class(**settings)
 
 
-__all__ = ["Backend", "Capacity", "LaunchedWorker", "WorkerSpec", "create"]
+__all__ = ["BACKENDS", "Backend", "Capacity", "LaunchedWorker", "WorkerSpec", "create",
+           "detect"]

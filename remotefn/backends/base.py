@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from ..options import CallOptions
-from ..wire import ENV_GPUS, ENV_RANKS, ENV_STATUS_FD
+from ..protocol import launch
 
 #: Variables set to ``threads_per_core`` in every worker, unless the call's ``env`` sets them.
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
@@ -23,7 +23,7 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"
 class Capacity:
     """What a session may use at once."""
 
-    cores: int
+    cpus: int
     gpu_ids: tuple[int, ...] = ()
 
 
@@ -54,13 +54,21 @@ def worker_environment(spec: WorkerSpec, base: Mapping[str, str]) -> dict[str, s
     environment.update({name: threads for name in THREAD_VARIABLES})
     environment.update(spec.options.env)
     environment.update(spec.session_env)
-    environment[ENV_RANKS] = str(spec.options.cores)
+    environment[launch.RANKS] = str(spec.options.cores)
     if spec.options.gpus and spec.gpu_ids:
         per_rank = spec.options.gpus
         ids = [str(i) for i in spec.gpu_ids]
-        environment[ENV_GPUS] = ";".join(",".join(ids[r * per_rank:(r + 1) * per_rank])
+        environment[launch.GPUS] = ";".join(",".join(ids[r * per_rank:(r + 1) * per_rank])
                                          for r in range(spec.options.cores))
     return environment
+
+
+def default_interface() -> str:
+    """An address of this node that the other nodes of the allocation can reach."""
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
 
 
 def describe_exit(returncode: int | None) -> str:
@@ -82,7 +90,7 @@ class LaunchedWorker:
     #: Read end of the worker's status pipe (ids of the calls it finished), if it has one.
     status_fd: int | None = None
     #: The session's end of a socket pair to the worker, for workers that talk over one
-    #: instead of the session's ZeroMQ socket (see :mod:`remotefn.stream`).
+    #: instead of the session's ZeroMQ socket (see :mod:`remotefn.protocol.socketpair`).
     connection: socket.socket | None = None
 
     def __init__(self, popen: subprocess.Popen[bytes], status_fd: int | None = None) -> None:
@@ -148,7 +156,7 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def capacity(self) -> Capacity:
-        """Cores and GPUs the session may use at once."""
+        """CPUs and GPUs the session may use at once."""
 
     @abc.abstractmethod
     def address(self, runtime_dir: str) -> str:
@@ -185,7 +193,7 @@ class Backend(abc.ABC):
         environment = worker_environment(spec, {**os.environ, **self.environment(spec)})
         status_read, status_write = os.pipe() if spec.options.cores == 1 else (None, None)
         if status_write is not None:
-            environment[ENV_STATUS_FD] = str(status_write)
+            environment[launch.STATUS_FD] = str(status_write)
             os.set_blocking(status_read, False)
         try:
             popen = subprocess.Popen(

@@ -11,10 +11,10 @@ from dataclasses import replace
 from typing import Any
 
 from ..errors import MissingDependency
-from ..options import CallOptions
-from ..wire import ENV_NESTED, ENV_PMI
-from .base import Backend, Capacity, LaunchedWorker, WorkerSpec, worker_environment
-from .slurm import default_interface
+from ..options import CallOptions, check_int
+from ..protocol import launch
+from .base import (Backend, Capacity, LaunchedWorker, WorkerSpec, default_interface,
+                   worker_environment)
 
 PMI_MODES = ("simple", "pmi2", "pmix")
 
@@ -139,9 +139,8 @@ class FluxBackend(Backend):
                  interface: str | None = None, max_cores: int | None = None) -> None:
         if pmi not in PMI_MODES:
             raise ValueError(f"pmi must be one of {', '.join(PMI_MODES)}, got {pmi!r}")
-        if max_cores is not None and (isinstance(max_cores, bool) or not isinstance(max_cores, int)
-                                      or max_cores < 1):
-            raise ValueError(f"max_cores must be an int >= 1, got {max_cores!r}")
+        if max_cores is not None:
+            check_int("max_cores", max_cores, 1)
         try:
             import flux
             import flux.job
@@ -180,7 +179,7 @@ class FluxBackend(Backend):
     def capacity(self) -> Capacity:
         view = self.resources()
         cores = min(view.all.ncores, self.max_cores or view.all.ncores)
-        return Capacity(cores=cores, gpu_ids=tuple(range(view.all.ngpus)))
+        return Capacity(cpus=cores, gpu_ids=tuple(range(view.all.ngpus)))
 
     def describe(self) -> dict[str, Any]:
         view = self.resources()
@@ -210,9 +209,9 @@ class FluxBackend(Backend):
         assert self.executor is not None and self.output_dir is not None
         spec = replace(spec, gpu_ids=())  # the Flux shell sets CUDA_VISIBLE_DEVICES per task
         environment = worker_environment(spec, os.environ)
-        environment[ENV_PMI] = self.pmi
+        environment[launch.PMI] = self.pmi
         if spec.options.nested:
-            environment[ENV_NESTED] = "flux"
+            environment[launch.NESTED] = "flux"
         stderr = os.path.join(self.output_dir, f"{spec.worker_id}.err")
         jobspec = build_jobspec(flux.job.JobspecV1, spec.options, self.command(spec),
                                 environment, self.pmi, stderr)

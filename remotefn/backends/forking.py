@@ -1,4 +1,4 @@
-"""The session's side of the fork server (see :mod:`remotefn.forkserver`)."""
+"""The session's side of the fork server (see :mod:`remotefn.worker.forkserver`)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ STARTUP_VARIABLES = ("PYTHON", "LD_")
 
 
 class ForkServer:
-    """Starts ``python -m remotefn.forkserver`` and asks it for workers.
+    """Starts ``python -m remotefn.worker.forkserver`` and asks it for workers.
 
     A reader thread takes the server's answers: the pid of each worker it forks, and the
     exit code of each worker that ends (the server is their parent, so only it can reap them).
@@ -31,7 +31,7 @@ class ForkServer:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.channel = ours
         self.process = subprocess.Popen(
-            [python, "-m", "remotefn.forkserver", str(theirs.fileno())], env=environment,
+            [python, "-m", "remotefn.worker.forkserver", str(theirs.fileno())], env=environment,
             stdin=subprocess.DEVNULL, pass_fds=(theirs.fileno(),), start_new_session=True)
         theirs.close()
         self.lock = threading.Lock()

@@ -12,7 +12,7 @@ import sys
 from typing import Sequence
 
 from ..errors import MissingDependency
-from ..options import DEFAULT_OPTIONS, CallOptions
+from ..options import DEFAULT_OPTIONS, CallOptions, check_int
 from .base import Backend, Capacity, LaunchedWorker, WorkerSpec, worker_environment
 from .forking import ForkServer, forkable
 
@@ -39,13 +39,10 @@ class LocalBackend(Backend):
                  gpu_ids: Sequence[int] | None = None, python: str | None = None,
                  mpiexec: str | None = None, transport: str = "ipc",
                  interface: str = "127.0.0.1", fork_server: bool = True) -> None:
-        for name, value in (("max_cores", max_cores), ("max_gpus", max_gpus)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-                raise TypeError(f"{name} must be an int, got {value!r}")
-        if max_cores is not None and max_cores < 1:
-            raise ValueError(f"max_cores must be >= 1, got {max_cores!r}")
-        if max_gpus is not None and max_gpus < 0:
-            raise ValueError(f"max_gpus must be >= 0, got {max_gpus!r}")
+        if max_cores is not None:
+            check_int("max_cores", max_cores, 1)
+        if max_gpus is not None:
+            check_int("max_gpus", max_gpus, 0)
         if gpu_ids is not None:
             if max_gpus is not None:
                 raise TypeError("give max_gpus or gpu_ids, not both")
@@ -95,7 +92,7 @@ class LocalBackend(Backend):
     def capacity(self) -> Capacity:
         cores = self.max_cores or len(os.sched_getaffinity(0))
         gpus = self.gpu_ids if self.gpu_ids is not None else detect_gpus()
-        return Capacity(cores=cores, gpu_ids=gpus)
+        return Capacity(cpus=cores, gpu_ids=gpus)
 
     def address(self, runtime_dir: str) -> str:
         if self.transport == "ipc":

@@ -6,15 +6,15 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
 from ..errors import MissingDependency
-from ..options import CallOptions
-from .base import Backend, Capacity, LaunchedWorker, WorkerSpec, worker_environment
+from ..options import CallOptions, check_int
+from .base import (Backend, Capacity, LaunchedWorker, WorkerSpec, default_interface,
+                   worker_environment)
 
 #: Inherited from salloc/sbatch, these would make every step take the whole allocation.
 _INHERITED = re.compile(r"^SLURM_(NTASKS.*|NPROCS|NNODES|TASKS_PER_NODE|CPUS_PER_TASK|GPUS.*|"
@@ -33,7 +33,7 @@ EXTRAS: dict[str, tuple[type, str]] = {
 
 
 @dataclass(frozen=True)
-class Allocation:
+class SlurmJob:
     """What SLURM granted the job the session runs in."""
 
     job_id: str
@@ -42,7 +42,7 @@ class Allocation:
     gpus: int
 
 
-def read_allocation(job_id: str) -> Allocation:
+def read_allocation(job_id: str) -> SlurmJob:
     """Ask ``scontrol`` what job ``job_id`` holds; raises ``RuntimeError`` with its message."""
     try:
         out = subprocess.run(["scontrol", "show", "job", "-d", job_id], capture_output=True,
@@ -55,7 +55,7 @@ def read_allocation(job_id: str) -> Allocation:
     return parse_allocation(job_id, out.stdout)
 
 
-def parse_allocation(job_id: str, text: str) -> Allocation:
+def parse_allocation(job_id: str, text: str) -> SlurmJob:
     """The allocation from ``scontrol show job -d`` output (a pure function)."""
     def field(name: str, default: str | None = None) -> str:
         match = re.search(rf"\b{name}=(\S+)", text)
@@ -66,16 +66,8 @@ def parse_allocation(job_id: str, text: str) -> Allocation:
         return match.group(1)
 
     gres = re.search(r"\bJOB_GRES=\S*?gpu(?::[^:,\s]+)?:(\d+)", text)
-    return Allocation(job_id, int(field("NumNodes")), int(field("NumCPUs")),
+    return SlurmJob(job_id, int(field("NumNodes")), int(field("NumCPUs")),
                       int(gres.group(1)) if gres else 0)
-
-
-def default_interface() -> str:
-    """An address of this node that the other nodes of the allocation can reach."""
-    try:
-        return socket.gethostbyname(socket.gethostname())
-    except OSError:
-        return "127.0.0.1"
 
 
 class SrunWorker(LaunchedWorker):
@@ -119,9 +111,8 @@ class SlurmBackend(Backend):
                              "script with salloc or sbatch, or pass job_id=")
         if mpi not in ("pmi2", "pmix", "pmi1", "none"):
             raise ValueError(f"mpi must be 'pmi2', 'pmix', 'pmi1' or 'none', got {mpi!r}")
-        if max_cores is not None and (isinstance(max_cores, bool) or not isinstance(max_cores, int)
-                                      or max_cores < 1):
-            raise ValueError(f"max_cores must be an int >= 1, got {max_cores!r}")
+        if max_cores is not None:
+            check_int("max_cores", max_cores, 1)
         if shutil.which(srun) is None:
             raise MissingDependency(f"the slurm backend needs {srun!r} on PATH")
         self.job_id = job
@@ -129,16 +120,16 @@ class SlurmBackend(Backend):
         self.python = python or sys.executable
         self.srun = srun
         self.interface = interface or default_interface()
-        self.allocation = read_allocation(job)
+        self.job = read_allocation(job)
         self.max_cores = max_cores
 
     def describe(self) -> dict[str, Any]:
-        return {"job_id": self.job_id, "nodes": self.allocation.nodes,
-                "cpus": self.allocation.cpus, "gpus": self.allocation.gpus}
+        return {"job_id": self.job_id, "nodes": self.job.nodes,
+                "cpus": self.job.cpus, "gpus": self.job.gpus}
 
     def capacity(self) -> Capacity:
-        cores = min(self.allocation.cpus, self.max_cores or self.allocation.cpus)
-        return Capacity(cores=cores, gpu_ids=tuple(range(self.allocation.gpus)))
+        cores = min(self.job.cpus, self.max_cores or self.job.cpus)
+        return Capacity(cpus=cores, gpu_ids=tuple(range(self.job.gpus)))
 
     def address(self, runtime_dir: str) -> str:
         return f"tcp://{self.interface}"

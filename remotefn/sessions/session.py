@@ -1,4 +1,10 @@
-"""Sessions: where calls go. A :class:`Session` is a :class:`concurrent.futures.Executor`."""
+"""The session: an :class:`concurrent.futures.Executor` that validates calls, waits for the
+futures in their arguments, answers them from the cache, and hands the rest to its hub.
+
+:func:`current` says which session a handle called now submits to (see :mod:`.registry`);
+with none open it creates the process-wide default session, whose backend is detected from
+the environment (see :func:`remotefn.backends.detect`).
+"""
 
 from __future__ import annotations
 
@@ -13,16 +19,17 @@ from typing import Any, Callable, Iterable, Iterator
 
 import cloudpickle
 
-from . import backends, context, wire
-from .caching import CacheFront
-from .calls import Call
-from .decorator import RemoteFunction
+from .. import backends
+from ..cache.front import CacheFront
+from ..errors import SerializationError
+from ..future import CallInfo, RemoteFuture
+from ..hub.hub import Hub
+from ..hub.records import Call
+from ..options import DEFAULT_OPTIONS, CallOptions
+from ..protocol import pickling
+from ..protocol.shipping import FunctionRef, function_ref
+from . import registry
 from .dependencies import Waiter, find_futures
-from .errors import SerializationError
-from .future import CallInfo, RemoteFuture
-from .hub import Hub
-from .options import DEFAULT_OPTIONS, CallOptions
-from .shipping import FunctionRef, function_ref
 
 
 class Session(concurrent.futures.Executor):
@@ -43,12 +50,12 @@ class Session(concurrent.futures.Executor):
             raise ValueError(f"cache_by must be 'code' or 'name', got {cache_by!r}")
         self.cache_directory = os.path.abspath(cache_directory) if cache_directory else None
         self._cache = CacheFront(self.cache_directory, by_code=cache_by == "code")
-        if backend is None and context.confined() is not None:
+        if backend is None and registry.confined() is not None:
             # Inside a worker: the worker's share, unless settings say otherwise.
-            confined = dict(context.confined() or {})
+            confined = dict(registry.confined() or {})
             backend = confined.pop("backend")
             settings = {**confined, **settings}
-        name = backend if backend is not None else context.backend_from_environment()
+        name = backend if backend is not None else backends.detect(os.environ)
         self.backend = backends.create(name, settings)
         self._hub = Hub(self.backend, forward_output=forward_output,
                         start_timeout=float(start_timeout))
@@ -63,7 +70,7 @@ class Session(concurrent.futures.Executor):
         self._accepted: set[CallOptions] = set()
         self._last_accepted: CallOptions | None = None
         self._last_function: tuple[Any, FunctionRef] | None = None
-        context.register(self)
+        registry.register(self)
 
     # -- the Executor interface ------------------------------------------------------------
 
@@ -75,7 +82,7 @@ class Session(concurrent.futures.Executor):
         ``RuntimeError`` after shutdown, :class:`~remotefn.SerializationError` when an argument
         does not pickle, ``ValueError`` when the call can never fit in the session.
         """
-        if isinstance(fn, RemoteFunction):
+        if _is_handle(fn):
             return self._submit(fn.__wrapped__, fn.remote_options, args, kwargs)
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {fn!r} ({type(fn).__name__})")
@@ -92,9 +99,10 @@ class Session(concurrent.futures.Executor):
         if chunksize == 1:
             return super().map(fn, *iterables, timeout=timeout)
 
-        options = fn.remote_options if isinstance(fn, RemoteFunction) else DEFAULT_OPTIONS
-        plain = fn.__wrapped__ if isinstance(fn, RemoteFunction) else fn
-        chunked = RemoteFunction(partial(_run_chunk, plain), options)
+        handle = _is_handle(fn)
+        options = fn.remote_options if handle else DEFAULT_OPTIONS
+        plain = fn.__wrapped__ if handle else fn
+        chunked = _Chunked(partial(_run_chunk, plain), options)
         chunks = _chunks(zip(*iterables), chunksize)
         return itertools.chain.from_iterable(super().map(chunked, chunks, timeout=timeout))
 
@@ -146,14 +154,14 @@ class Session(concurrent.futures.Executor):
         return self._closed
 
     def __enter__(self) -> "Session":
-        self._tokens.append(context.current_session.set(self))
-        context.entered(self)
+        self._tokens.append(registry.current_session.set(self))
+        registry.entered(self)
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, traceback: Any) -> None:
         if self._tokens:
-            context.current_session.reset(self._tokens.pop())
-        context.exited(self)
+            registry.current_session.reset(self._tokens.pop())
+        registry.exited(self)
         if exc_type is None:
             self.shutdown(wait=True)
         else:
@@ -164,32 +172,15 @@ class Session(concurrent.futures.Executor):
     def resources(self) -> dict[str, Any]:
         """What the session has and what runs where: ``cores`` and ``gpus`` (total, in use,
         free), ``workers`` and ``running`` calls. A snapshot; it does not block the hub."""
-        hub = self._hub
-        report: dict[str, Any] = {"backend": self.backend.name,
-                                  "allocation": self.backend.describe(), **hub.ledger.report()}
-        workers, running = [], []
-        for worker in list(hub.workers):
-            allocation = worker.allocation
-            launched = worker.process.describe()
-            workers.append({"worker": worker.worker_id, "host": worker.host, "pid": worker.pid,
-                            "state": worker.state.value, "pool": worker.pool.describe(),
-                            "cores": allocation.cores if allocation else 0,
-                            "gpus": list(allocation.gpu_ids) if allocation else [],
-                            **launched})
-            for call in list(worker.inflight)[:1]:
-                running.append({"call": call.describe(), "worker": worker.worker_id,
-                                "host": worker.host, "started": call.future.info.started,
-                                **launched})
-        report["workers"] = workers
-        report["running"] = running
-        return report
+        return {"backend": self.backend.name, "allocation": self.backend.describe(),
+                **self._hub.resources()}
 
     def release(self, handle: Any) -> None:
         """Stop the block pool of ``handle``'s options once it is idle; its cores and GPUs go
         back to the session. A later call starts the pool again. Returns at once."""
-        if not isinstance(handle, RemoteFunction):
+        if not _is_handle(handle):
             raise TypeError(f"release() takes a remote handle, got {handle!r}")
-        self._hub.post(self._hub.release_pool, handle.remote_options.pool_key())
+        self._hub.release(handle.remote_options.pool_key())
 
     # -- submission --------------------------------------------------------------------------
 
@@ -246,20 +237,22 @@ class Session(concurrent.futures.Executor):
                 arguments: list[Any], caching: bool) -> None:
         """Serve the call from the cache or an identical call in flight, else queue it."""
         call = Call(future.info.call_id, future, ref, arguments, options)
-        if caching and self._cache.answer(call, function, args, kwargs):
-            return
+        if caching:
+            store = self._cache.answer(future, function, ref, options, args, kwargs)
+            if store is None:
+                return
+            call.on_success = store
         self._hub.submit(call)
 
     def _check_fits(self, options: CallOptions) -> None:
-        cores = options.cores * options.threads_per_core
-        gpus = options.cores * options.gpus
-        why = self._hub.ledger.never_fits(cores, gpus)
+        cpus, gpus = options.cpus, options.total_gpus
+        why = self._hub.ledger.never_fits(cpus, gpus)
         if why is not None:
             raise ValueError(f"the call asks for {options.cores} ranks x "
                              f"{options.threads_per_core} threads and {options.gpus} GPUs per "
                              f"rank: {why}")
         if options.block and options.max_workers:
-            why = self._hub.ledger.never_fits(cores * options.max_workers,
+            why = self._hub.ledger.never_fits(cpus * options.max_workers,
                                               gpus * options.max_workers)
             if why is not None:
                 raise ValueError(f"a block pool of max_workers={options.max_workers} workers "
@@ -281,6 +274,22 @@ class Session(concurrent.futures.Executor):
                 return ref
         self._last_function = (function, ref)
         return ref
+
+
+def _is_handle(fn: Any) -> bool:
+    """Whether ``fn`` is a :func:`~remotefn.remote` handle (or stands for one)."""
+    return getattr(type(fn), "__remotefn_handle__", False)
+
+
+class _Chunked:
+    """Stands for a handle in ``map(..., chunksize=k)``: runs a chunk of calls with the
+    options of the mapped function."""
+
+    __remotefn_handle__ = True
+
+    def __init__(self, function: Callable[..., Any], options: CallOptions) -> None:
+        self.__wrapped__ = function
+        self.remote_options = options
 
 
 class _WaitingCall(Waiter):
@@ -308,6 +317,27 @@ class _WaitingCall(Waiter):
         future._fail(error)
 
 
+def current() -> Session:
+    """The session a handle called now submits to: the innermost ``with`` session (see
+    :func:`.registry.innermost`), else the default one, created on first use."""
+    session = registry.innermost()
+    if session is not None:
+        return session
+    return default()
+
+
+def default() -> Session:
+    """The process-wide default session (created on first use, shut down at exit)."""
+    with registry.lock:
+        session = registry.default_session
+        if session is None or session.closed:
+            confined = registry.confined()
+            session = Session(**confined) if confined is not None \
+                else Session(backends.detect(os.environ))
+            registry.default_session = session
+        return session
+
+
 def session(backend: str | None = None, **settings: Any) -> Session:
     """Open a session on ``backend`` (``"local"``, ``"slurm"`` or ``"flux"``; default: detected
     from the environment). Use it as a context manager: inside the ``with`` block, calls of
@@ -330,7 +360,7 @@ def session(backend: str | None = None, **settings: Any) -> Session:
 
 def _pickle_arguments(ref: FunctionRef, args: tuple, kwargs: dict[str, Any]) -> list[Any]:
     try:
-        return wire.dumps((args, kwargs))
+        return pickling.dumps((args, kwargs))
     except Exception as error:
         culprit = "the arguments"
         for where, value in [*((f"argument {i}", a) for i, a in enumerate(args)),
@@ -354,4 +384,4 @@ def _run_chunk(function: Callable[..., Any], chunk: list[tuple[Any, ...]]) -> li
     return [function(*args) for args in chunk]
 
 
-__all__ = ["Session", "session"]
+__all__ = ["Session", "current", "default", "session"]

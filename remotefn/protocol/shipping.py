@@ -9,7 +9,7 @@ import hashlib
 import importlib
 from typing import Any, Callable, NamedTuple
 
-from .errors import SerializationError
+from ..errors import SerializationError
 
 
 class FunctionRef(NamedTuple):

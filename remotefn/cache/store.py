@@ -1,19 +1,12 @@
-"""The content-hash result cache: one HDF5 file per call, reused by later runs.
+"""The HDF5 store: one file per entry, named by the function and the call's key.
 
-A call's key hashes the function (its qualified name and its code, or its name alone with
-``cache_by="name"``), its arguments after dependencies are resolved, and an optional salt or
-user key. Entries are written to a temporary name and renamed into place, so a crash never
-leaves half an entry and concurrent writers of one key leave one valid file.
-
-Inspect a cache from Python (:func:`entries`, :func:`load`, :func:`delete`) or the shell
-(``python -m remotefn cache ls|show|clear DIRECTORY``).
+Entries are written to a temporary name and renamed into place, so a crash never leaves half
+an entry and concurrent writers of one key leave one valid file.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import marshal
 import os
 import pickle
 import re
@@ -21,98 +14,17 @@ import socket
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import cloudpickle
 
-from ._version import __version__
+from .._version import __version__
+from .keys import is_array
 
 logger = logging.getLogger(__name__)
 
 SUFFIX = ".h5"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
-
-
-# -- keys -------------------------------------------------------------------------------------
-
-
-def code_digest(function: Callable[..., Any]) -> bytes:
-    """A digest of a function's code: its bytecode, constants and names, recursively."""
-    digest = hashlib.sha256()
-    target = getattr(function, "__wrapped__", function)
-    target = getattr(target, "__func__", target)
-    code = getattr(target, "__code__", None)
-    if code is None:  # builtins, callables without Python code: their name stands for them
-        digest.update(repr(getattr(target, "__qualname__", type(target).__qualname__)).encode())
-        return digest.digest()
-    digest.update(marshal.dumps(code.replace(co_filename="", co_firstlineno=1)
-                                if hasattr(code, "replace") else code))
-    for value in (getattr(target, "__defaults__", None), getattr(target, "__kwdefaults__", None)):
-        if value:
-            _hash_value(digest, value)
-    return digest.digest()
-
-
-def call_key(function: Callable[..., Any], name: str, args: tuple, kwargs: dict[str, Any], *,
-             by_code: bool = True, salt: str | None = None,
-             key: Callable[..., Any] | None = None) -> str:
-    """The hex key of a call; raises ``TypeError`` when an argument cannot be hashed."""
-    digest = hashlib.sha256()
-    digest.update(name.encode())
-    if by_code:
-        digest.update(code_digest(function))
-    if salt is not None:
-        digest.update(b"\0salt\0" + salt.encode())
-    if key is not None:
-        custom = key(*args, **kwargs)
-        digest.update(b"\0key\0" + (custom if isinstance(custom, bytes) else repr(custom).encode()))
-    else:
-        _hash_value(digest, args)
-        _hash_value(digest, kwargs)
-    return digest.hexdigest()
-
-
-def _hash_value(digest: Any, value: Any) -> None:
-    """Feed ``value`` into ``digest`` canonically: equal containers hash equal whatever their
-    order (dicts, sets), and arrays by dtype, shape and bytes without copying them."""
-    kind = type(value)
-    if value is None or kind in (bool, int, float, complex, str, bytes):
-        digest.update(f"{kind.__name__}:{value!r};".encode())
-    elif kind in (list, tuple):
-        digest.update(f"{kind.__name__}[{len(value)}](".encode())
-        for item in value:
-            _hash_value(digest, item)
-        digest.update(b")")
-    elif kind is dict:
-        digest.update(f"dict[{len(value)}](".encode())
-        for item_key, item in sorted(value.items(), key=lambda kv: repr(kv[0])):
-            _hash_value(digest, item_key)
-            _hash_value(digest, item)
-        digest.update(b")")
-    elif kind in (set, frozenset):
-        digest.update(f"{kind.__name__}[{len(value)}](".encode())
-        for item in sorted(value, key=repr):
-            _hash_value(digest, item)
-        digest.update(b")")
-    elif _is_array(value):
-        import numpy as np
-
-        array = value if value.flags.c_contiguous else np.ascontiguousarray(value)
-        digest.update(f"ndarray:{array.dtype.str}:{array.shape};".encode())
-        if array.dtype.hasobject:
-            _hash_value(digest, array.tolist())
-        else:
-            digest.update(memoryview(array).cast("B"))
-    else:
-        digest.update(b"pickle:")
-        digest.update(cloudpickle.dumps(value, protocol=5))
-
-
-def _is_array(value: Any) -> bool:
-    return type(value).__module__ == "numpy" and type(value).__name__ == "ndarray"
-
-
-# -- entries ----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -140,7 +52,7 @@ def write(path: str, value: Any, metadata: dict[str, Any]) -> None:
     Raises ``TypeError`` (from pickle) when the value cannot be stored."""
     import h5py
 
-    payload = None if _is_array(value) and not value.dtype.hasobject else \
+    payload = None if is_array(value) and not value.dtype.hasobject else \
         cloudpickle.dumps(value, protocol=5)
     directory = os.path.dirname(path)
     os.makedirs(directory, exist_ok=True)
@@ -243,10 +155,8 @@ def summarize(args: tuple, kwargs: dict[str, Any], limit: int = 200) -> str:
 
 
 def _short(value: Any) -> str:
-    if _is_array(value):
+    if is_array(value):
         return f"ndarray({value.dtype}, {value.shape})"
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
-
-__all__ = ["CacheEntry", "call_key", "code_digest", "delete", "entries", "load", "metadata_of"]

@@ -1,7 +1,7 @@
 """Running calls inside a worker: the function cache, ``init`` and one call's outcome.
 
 Shared by the single-process worker and every rank of an MPI worker; it knows nothing of
-sockets. An outcome is ``(flags, frames)``: the RESULT body the session expects.
+sockets. What a call produced is an :data:`~remotefn.protocol.messages.Outcome`.
 """
 
 from __future__ import annotations
@@ -9,10 +9,8 @@ from __future__ import annotations
 import pickle
 from typing import Any, Callable
 
-from . import wire
-from .wire import Flag
-
-Outcome = tuple[int, list[Any]]
+from ..protocol import messages, pickling
+from ..protocol.messages import Outcome
 
 
 class Runner:
@@ -44,13 +42,12 @@ class Runner:
              after: Callable[[], None] = lambda: None) -> Outcome:
         """Run the call in a TASK body; ``before``/``after`` bracket the user's code."""
         try:
-            digest, payload, *arguments = body
-            digest = bytes(digest)
+            digest, payload, arguments = messages.read_task(body)
             function = self._function(digest, payload)
-            args, kwargs = wire.loads(arguments)
+            args, kwargs = pickling.loads(arguments)
         except BaseException as error:
-            return unpicklable(f"the worker could not unpickle the call: "
-                               f"{type(error).__name__}: {error}")
+            return messages.unpicklable(f"the worker could not unpickle the call: "
+                                        f"{type(error).__name__}: {error}")
         if self.init_kwargs:
             self._fill_from_init(digest, function, args, kwargs)
         before()
@@ -61,11 +58,7 @@ class Runner:
             return failure(error)
         after()
         del args, kwargs
-        try:
-            return Flag.NONE, wire.dumps(value)
-        except BaseException as error:
-            return unpicklable(f"the result ({type(value).__name__}) could not be pickled: "
-                               f"{type(error).__name__}: {error}")
+        return messages.success(value)
 
     def _function(self, digest: bytes, payload: Any) -> Callable[..., Any]:
         function = self.functions.get(digest)
@@ -106,13 +99,4 @@ def failure(error: BaseException, note: str = "") -> Outcome:
     import traceback
 
     text = note + "".join(traceback.format_exception(type(error), error, error.__traceback__))
-    try:
-        frames = wire.dumps((error, text))
-        pickle.loads(frames[0], buffers=frames[1:])
-    except BaseException:
-        frames = wire.dumps((None, text))
-    return Flag.ERROR, frames
-
-
-def unpicklable(text: str) -> Outcome:
-    return Flag.UNPICKLABLE, [text.encode()]
+    return messages.failure(error, text)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import wire
-from .runner import Outcome, Runner
-from .wire import Flag
-from .worker import Worker
+from ..protocol import messages, pickling
+from ..protocol.messages import Flag, Outcome
+from .loop import Worker
+from .runner import Runner
 
 _INIT, _CALL, _STOP = "init", "call", "stop"
 
@@ -58,18 +58,18 @@ class MpiWorker(Worker):
 
 
 def combine(outcomes: list[tuple[int, list[bytes]]]) -> Outcome:
-    """One RESULT from every rank's outcome: the values in rank order, or the first failure."""
+    """One outcome from every rank's: the values in rank order, or the first failure."""
     size = len(outcomes)
     for rank, (flags, frames) in enumerate(outcomes):
         where = f"MPI rank {rank} of {size}"
         if flags & Flag.UNPICKLABLE:
-            return Flag.UNPICKLABLE, [f"on {where}: {frames[0].decode()}".encode()]
+            return messages.unpicklable(f"on {where}: {messages.read_text(frames)}")
         if flags & Flag.ERROR:
-            error, text = wire.loads(frames)
+            error, text = messages.read_failure(frames)
             if error is not None and hasattr(error, "add_note"):
                 error.add_note(f"raised on {where}")
-            return Flag.ERROR, wire.dumps((error, f"on {where}:\n{text}"))
-    return Flag.NONE, wire.dumps([wire.loads(frames) for _, frames in outcomes])
+            return messages.failure(error, f"on {where}:\n{text}")
+    return messages.success([pickling.loads(frames) for _, frames in outcomes])
 
 
 def follow(comm: Any) -> None:

@@ -1,6 +1,5 @@
 """The session's side of the result cache: answering calls from disk or from an identical
-call in flight, and storing results before their futures resolve. See :mod:`remotefn.cache`
-for keys and files."""
+call in flight, and storing results before their futures resolve."""
 
 from __future__ import annotations
 
@@ -10,12 +9,11 @@ import warnings
 from functools import partial
 from typing import Any, Callable
 
-from . import cache
-from .calls import Call
-from .errors import SerializationError
-from .future import CallInfo, RemoteFuture
-from .options import CallOptions
-from .shipping import FunctionRef
+from ..errors import SerializationError
+from ..future import CallInfo, RemoteFuture
+from ..options import CallOptions
+from ..protocol.shipping import FunctionRef
+from . import keys, store
 
 
 class CacheFront:
@@ -35,44 +33,43 @@ class CacheFront:
                              "remotefn.session(cache_directory='...')")
         return self.cache_directory is not None and options.cache is not False
 
-    def answer(self, call: Call, function: Callable[..., Any], args: tuple,
-               kwargs: dict[str, Any]) -> bool:
-        """True when the call was answered (or will be) without running it; else the call
-        is set up to store its result before its future resolves."""
+    def answer(self, future: RemoteFuture, function: Callable[..., Any], ref: FunctionRef,
+               options: CallOptions, args: tuple,
+               kwargs: dict[str, Any]) -> Callable[[Any, CallInfo], None] | None:
+        """None when the call was answered (or will be) without running it; else the
+        function that stores its result, to be called before its future resolves."""
         assert self.cache_directory is not None
-        future, ref, options = call.future, call.function, call.options
         try:
-            key = cache.call_key(function, ref.name, args, kwargs, by_code=self.by_code,
-                                 salt=options.cache_salt, key=options.cache_key)
+            key = keys.call_key(function, ref.name, args, kwargs, by_code=self.by_code,
+                                salt=options.cache_salt, key=options.cache_key)
         except Exception as error:
             future._fail(SerializationError(
                 f"the cache key of {ref.name} could not be computed: {type(error).__name__}: "
                 f"{error}; pass cache_key= to key these arguments yourself"))
-            return True
-        path = cache.entry_path(self.cache_directory, ref.name, key)
+            return None
+        path = store.entry_path(self.cache_directory, ref.name, key)
         with self.lock:
             primary = self.in_flight.get(key)
             if primary is None:
-                hit, value = cache.read_hit(path)
+                hit, value = store.read_hit(path)
                 if not hit:
                     self.in_flight[key] = future
         if primary is not None:
             future.info.from_cache = True
             primary.add_done_callback(partial(_copy_outcome, future))
-            return True
+            return None
         if hit:
             future.info.from_cache = True
             future._succeed(value)
-            return True
-        call.on_success = partial(self._store, key, path, ref, cache.summarize(args, kwargs))
+            return None
         future.add_done_callback(partial(self._leave_in_flight, key))
-        return False
+        return partial(self._store, key, path, ref, store.summarize(args, kwargs))
 
     def _store(self, key: str, path: str, ref: FunctionRef, summary: str, value: Any,
                info: CallInfo) -> None:
         """Write the entry; runs before the future resolves, so it is there once it has."""
         try:
-            cache.write(path, value, {"function": ref.name, "key": key, "arguments": summary,
+            store.write(path, value, {"function": ref.name, "key": key, "arguments": summary,
                                       "runtime": info.runtime, "worker": info.worker_id})
         except Exception as error:
             warnings.warn(f"remotefn cache: the result of {ref.name} was not stored: "

@@ -11,7 +11,7 @@ from concurrent.futures import CancelledError, Future
 from functools import singledispatch
 from typing import Any
 
-from .errors import DependencyError
+from ..errors import DependencyError
 
 _ATOMIC = (int, float, str, bytes, bool, type(None), complex)
 

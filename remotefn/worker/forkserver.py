@@ -1,4 +1,4 @@
-"""A fork server for local workers: ``python -m remotefn.forkserver``.
+"""A fork server for local workers: ``python -m remotefn.worker.forkserver``.
 
 Starting a Python worker costs about 100 ms, mostly imports. The fork server pays that once:
 it imports what a worker needs, then forks a ready worker per request in about a millisecond.
@@ -25,10 +25,11 @@ import socket
 import sys
 import traceback
 
-from .wire import ENV_CONNECTION_FD, ENV_STATUS_FD
+from ..protocol.launch import CONNECTION_FD, STATUS_FD
 
 #: Seconds without requests after which the server imports the rest (see serve()).
 WARM_AFTER = 0.2
+
 
 def _reap(channel: socket.socket) -> None:
     while True:
@@ -59,13 +60,13 @@ def _child(request: dict, stderr_fd: int, status_fd: int, connection_fd: int,
         os.close(stderr_fd)
         os.environ.clear()
         os.environ.update(request["env"])
-        os.environ[ENV_STATUS_FD] = str(status_fd)
-        os.environ[ENV_CONNECTION_FD] = str(connection_fd)
+        os.environ[STATUS_FD] = str(status_fd)
+        os.environ[CONNECTION_FD] = str(connection_fd)
         if request.get("cwd"):
             os.chdir(request["cwd"])
-        from . import worker
+        from .startup import main
 
-        code = worker.main()
+        code = main()
     except SystemExit as error:
         code = error.code if isinstance(error.code, int) else 1
     except BaseException:
@@ -82,7 +83,7 @@ def _child(request: dict, stderr_fd: int, status_fd: int, connection_fd: int,
 def serve(channel: socket.socket) -> None:
     # What every worker imports, loaded once here; the rest waits until the server is idle,
     # so that the first worker (which the session is waiting for) starts sooner.
-    from . import context, runner, shipping, stream, wire, worker  # noqa: F401
+    from . import startup  # noqa: F401
 
     wake_read, wake_write = os.pipe()
     os.set_blocking(wake_read, False)
@@ -97,7 +98,8 @@ def serve(channel: socket.socket) -> None:
             # that workers forked from now on have it too.
             import cloudpickle  # noqa: F401
 
-            from . import decorator, sessions  # noqa: F401
+            from .. import decorator  # noqa: F401
+            from ..protocol import shipping  # noqa: F401
 
             warm = True
             continue

@@ -1,11 +1,11 @@
-"""Messages of frames over a connected stream socket: the private line between a session and
-a worker forked on its own host.
+"""The socket-pair link: messages of frames over a connected stream socket, the private line
+between a session and a worker forked on its own host.
 
 ZeroMQ hands every message to I/O threads on both sides; on a socket pair that only the two
 processes hold, a message is one ``sendmsg`` and one ``recv``. Each message is
 ``count | sizes | frames``; large frames are received straight into a buffer of their own
 (no extra copy, and writable). The frames are the same authenticated ones that travel over
-ZeroMQ (see :mod:`remotefn.wire`).
+ZeroMQ (see :mod:`.framing`).
 """
 
 from __future__ import annotations
@@ -56,14 +56,15 @@ class FrameStream:
     # -- sending ---------------------------------------------------------------------------
 
     @staticmethod
-    def _encode(frames: Sequence[Any]) -> list[memoryview]:
+    def encode(frames: Sequence[Any]) -> list[memoryview]:
+        """The views that make up a message on the stream: its header, then each frame."""
         views = [memoryview(frame).cast("B") for frame in frames]
         head = _COUNT.pack(len(views)) + b"".join(_SIZE.pack(view.nbytes) for view in views)
         return [memoryview(head), *views]
 
     def send(self, frames: Sequence[Any]) -> bool:
         """Queue a message and send what the socket takes now; True when nothing is left."""
-        self.outgoing.extend(self._encode(frames))
+        self.outgoing.extend(self.encode(frames))
         return self.flush()
 
     def flush(self) -> bool:
@@ -87,7 +88,7 @@ class FrameStream:
 
     def send_all(self, frames: Sequence[Any]) -> None:
         """Send a message on a blocking socket."""
-        self.outgoing.extend(self._encode(frames))
+        self.outgoing.extend(self.encode(frames))
         while not self.flush():
             pass
 

@@ -1,18 +1,24 @@
-"""The session-side records of calls and workers that the hub schedules."""
+"""The records the hub keeps: calls, pools of workers that share options, and workers.
+
+Plain state with the few operations that touch nothing else; only the hub thread changes
+them (and a submitting thread holding the hub's lock, see :mod:`.hub`).
+"""
 
 from __future__ import annotations
 
 import enum
+import os
 from collections import deque
 from typing import Any, Callable
 
-from .backends import LaunchedWorker
-from .future import RemoteFuture
-from .ledger import Allocation
-from .options import CallOptions
-from .shipping import FunctionRef
-from .stream import FrameStream
-from .wire import Channel
+
+from ..backends import LaunchedWorker
+from ..future import RemoteFuture
+from ..options import CallOptions
+from ..protocol.framing import Channel
+from ..protocol.shipping import FunctionRef
+from ..protocol.socketpair import FrameStream
+from .ledger import Share
 
 
 class Call:
@@ -38,6 +44,11 @@ class Call:
     def describe(self) -> str:
         return f"{self.function.name} (call {self.call_id})"
 
+    def finish(self) -> None:
+        """Drop what the call no longer needs once its future is set."""
+        self.arguments = []
+        self.on_success = None
+
 
 class State(enum.Enum):
     STARTING = "starting"  # launched, no hello yet
@@ -55,8 +66,8 @@ class Pool:
         self.one_shot = not options.block
         self.limit = limit
         self.init_payload = init_payload
-        self.cores = options.cores * options.threads_per_core
-        self.gpus = options.cores * options.gpus
+        self.cpus = options.cpus
+        self.gpus = options.total_gpus
         self.queue: deque[Call] = deque()
         self.workers: set[WorkerRecord] = set()
         self.starting = 0
@@ -81,18 +92,19 @@ class Pool:
 
     def describe(self) -> str:
         kind = "block pool" if not self.one_shot else "one-shot workers"
-        return f"{kind} ({self.options.cores} cores x {self.options.threads_per_core} threads)"
+        return (f"{kind} ({self.options.cores} ranks x {self.options.threads_per_core} threads "
+                f"per rank)")
 
 
 class WorkerRecord:
     """The session's view of one worker process."""
 
     __slots__ = ("worker_id", "identity", "pool", "process", "channel", "heartbeat", "state",
-                 "inflight", "known", "stderr_tail", "host", "pid", "assigned", "allocation",
+                 "inflight", "known", "stderr_tail", "host", "pid", "assigned", "share",
                  "exit_code", "finished", "results", "stream")
 
     def __init__(self, worker_id: str, pool: Pool, process: LaunchedWorker, key: bytes,
-                 allocation: "Allocation") -> None:
+                 share: Share) -> None:
         self.worker_id = worker_id
         self.identity = worker_id.encode()
         self.pool = pool
@@ -107,8 +119,8 @@ class WorkerRecord:
         self.pid: int | None = process.pid
         #: The call a one-shot worker was started for.
         self.assigned: Call | None = None
-        #: Cores and GPUs this worker holds in the ledger; None once given back.
-        self.allocation: Allocation | None = allocation
+        #: CPUs and GPUs this worker holds in the ledger; None once given back.
+        self.share: Share | None = share
         self.exit_code: int | None = None
         #: Ids of calls the worker reported finished (status pipe) whose results are not in;
         #: read when the worker exits, and every few hundred results.
@@ -116,6 +128,21 @@ class WorkerRecord:
         self.results = 0
         #: The socket pair to a worker that talks over one instead of ZeroMQ.
         self.stream: FrameStream | None = None
+
+    def read_status(self) -> None:
+        """Collect the ids the worker wrote to its status pipe (calls it has finished)."""
+        fd = self.process.status_fd
+        while fd is not None:
+            try:
+                data = os.read(fd, 8 * 512)
+            except (BlockingIOError, OSError):
+                return
+            if not data:
+                return
+            self.finished.update(int.from_bytes(data[i:i + 8], "big")
+                                 for i in range(0, len(data) - 7, 8))
+            if len(data) < 8 * 512:
+                return
 
     def stderr_text(self) -> str:
         return self.stderr_tail.decode("utf-8", "replace")

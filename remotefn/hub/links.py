@@ -1,0 +1,154 @@
+"""The hub's ends of the links to its workers, and the check of every message that arrives.
+
+One ZeroMQ ROUTER socket serves every worker that connects over the network (and every
+worker's heartbeat); a forked local worker has a socket pair of its own. A message from a
+peer that is not one of this session's workers, or that fails its MAC, is counted and
+dropped unread; a heartbeat PING is answered here; anything else goes to ``deliver``.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from typing import Any, Callable, Sequence
+
+import zmq
+
+from ..protocol import zmqlink
+from ..protocol.framing import AuthenticationError
+from ..protocol.messages import Kind
+from ..protocol.socketpair import FrameStream, StreamClosed
+from .events import POLLIN, POLLOUT, EventLoop
+from .records import WorkerRecord
+
+logger = logging.getLogger("remotefn.hub")
+_NOBLOCK = int(zmq.NOBLOCK)
+
+#: ``deliver(worker, kind, flags, call_id, body)``: an authenticated message from a worker.
+Deliver = Callable[[WorkerRecord, Kind, int, int, list[Any]], None]
+
+
+class Links:
+    """Sends sealed messages to workers and checks what they send."""
+
+    def __init__(self, loop: EventLoop, address: str, deliver: Deliver) -> None:
+        self.loop = loop
+        self.deliver = deliver
+        self.zmq = zmq.Context()
+        self.router = self.zmq.socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.LINGER, 0)
+        self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        if address.startswith("tcp://") and address.count(":") == 1:
+            self.router.bind_to_random_port(address)
+        else:
+            self.router.bind(address)
+        #: The address workers connect to.
+        self.address = self.router.getsockopt_string(zmq.LAST_ENDPOINT)
+        loop.watch(self.router, self._on_router)
+        #: ZeroMQ identity -> (worker, whether it is the worker's heartbeat).
+        self.channels: dict[bytes, tuple[WorkerRecord, bool]] = {}
+        #: Messages dropped because they failed authentication or came from unknown peers.
+        self.rejected = 0
+
+    def attach(self, worker: WorkerRecord) -> None:
+        """Accept messages from ``worker``: on its socket pair if it has one, else on the
+        router under its identity; its heartbeat always comes to the router."""
+        connection = worker.process.connection
+        if connection is not None:
+            worker.stream = FrameStream(connection)
+            self.loop.watch(connection.fileno(), partial(self._on_stream, worker))
+        else:
+            self.channels[worker.identity] = (worker, False)
+        self.channels[worker.heartbeat.identity] = (worker, True)
+
+    def detach(self, worker: WorkerRecord) -> None:
+        """Hear nothing more from ``worker``."""
+        self.channels.pop(worker.identity, None)
+        self.channels.pop(worker.heartbeat.identity, None)
+        self._drop_stream(worker)
+
+    def send(self, worker: WorkerRecord, kind: Kind, body: Sequence[Any] = (), call_id: int = 0,
+             flags: int = 0, heartbeat: bool = False) -> None:
+        """Seal and send a message; a worker that is gone is noticed by its exit, not here."""
+        channel = worker.heartbeat if heartbeat else worker.channel
+        try:
+            frames = channel.seal(kind, body, call_id, flags)
+            stream = worker.stream
+            if stream is None or heartbeat:
+                zmqlink.send(self.router, [channel.identity, *frames])
+            elif not stream.send(frames):
+                self.loop.modify(stream.fileno(), POLLIN | POLLOUT)
+        except (zmq.ZMQError, OSError) as error:
+            logger.debug("could not send %s to %s: %s", kind.name, worker.worker_id, error)
+
+    def drain(self, worker: WorkerRecord) -> None:
+        """Deliver everything that has arrived, and everything ``worker``'s socket pair holds
+        (what a worker sent just before it exited)."""
+        self._on_router(POLLIN)
+        stream = worker.stream
+        if stream is not None and stream.fileno() in self.loop.handlers:
+            self._read_stream(worker)
+
+    def close(self) -> None:
+        self.router.close(linger=0)
+        self.zmq.term()
+
+    # -- receiving ---------------------------------------------------------------------------
+
+    def _on_router(self, events: int) -> None:
+        router = self.router
+        while True:
+            try:
+                frames = zmqlink.receive(router, _NOBLOCK)
+            except zmq.Again:
+                return
+            entry = self.channels.get(frames[0].bytes)
+            if entry is None:
+                self.reject("a peer that is not one of this session's workers")
+                continue
+            self._open(entry[0], entry[1], frames[1:])
+
+    def _on_stream(self, worker: WorkerRecord, events: int) -> None:
+        stream = worker.stream
+        if stream is None:
+            return
+        if events & POLLOUT:
+            try:
+                if stream.flush():
+                    self.loop.modify(stream.fileno(), POLLIN)
+            except OSError:
+                stream.outgoing.clear()
+        if events & ~POLLOUT:
+            self._read_stream(worker)
+
+    def _read_stream(self, worker: WorkerRecord) -> None:
+        stream = worker.stream
+        try:
+            messages = stream.receive_ready()
+        except (StreamClosed, OSError):  # the worker is gone; its exit comes separately
+            messages = []
+            self._drop_stream(worker)
+        for frames in messages:
+            self._open(worker, False, frames)
+
+    def _drop_stream(self, worker: WorkerRecord) -> None:
+        if worker.stream is not None:
+            self.loop.unwatch(worker.stream.fileno())
+
+    def _open(self, worker: WorkerRecord, is_heartbeat: bool, frames: list[Any]) -> None:
+        channel = worker.heartbeat if is_heartbeat else worker.channel
+        try:
+            kind, flags, call_id, body = channel.open(frames)
+        except AuthenticationError as error:
+            self.reject(f"{worker.worker_id}: {error}")
+            return
+        if is_heartbeat:
+            if kind is Kind.PING:
+                self.send(worker, Kind.PONG, heartbeat=True)
+            return
+        self.deliver(worker, kind, flags, call_id, body)
+
+    def reject(self, why: str) -> None:
+        """Count and log a dropped message."""
+        self.rejected += 1
+        logger.warning("remotefn session dropped a message from %s", why)

@@ -1,0 +1,63 @@
+"""Results: where a worker's RESULT becomes its future's value or exception, and its OUTPUT
+the call's captured (and forwarded) text.
+
+Runs in the hub thread, holding its lock; futures' callbacks run here too.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable
+
+from ..protocol import messages
+from .records import WorkerRecord
+
+
+class Results:
+    """Settles futures from RESULT messages and collects OUTPUT."""
+
+    def __init__(self, retire: Callable[[WorkerRecord], None], reject: Callable[[str], None],
+                 forward_output: bool) -> None:
+        self.retire = retire
+        self.reject = reject
+        self.forward_output = forward_output
+
+    def on_result(self, worker: WorkerRecord, flags: int, call_id: int, body: list[Any]) -> None:
+        inflight = worker.inflight
+        if not inflight or inflight[0].call_id != call_id:
+            self.reject(f"{worker.worker_id}: result for call {call_id} it was not running")
+            return
+        call = inflight.popleft()
+        worker.results += 1
+        if worker.results % 256 == 0 and worker.process.status_fd is not None:
+            # Keep the status pipe drained; only the ids of calls still held matter.
+            worker.read_status()
+            worker.finished.intersection_update([c.call_id for c in inflight])
+        started, finished, frames = messages.read_result(body)
+        info = call.future.info
+        info.started, info.finished = started, finished
+        worker.pool.record_runtime(finished - started)
+        if worker.pool.one_shot:
+            self.retire(worker)
+        ok, value = messages.read_outcome(flags, frames, call.describe)
+        if not ok:
+            call.future._fail(value)
+        else:
+            if call.on_success is not None:
+                call.on_success(value, info)
+            call.future._succeed(value)
+        call.finish()
+
+    def on_output(self, worker: WorkerRecord, flags: int, call_id: int, body: list[Any]) -> None:
+        stream, text = messages.read_output(body)
+        for call in worker.inflight:
+            if call.call_id == call_id:
+                call.future._add_output(stream, text)
+                break
+        if self.forward_output:
+            target = sys.stdout if stream == 1 else sys.stderr
+            try:
+                target.write(text)
+                target.flush()
+            except (OSError, ValueError):
+                pass

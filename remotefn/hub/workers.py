@@ -1,0 +1,309 @@
+"""Workers: starting them, the handshake, stopping them, watching them exit, and what their
+exit means for the calls they held.
+
+Runs in the hub thread. A worker's life: STARTING (launched) -> INITIALIZING (HELLO received,
+WELCOME sent) -> READY (READY received) -> STOPPING (told to stop, killed or exited) -> gone
+(its exit handled: its CPUs and GPUs are back in the ledger, its calls run again or fail).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+from typing import Any
+
+from .._version import __version__
+from ..backends import Backend, WorkerSpec
+from ..backends.base import describe_exit
+from ..errors import (CallTimeout, ProtocolError, RemoteFnError, WorkerDied,
+                      WorkerStartError)
+from ..protocol import launch, messages
+from ..protocol.messages import PROTOCOL_VERSION, Kind
+from .events import EventLoop
+from .ledger import Ledger, Share
+from .links import Links
+from .records import Call, Pool, State, WorkerRecord
+
+logger = logging.getLogger("remotefn.hub")
+
+#: After a worker exits, results it sent may still be in flight; wait this long for them.
+EXIT_GRACE = 0.2
+#: Workers told to shut down are killed if still alive after this many seconds.
+STOP_GRACE = 3.0
+STDERR_TAIL = 16384
+
+
+class Workers:
+    """Every worker of one session, from launch until its exit has been handled."""
+
+    def __init__(self, backend: Backend, links: Links, loop: EventLoop, ledger: Ledger,
+                 key: bytes, start_timeout: float, forward_output: bool) -> None:
+        self.backend = backend
+        self.links = links
+        self.loop = loop
+        self.ledger = ledger
+        self.key = key
+        self.start_timeout = start_timeout
+        self.forward_output = forward_output
+        self.all: set[WorkerRecord] = set()
+        self._ids = itertools.count()
+        #: The session is stopping: calls of workers that die fail instead of running again.
+        self.stopping = False
+
+    # -- starting ----------------------------------------------------------------------------
+
+    def start(self, pool: Pool, share: Share, assigned: Call | None = None) -> WorkerRecord | None:
+        """Launch a worker for ``pool`` on ``share`` (for the one-shot call ``assigned``);
+        None when the launch failed (the calls waiting for it have failed)."""
+        # The identity is unguessable, so no other local user can take it before the worker.
+        worker_id = f"w{next(self._ids)}-{secrets.token_hex(4)}"
+        session_env = {launch.ADDRESS: self.links.address, launch.KEY: self.key.hex(),
+                       launch.WORKER: worker_id, launch.CPUS: str(pool.cpus)}
+        spec = WorkerSpec(worker_id, pool.options, session_env, share.gpu_ids)
+        try:
+            process = self.backend.launch(spec)
+        except (OSError, ValueError, subprocess.SubprocessError, RemoteFnError) as error:
+            self.ledger.give_back(share)
+            failure = WorkerStartError(
+                f"could not start a worker for {pool.describe()}: {type(error).__name__}: {error}")
+            if assigned is not None:
+                assigned.future._fail(failure)
+                assigned.finish()
+            else:
+                self._fail_start(pool, None, failure)
+            return None
+        worker = WorkerRecord(worker_id, pool, process, self.key, share)
+        worker.assigned = assigned
+        self.loop.later(self.start_timeout, self._check_started, worker)
+        self.all.add(worker)
+        pool.workers.add(worker)
+        pool.starting += 1
+        self.links.attach(worker)
+        if process.exit_fd is not None:
+            self.loop.watch(process.exit_fd, lambda events: self._on_exit(worker))
+        if process.stderr_fd is not None:
+            os.set_blocking(process.stderr_fd, False)
+            self.loop.watch(process.stderr_fd, lambda events: self._read_stderr(worker))
+        return worker
+
+    def _check_started(self, worker: WorkerRecord) -> None:
+        if worker in self.all and worker.state is State.STARTING:
+            logger.warning("%s did not connect within start_timeout=%g s; killing it",
+                           worker.describe(), self.start_timeout)
+            worker.process.signal(signal.SIGKILL)
+
+    # -- the handshake -----------------------------------------------------------------------
+
+    def on_hello(self, worker: WorkerRecord, body: list[Any]) -> None:
+        """HELLO: check the worker's versions, then send it the pool's ``init``."""
+        if worker.state is not State.STARTING:
+            self.links.reject(f"{worker.worker_id}: second hello")
+            return
+        hello = messages.read_hello(body)
+        worker.host, worker.pid = hello.host, hello.pid
+        if hello.version != __version__ or hello.protocol != PROTOCOL_VERSION:
+            reason = (f"the worker runs remotefn {hello.version} (protocol {hello.protocol}) "
+                      f"but the session runs remotefn {__version__} (protocol "
+                      f"{PROTOCOL_VERSION}); install the same version on both sides")
+            self.links.send(worker, Kind.REJECT, messages.text(reason))
+            self.retire(worker)
+            self._fail_start(worker.pool, worker, ProtocolError(reason))
+            return
+        worker.state = State.INITIALIZING
+        self.links.send(worker, Kind.WELCOME, messages.welcome(worker.pool.init_payload))
+
+    def on_ready(self, worker: WorkerRecord) -> Call | None:
+        """READY: the worker takes calls now; returns the one-shot call it was started for."""
+        if worker.state is not State.INITIALIZING:
+            return None
+        worker.state = State.READY
+        worker.pool.starting -= 1
+        call, worker.assigned = worker.assigned, None
+        return call
+
+    def on_init_failed(self, worker: WorkerRecord, body: list[Any]) -> None:
+        self.retire(worker)
+        self._fail_start(worker.pool, worker, WorkerStartError(
+            f"init of {worker.pool.describe()} raised in {worker.describe()}",
+            stderr=messages.read_text(body)))
+
+    # -- stopping ----------------------------------------------------------------------------
+
+    def stop(self, worker: WorkerRecord) -> None:
+        """Tell a worker to exit (it is killed if it does not) and give its share back."""
+        if worker.state is State.STOPPING:
+            return
+        if worker.state is State.STARTING:
+            worker.process.signal(signal.SIGTERM)
+        else:
+            self.links.send(worker, Kind.SHUTDOWN)
+        self.retire(worker)
+        self.loop.later(STOP_GRACE, self._kill_if_alive, worker)
+
+    def kill(self, worker: WorkerRecord) -> None:
+        """SIGKILL a worker and give its share back."""
+        worker.process.signal(signal.SIGKILL)
+        self.retire(worker)
+
+    def kill_all(self) -> None:
+        """SIGKILL every worker; safe from any thread."""
+        for worker in list(self.all):
+            worker.process.signal(signal.SIGKILL)
+
+    def retire(self, worker: WorkerRecord) -> None:
+        """Mark a worker as stopping and give its CPUs and GPUs back to the ledger."""
+        if worker.state in (State.STARTING, State.INITIALIZING):
+            worker.pool.starting -= 1
+        worker.state = State.STOPPING
+        if worker.share is not None:
+            self.ledger.give_back(worker.share)
+            worker.share = None
+
+    def time_out(self, worker: WorkerRecord, call: Call) -> None:
+        """``call`` ran past its timeout: fail it, then kill its worker (which is replaced)."""
+        if call.future.done() or not worker.inflight or worker.inflight[0] is not call:
+            return
+        call.timed_out = True
+        worker.inflight.popleft()
+        call.future._fail(CallTimeout(
+            f"{call.describe()} ran longer than timeout={call.options.timeout:g} s; "
+            f"{worker.describe()} was stopped and will be replaced"))
+        call.finish()
+        self.kill(worker)
+
+    def _kill_if_alive(self, worker: WorkerRecord) -> None:
+        if worker in self.all:
+            worker.process.signal(signal.SIGKILL)
+
+    # -- exits -------------------------------------------------------------------------------
+
+    def _read_stderr(self, worker: WorkerRecord) -> None:
+        fd = worker.process.stderr_fd
+        if fd is None:
+            return
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.loop.unwatch(fd)
+            return
+        tail = worker.stderr_tail
+        tail += data
+        del tail[:-STDERR_TAIL]
+        if self.forward_output:
+            try:
+                sys.stderr.write(data.decode("utf-8", "replace"))
+                sys.stderr.flush()
+            except (OSError, ValueError):
+                pass
+
+    def _on_exit(self, worker: WorkerRecord) -> None:
+        self.loop.unwatch(worker.process.exit_fd)
+        worker.exit_code = worker.process.poll()  # None until a fork server reports it
+        stderr_fd = worker.process.stderr_fd
+        while stderr_fd in self.loop.handlers:
+            before = len(worker.stderr_tail)
+            self._read_stderr(worker)
+            if len(worker.stderr_tail) == before:
+                break
+        worker.stderr_tail += worker.process.final_stderr()
+        del worker.stderr_tail[:-STDERR_TAIL]
+        if worker.inflight or worker.assigned or worker.state in (State.STARTING,
+                                                                  State.INITIALIZING):
+            # Results sent just before the exit may not have been read yet.
+            self.loop.later(EXIT_GRACE, self._on_gone, worker)
+        else:
+            self._on_gone(worker)
+
+    def _on_gone(self, worker: WorkerRecord) -> None:
+        self.links.drain(worker)  # everything the worker sent before it exited
+        if worker not in self.all:
+            return
+        code = worker.exit_code if worker.exit_code is not None else worker.process.poll()
+        was_starting = worker.state in (State.STARTING, State.INITIALIZING)
+        worker.read_status()  # before _forget closes the pipe
+        self.retire(worker)
+        self._forget(worker)
+        pool = worker.pool
+        if was_starting:
+            self._fail_start(pool, worker, WorkerStartError(
+                f"{worker.describe()} for {pool.describe()} exited with {describe_exit(code)} "
+                "before it was ready", stderr=worker.stderr_text()))
+        if worker.assigned is not None:
+            self._requeue_or_fail(pool, worker, worker.assigned, code, started=False)
+            worker.assigned = None
+        if worker.inflight:
+            # Calls the worker finished but whose results died with it run again, as do
+            # those sent ahead that never started; the one it was running failed it.
+            lost = [c for c in worker.inflight if c.call_id in worker.finished]
+            pending = [c for c in worker.inflight if c.call_id not in worker.finished]
+            if lost:
+                logger.warning("%s died before the results of %d finished calls reached the "
+                               "session; running them again", worker.describe(), len(lost))
+            if pending:
+                self._requeue_or_fail(pool, worker, pending.pop(0), code, started=True)
+            for call in reversed(lost + pending):
+                pool.queue.appendleft(call)
+            worker.inflight.clear()
+
+    def _requeue_or_fail(self, pool: Pool, worker: WorkerRecord, call: Call, code: int | None,
+                         started: bool) -> None:
+        if call.future.done():
+            return
+        if self.stopping:
+            call.future._fail(RemoteFnError(
+                f"the session was shut down while {call.describe()} ran"))
+            call.finish()
+        elif started and call.retries_left == 0:
+            call.future._fail(WorkerDied(
+                f"{worker.describe()} died with {describe_exit(code)} while running "
+                f"{call.describe()}. This can be caused by a segmentation fault, os._exit, "
+                f"a kill signal or the worker running out of memory.\n"
+                f"{worker.stderr_text()}".rstrip()))
+            call.finish()
+        else:
+            if started:
+                call.retries_left -= 1
+                logger.warning("%s died with %s; running %s again (%d retries left)",
+                               worker.describe(), describe_exit(code), call.describe(),
+                               call.retries_left)
+            pool.queue.appendleft(call)
+
+    def _fail_start(self, pool: Pool, worker: WorkerRecord | None, error: BaseException) -> None:
+        """A worker could not start: fail the calls that were waiting for it."""
+        if worker is not None and worker.assigned is not None:
+            call, worker.assigned = worker.assigned, None
+            call.future._fail(error)
+            call.finish()
+        others_alive = any(w is not worker and w.state is not State.STOPPING for w in pool.workers)
+        if not pool.one_shot and not others_alive:
+            while pool.queue:
+                call = pool.queue.popleft()
+                call.future._fail(error)
+                call.finish()
+
+    def _forget(self, worker: WorkerRecord) -> None:
+        self.all.discard(worker)
+        worker.pool.workers.discard(worker)
+        self.links.detach(worker)
+        for fd in (worker.process.exit_fd, worker.process.stderr_fd):
+            if fd is not None:
+                self.loop.unwatch(fd)
+        worker.process.close()
+
+    def close(self) -> None:
+        """Kill every worker still alive and wait for it (the session is closing)."""
+        for worker in list(self.all):
+            worker.process.signal(signal.SIGKILL)
+            worker.process.wait(5)
+            worker.process.close()
+        self.all.clear()
+

@@ -1,0 +1,234 @@
+"""Message kinds and their bodies: each one defined here, built and read only through here.
+
+A body is a list of bytes-like items (see :mod:`.framing` for how it travels). Every kind has
+one builder and, where the body holds anything, one reader; both are plain functions on lists
+and tuples, cheap enough for every call.
+
+========== ================= =======================================================
+kind       direction         body
+========== ================= =======================================================
+HELLO      worker -> session JSON ``{version, protocol, pid, host}``
+WELCOME    session -> worker the pickled ``init`` function, or empty
+READY      worker -> session (empty): ``init`` is done
+INIT_FAILED worker -> session the traceback text of ``init``
+REJECT     session -> worker the reason text; the worker exits
+TASK       session -> worker function digest, pickled function or empty, pickled arguments
+TASKS      session -> worker an index of (call id, item count), then each TASK body
+RESULT     worker -> session timing ``(started, finished)``, then the outcome's frames
+OUTPUT     worker -> session stream number (1 stdout, 2 stderr), text
+PING/PONG  both (heartbeat)  (empty)
+SHUTDOWN   session -> worker (empty)
+========== ================= =======================================================
+
+A RESULT's flags say what its outcome frames hold: a pickled value (none set), a pickled
+``(exception, traceback text)`` (ERROR), or a text saying what failed to pickle (UNPICKLABLE).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import struct
+from typing import Any, Callable, NamedTuple, Sequence
+
+from .._version import __version__
+from ..errors import RemoteError, RemoteTraceback, SerializationError
+from . import pickling
+
+#: Bumped whenever a message's layout changes; workers of another protocol are refused.
+PROTOCOL_VERSION = 1
+
+Body = list[Any]
+#: What running one call produced: RESULT flags and the outcome frames.
+Outcome = tuple[int, list[Any]]
+
+
+class Kind(enum.IntEnum):
+    """Message kinds (see the table in the module docstring)."""
+
+    HELLO = 1
+    WELCOME = 2
+    READY = 3
+    INIT_FAILED = 4
+    REJECT = 5
+    TASK = 6
+    RESULT = 7
+    OUTPUT = 8
+    PING = 9
+    PONG = 10
+    SHUTDOWN = 11
+    TASKS = 12
+
+
+class Flag:
+    """Header flags (plain ints: they are tested on every message)."""
+
+    NONE = 0
+    LAST = 1  # TASK: exit after this call
+    ERROR = 2  # RESULT: the outcome is an exception
+    UNPICKLABLE = 4  # RESULT: the outcome is a text describing what failed to pickle
+
+
+# -- the handshake ----------------------------------------------------------------------------
+
+
+class Hello(NamedTuple):
+    version: str | None
+    protocol: int | None
+    pid: int | None
+    host: str | None
+
+
+def hello(pid: int, host: str, version: str = __version__,
+          protocol: int = PROTOCOL_VERSION) -> Body:
+    """HELLO: who this worker is and which remotefn it runs."""
+    return [json.dumps({"version": version, "protocol": protocol, "pid": pid,
+                        "host": host}).encode()]
+
+
+def read_hello(body: Sequence[Any]) -> Hello:
+    fields = json.loads(bytes(body[0]))
+    return Hello(fields.get("version"), fields.get("protocol"), fields.get("pid"),
+                 fields.get("host"))
+
+
+def welcome(init_payload: bytes) -> Body:
+    """WELCOME: the pickled ``init`` function, empty when the pool has none."""
+    return [init_payload]
+
+
+def read_welcome(body: Sequence[Any]) -> Any:
+    return body[0]
+
+
+def text(message: str) -> Body:
+    """INIT_FAILED and REJECT: one text."""
+    return [message.encode("utf-8", "replace")]
+
+
+def read_text(body: Sequence[Any]) -> str:
+    return bytes(body[0]).decode("utf-8", "replace")
+
+
+# -- calls --------------------------------------------------------------------------------------
+
+
+def task(digest: bytes, function: bytes, arguments: Sequence[Any]) -> Body:
+    """TASK: ``function`` is the pickled function, or b"" when the worker has it already."""
+    return [digest, function, *arguments]
+
+
+def read_task(body: Sequence[Any]) -> tuple[bytes, Any, list[Any]]:
+    """``(digest, pickled function or b"", pickled arguments)``."""
+    digest, function, *arguments = body
+    return bytes(digest), function, arguments
+
+
+_CALL_ENTRY = struct.Struct("!QH")
+
+
+def tasks(calls: Sequence[tuple[int, Body]]) -> Body:
+    """TASKS: several ``(call id, TASK body)`` in one message."""
+    body: Body = [b"".join(_CALL_ENTRY.pack(call_id, len(items)) for call_id, items in calls)]
+    for _, items in calls:
+        body.extend(items)
+    return body
+
+
+def read_tasks(body: Sequence[Any]) -> list[tuple[int, Body]]:
+    """The ``(call id, TASK body)`` pairs of a TASKS body; ``ValueError`` if malformed."""
+    index = memoryview(body[0])
+    if index.nbytes % _CALL_ENTRY.size:
+        raise ValueError("malformed TASKS index")
+    calls = []
+    position = 1
+    for offset in range(0, index.nbytes, _CALL_ENTRY.size):
+        call_id, count = _CALL_ENTRY.unpack_from(index, offset)
+        calls.append((call_id, list(body[position:position + count])))
+        position += count
+    if position != len(body):
+        raise ValueError("malformed TASKS body")
+    return calls
+
+
+# -- results ------------------------------------------------------------------------------------
+
+_TIMING = struct.Struct("!dd")
+
+
+def result(started: float, finished: float, outcome: Outcome) -> tuple[int, Body]:
+    """RESULT: its flags and body, from the call's wall-clock times and outcome."""
+    flags, frames = outcome
+    return flags, [_TIMING.pack(started, finished), *frames]
+
+
+def read_result(body: Sequence[Any]) -> tuple[float, float, list[Any]]:
+    """``(started, finished, outcome frames)``."""
+    started, finished = _TIMING.unpack(body[0])
+    return started, finished, list(body[1:])
+
+
+def success(value: Any) -> Outcome:
+    """The outcome of a call that returned ``value``; a value that does not pickle becomes
+    an UNPICKLABLE outcome."""
+    try:
+        return Flag.NONE, pickling.dumps(value)
+    except BaseException as error:
+        return unpicklable(f"the result ({type(value).__name__}) could not be pickled: "
+                           f"{type(error).__name__}: {error}")
+
+
+def failure(error: BaseException | None, text: str) -> Outcome:
+    """The outcome of a call that raised ``error`` (None when it does not pickle)."""
+    try:
+        frames = pickling.dumps((error, text))
+        pickling.loads(frames)  # an exception that pickles but does not unpickle
+    except BaseException:
+        frames = pickling.dumps((None, text))
+    return Flag.ERROR, frames
+
+
+def unpicklable(message: str) -> Outcome:
+    """The outcome of a call whose function, arguments or result did not (un)pickle."""
+    return Flag.UNPICKLABLE, [message.encode("utf-8", "replace")]
+
+
+def read_failure(frames: Sequence[Any]) -> tuple[BaseException | None, str]:
+    """The ``(exception or None, traceback text)`` of an ERROR outcome."""
+    return pickling.loads(frames)
+
+
+def read_outcome(flags: int, frames: Sequence[Any],
+                 describe: Callable[[], str]) -> tuple[bool, Any]:
+    """``(True, value)`` or ``(False, the exception to raise)``; ``describe()`` names the
+    call in error messages."""
+    if flags & Flag.UNPICKLABLE:
+        return False, SerializationError(f"{describe()}: {read_text(frames)}")
+    if flags & Flag.ERROR:
+        try:
+            error, traceback_text = read_failure(frames)
+        except BaseException as unpickling:
+            return False, RemoteError(f"{describe()} raised an exception that could not be "
+                                      f"unpickled here: {unpickling}")
+        if error is None:
+            error = RemoteError(f"{describe()} raised an exception that could not be pickled:"
+                                f"\n{traceback_text}")
+        error.__cause__ = RemoteTraceback(traceback_text)
+        return False, error
+    try:
+        return True, pickling.loads(frames)
+    except BaseException as error:
+        return False, SerializationError(f"the result of {describe()} could not be unpickled "
+                                         f"here: {type(error).__name__}: {error}")
+
+
+# -- output -------------------------------------------------------------------------------------
+
+
+def output(stream: int, message: str) -> Body:
+    """OUTPUT: what a call printed; ``stream`` 1 is stdout, 2 stderr."""
+    return [bytes([stream]), message.encode("utf-8", "replace")]
+
+
+def read_output(body: Sequence[Any]) -> tuple[int, str]:
+    return bytes(body[0])[0], bytes(body[1]).decode("utf-8", "replace")

@@ -1,0 +1,62 @@
+"""Pickling values for the wire: arguments, results and exceptions.
+
+Small plain data goes through the standard pickler; anything else through cloudpickle (imported
+on first need: a worker that only sees plain data starts faster without it), with large
+buffers such as numpy arrays as frames of their own (pickle protocol 5).
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any, Sequence
+
+_PLAIN = frozenset([int, float, str, bytes, bool, type(None), complex])
+
+
+def _plain(obj: Any, depth: int = 0) -> bool:
+    """True for data the standard pickler handles exactly as cloudpickle does: scalars and
+    small containers of them (anything else may need pickling by value)."""
+    kind = type(obj)
+    if kind in _PLAIN:
+        return True
+    if depth >= 2:
+        return False
+    if kind is tuple or kind is list:
+        if len(obj) > 16:
+            return False
+        for item in obj:
+            if type(item) not in _PLAIN and not _plain(item, depth + 1):
+                return False
+        return True
+    if kind is dict:
+        if len(obj) > 16:
+            return False
+        for name, item in obj.items():
+            if type(name) is not str or (type(item) not in _PLAIN
+                                         and not _plain(item, depth + 1)):
+                return False
+        return True
+    return False
+
+
+def dumps(obj: Any) -> list[Any]:
+    """Pickle ``obj``; large buffers (numpy arrays) become extra frames.
+
+    Those buffers are copied here, once: what is sent is the value at this moment, even if
+    the caller changes its arrays while ZeroMQ is still sending them.
+    """
+    if _plain(obj):
+        return [pickle.dumps(obj, protocol=5)]
+    import cloudpickle  # imported on first need: a worker starts faster without it
+
+    buffers: list[pickle.PickleBuffer] = []
+    data = cloudpickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    return [data, *(bytes(buffer.raw()) for buffer in buffers)]
+
+
+def loads(frames: Sequence[Any]) -> Any:
+    """Unpickle what :func:`dumps` produced. Arrays use the received frames' memory, which
+    is writable; read-only buffers are copied so that arrays always arrive writable."""
+    buffers = [frame if not memoryview(frame).readonly else bytearray(frame)
+               for frame in frames[1:]]
+    return pickle.loads(frames[0], buffers=buffers)

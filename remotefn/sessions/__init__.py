@@ -1,0 +1,9 @@
+"""Sessions: where calls go. The :class:`~.session.Session` (an Executor that validates and
+submits calls), the registry of the current and default sessions (:mod:`.registry`), and
+futures inside arguments (:mod:`.dependencies`).
+
+May import: :mod:`remotefn.hub`, :mod:`remotefn.cache`, :mod:`remotefn.backends`,
+:mod:`remotefn.protocol` and the bottom layer (options, future, errors). Never the decorator:
+a handle is recognised by its ``__remotefn_handle__`` marker. Workers import the registry
+alone, so this ``__init__`` imports nothing.
+"""

@@ -1,0 +1,160 @@
+"""The worker's loop: say hello, run ``init`` if the session sends one, then run calls until
+told to stop. Calls run one at a time in the main thread; what they print goes to the session.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import sys
+import time
+from typing import Any
+
+from ..protocol import messages
+from ..protocol.framing import AuthenticationError, Channel
+from ..protocol.launch import STATUS_FD
+from ..protocol.messages import Flag, Kind, Outcome
+from ..protocol.socketpair import FrameStream, StreamClosed
+from ..sessions import registry
+from .runner import Runner
+
+
+class _CallOutput(io.TextIOBase):
+    """Stands in for sys.stdout/sys.stderr during a call; sends whole lines to the session."""
+
+    def __init__(self, worker: "Worker", stream: int) -> None:
+        self._worker = worker
+        self._stream = stream
+        self._pending: list[str] = []
+        self.call_id = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self._pending.append(text)
+        if "\n" in text:
+            self.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        if self._pending:
+            text = "".join(self._pending)
+            self._pending.clear()
+            self._worker.send(Kind.OUTPUT, messages.output(self._stream, text), self.call_id)
+
+
+class Worker:
+    """Runs calls sent by one session, one at a time, in the main thread."""
+
+    def __init__(self, address: str, key: bytes, identity: bytes,
+                 connection: int | None = None) -> None:
+        self.address = address
+        self.key = key
+        self.identity = identity
+        self.stream: FrameStream | None = None
+        if connection is not None:  # a socket pair from the session (forked local workers)
+            self.stream = FrameStream(socket.socket(fileno=connection))
+        else:
+            import zmq
+
+            from ..protocol import zmqlink
+
+            self.zmq = zmq.Context()
+            self.socket = self.zmq.socket(zmq.DEALER)
+            self.socket.setsockopt(zmq.IDENTITY, identity)
+            self.socket.setsockopt(zmq.LINGER, 5000)
+            self.socket.connect(address)
+            self.zmqlink = zmqlink
+        self.channel = Channel(key, identity, session_side=False)
+        self.runner = Runner()
+        status = os.environ.pop(STATUS_FD, None)
+        self.status_fd = int(status) if status else None
+        self.stdout = _CallOutput(self, 1)
+        self.stderr = _CallOutput(self, 2)
+
+    def send(self, kind: Kind, body: list[Any] = [], call_id: int = 0, flags: int = 0) -> None:
+        frames = self.channel.seal(kind, body, call_id, flags)
+        if self.stream is not None:
+            self.stream.send_all(frames)
+        else:
+            self.zmqlink.send(self.socket, frames)
+
+    def receive(self) -> list[Any]:
+        """The next message from the session; StreamClosed once the session is gone."""
+        if self.stream is not None:
+            return self.stream.receive()
+        return self.zmqlink.receive(self.socket)
+
+    def serve(self) -> None:
+        """Handshake, then run calls until SHUTDOWN, REJECT or a call marked LAST."""
+        self.send(Kind.HELLO, messages.hello(os.getpid(), socket.gethostname()))
+        self.loop()
+
+    def loop(self) -> None:
+        """Run calls until SHUTDOWN, REJECT or a call marked LAST."""
+        while True:
+            try:
+                frames = self.receive()
+            except StreamClosed:
+                return
+            try:
+                kind, flags, call_id, body = self.channel.open(frames)
+            except AuthenticationError as error:
+                print(f"remotefn worker: dropped a message: {error}", file=sys.__stderr__)
+                continue
+            if kind is Kind.TASK:
+                self.answer(call_id, body)
+                if flags & Flag.LAST:
+                    return
+            elif kind is Kind.TASKS:
+                for call_id, call_body in messages.read_tasks(body):
+                    self.answer(call_id, call_body)
+            elif kind is Kind.WELCOME:
+                error = self.initialize(messages.read_welcome(body))
+                if error is not None:
+                    self.send(Kind.INIT_FAILED, messages.text(error))
+                    return
+                self.send(Kind.READY)
+            elif kind is Kind.REJECT:
+                print(f"remotefn worker: refused by the session: {messages.read_text(body)}",
+                      file=sys.__stderr__)
+                return
+            elif kind is Kind.SHUTDOWN:
+                return
+
+    def answer(self, call_id: int, body: list[Any]) -> None:
+        """Run one call (a TASK body) and send its RESULT."""
+        started = time.time()
+        outcome = self.run(call_id, body)
+        if self.status_fd is not None:  # before the result: it survives a crash
+            os.write(self.status_fd, call_id.to_bytes(8, "big"))
+        flags, result = messages.result(started, time.time(), outcome)
+        self.send(Kind.RESULT, result, call_id, flags)
+
+    def initialize(self, payload: Any) -> str | None:
+        """Run ``init``; the error text if it failed."""
+        return self.runner.initialize(payload)
+
+    def run(self, call_id: int, body: list[Any]) -> Outcome:
+        """Run one call with its output sent to the session."""
+        return self.runner.call(body, before=lambda: self._capture(call_id),
+                                after=self._release)
+
+    def _capture(self, call_id: int) -> None:
+        self.stdout.call_id = self.stderr.call_id = call_id
+        sys.stdout, sys.stderr = self.stdout, self.stderr
+
+    def _release(self) -> None:
+        sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+        self.stdout.flush()
+        self.stderr.flush()
+
+    def close(self) -> None:
+        registry.shutdown_default()
+        if self.stream is not None:
+            self.stream.close()
+        else:
+            self.socket.close()
+            self.zmq.term()

@@ -1,0 +1,62 @@
+"""Start-up of ``python -m remotefn.worker``: read and remove the launch variables, set up
+MPI and GPUs, confine sessions opened inside calls to this worker's share, then serve.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from ..protocol import launch
+from ..sessions import registry
+from . import watchdog
+from .loop import Worker
+
+
+def main() -> int:
+    environ = os.environ
+    try:
+        address = environ.pop(launch.ADDRESS)
+        key = bytes.fromhex(environ.pop(launch.KEY))
+        identity = environ.pop(launch.WORKER).encode()
+    except (KeyError, ValueError) as error:
+        print(f"remotefn worker: started without a session ({error!r} missing or invalid); "
+              "workers are started by a remotefn session", file=sys.stderr)
+        return 2
+    cpus = environ.pop(launch.CPUS, None)
+    ranks = int(environ.pop(launch.RANKS, "1"))
+    gpus = environ.pop(launch.GPUS, None)
+    pmi = environ.pop(launch.PMI, None)
+    nested = environ.pop(launch.NESTED, None)
+    comm, rank = None, 0
+    if ranks > 1:
+        from . import mpi
+
+        comm = mpi.world()
+        rank = comm.Get_rank()
+        if comm.Get_size() != ranks:
+            print(f"remotefn worker: {ranks} MPI ranks were started but MPI reports a world of "
+                  f"{comm.Get_size()}: the MPI launcher and the MPI library of mpi4py do not "
+                  f"match, or the PMI mode{f' {pmi!r}' if pmi else ''} is not supported "
+                  "(Flux's pmix needs the flux-pmix plugin)", file=sys.stderr)
+            return 3
+    if gpus is not None:
+        groups = gpus.split(";")
+        environ["CUDA_VISIBLE_DEVICES"] = groups[rank] if rank < len(groups) else ""
+    visible = environ.get("CUDA_VISIBLE_DEVICES")
+    registry.confine_default(
+        backend="flux" if nested == "flux" else "local",
+        max_cores=int(cpus) if cpus else None,
+        gpu_ids=[int(i) for i in visible.split(",") if i.isdigit()] if visible else None)
+    if comm is not None and rank > 0:
+        mpi.follow(comm)
+        return 0
+    connection = environ.pop(launch.CONNECTION_FD, None)
+    watchdog.start(address, key, identity, int(connection) if connection else None)
+    worker = mpi.MpiWorker(address, key, identity, comm) if comm is not None \
+        else Worker(address, key, identity, int(connection) if connection else None)
+    try:
+        worker.serve()
+    finally:
+        worker.close()
+    return 0
