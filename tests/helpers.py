@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Callable
 
@@ -17,6 +18,11 @@ def wait_until(condition: Callable[[], object], timeout: float = 10.0, what: str
             raise AssertionError(f"timed out after {timeout} s waiting for {what or condition}")
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
+
+
+def wait_for_file(path: str, timeout: float = 120.0) -> None:
+    """Inside a call: return once the file at ``path`` exists (a gate the test opens)."""
+    wait_until(lambda: os.path.exists(path), timeout, f"the file {path}")
 
 
 def alive(pid: int) -> bool:

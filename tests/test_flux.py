@@ -13,7 +13,7 @@ from remotefn import WorkerDied, WorkerStartError, remote
 from remotefn.backends.flux import build_jobspec
 from remotefn.options import resolve
 from sample_module import calc
-from helpers import wait_until
+from helpers import wait_for_file, wait_until
 
 FAKE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fakeflux")
 
@@ -52,10 +52,7 @@ def shifted(x, offset):
 
 
 def wait_for(path):
-    import time
-
-    while not os.path.exists(path):
-        time.sleep(0.01)
+    wait_for_file(path)
     return path
 
 

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import os
-import time
 
 import pytest
 
 import remotefn
 from remotefn import remote
-from helpers import wait_until
+from helpers import wait_for_file, wait_until
 
 
 def visible_gpus(gate=None):
     if gate:
-        while not os.path.exists(gate):
-            time.sleep(0.005)
+        wait_for_file(gate)
     return os.environ.get("CUDA_VISIBLE_DEVICES")
 
 
@@ -24,8 +22,7 @@ def visible_gpus_per_rank():
 
 
 def wait_for(gate, value=None):
-    while not os.path.exists(gate):
-        time.sleep(0.005)
+    wait_for_file(gate)
     return value if value is not None else os.getpid()
 
 

@@ -16,7 +16,7 @@ from remotefn import backends
 from remotefn.sessions import registry
 from remotefn.sessions.session import current, default
 from remotefn.testing import probe
-from helpers import wait_until
+from helpers import wait_for_file, wait_until
 
 
 def identity(x):
@@ -29,10 +29,7 @@ def keywords(fn=None, self=None, **rest):
 
 def wait_for(event_path, value):
     """Block until the file at event_path exists, then return value."""
-    import time
-
-    while not os.path.exists(event_path):
-        time.sleep(0.005)
+    wait_for_file(event_path)
     return value
 
 

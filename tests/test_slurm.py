@@ -17,7 +17,7 @@ from remotefn import WorkerDied, WorkerStartError, remote
 from remotefn.backends.slurm import parse_allocation, sanitize, srun_command
 from remotefn.options import resolve
 from sample_module import calc
-from helpers import wait_until
+from helpers import wait_for_file, wait_until
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -85,10 +85,7 @@ def shifted(x, offset):
 
 
 def wait_for(path):
-    import time
-
-    while not os.path.exists(path):
-        time.sleep(0.01)
+    wait_for_file(path)
     return os.environ["SLURM_STEP_ID"]
 
 
