@@ -36,7 +36,7 @@ from ..errors import RemoteError, RemoteTraceback, SerializationError
 from . import pickling
 
 #: Bumped whenever a message's layout changes; workers of another protocol are refused.
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 Body = list[Any]
 #: What running one call produced: RESULT flags and the outcome frames.
