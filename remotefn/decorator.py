@@ -95,7 +95,16 @@ def remote(function: Callable[..., Any] | None = None, /, **options: Any) -> Any
     return _wrap(function, validated)
 
 
+#: Code flags of ``async def`` functions and async generators.
+_ASYNC = 0x80 | 0x200
+
+
 def _wrap(function: Callable[..., Any], options: CallOptions) -> RemoteFunction[Any]:
     if not callable(function):
         raise TypeError(f"remote() needs a callable, got {function!r} ({type(function).__name__})")
+    code = getattr(getattr(function, "__func__", function), "__code__", None)
+    if code is not None and code.co_flags & _ASYNC:
+        raise TypeError(f"remote() cannot run {getattr(function, '__qualname__', function)!r}: "
+                        "it is an async function; decorate a plain function that runs it, "
+                        "for example with asyncio.run")
     return RemoteFunction(function, options)

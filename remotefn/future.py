@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from typing import Any
+
+
+class _SessionThread(threading.local):
+    #: True in a session's own thread, where futures' callbacks run.
+    active = False
+
+
+session_thread = _SessionThread()
+
+_WAITING_HERE = ("waiting for a remote call inside a done-callback (or anything else that "
+                 "runs in a session's own thread) would stop the session for good: the "
+                 "thread that would finish the call is the one waiting. Chain the call "
+                 "instead (pass the future as an argument), or wait in a thread of your own")
 
 
 @dataclass(slots=True)
@@ -42,6 +56,20 @@ class RemoteFuture(Future):
     def __init__(self, info: CallInfo) -> None:
         super().__init__()
         self.info = info
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The call's value, waiting up to ``timeout`` seconds; raises the call's exception,
+        ``TimeoutError``, or ``RuntimeError`` when called where it could never return (in
+        a done-callback, before the call is done)."""
+        if session_thread.active and not self.done():
+            raise RuntimeError(_WAITING_HERE)
+        return super().result(timeout)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """The call's exception or None, waiting as :meth:`result` does."""
+        if session_thread.active and not self.done():
+            raise RuntimeError(_WAITING_HERE)
+        return super().exception(timeout)
 
     @property
     def stdout(self) -> str:

@@ -181,9 +181,12 @@ class CallOptions:
         return self.cores * self.gpus
 
     def pool_key(self) -> tuple[Any, ...]:
-        """What makes two calls share a worker: everything that shapes the worker process."""
+        """What makes two calls share a worker: everything that shapes the worker process,
+        and the timeout (a pool whose calls have one runs them one at a time per worker, each
+        timed from its own start)."""
         return (self.cores, self.threads_per_core, self.gpus, self.cwd, self.env,
-                self.block, self.max_workers, self.init, self.nested, repr(self.extras))
+                self.block, self.max_workers, self.init, self.nested, repr(self.extras),
+                self.timeout)
 
 
 DEFAULT_OPTIONS = CallOptions()
@@ -215,6 +218,9 @@ def resolve(overrides: Mapping[str, Any], base: CallOptions = DEFAULT_OPTIONS) -
     if options.init is not None and not options.block:
         raise ValueError(f"init={options.init!r} needs block=True: it runs once per "
                          "persistent worker")
+    if options.max_workers is not None and not options.block:
+        raise ValueError(f"max_workers={options.max_workers!r} needs block=True: without it "
+                         "every call starts a worker of its own")
     return options
 
 

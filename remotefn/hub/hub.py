@@ -3,7 +3,8 @@
 Who writes and who reads::
 
     caller threads --submit()--> inbox --eventfd wake--> hub thread        (events.py)
-    hub thread <--ROUTER socket--> workers (DEALER; tasks, results, output, heartbeats)
+    hub thread <--ROUTER socket--> workers (DEALER; tasks, results, output)
+    heartbeat thread <--ROUTER socket-- workers' PINGs             (heartbeat.py)
     hub thread <--socket pair--> forked local workers (tasks, results, output)   (links.py)
     hub thread <--pidfd, stderr pipe-- worker processes (exit and stderr)       (workers.py)
     hub thread --set_result / set_exception--> futures (callbacks run here)     (results.py)
@@ -23,6 +24,7 @@ from typing import Any
 
 from ..backends import Backend
 from ..errors import RemoteFnError
+from ..future import session_thread
 from ..protocol import messages
 from ..protocol.framing import new_key
 from ..protocol.messages import Flag, Kind
@@ -47,15 +49,21 @@ class Hub:
     def __init__(self, backend: Backend, forward_output: bool = True,
                  start_timeout: float = 300.0) -> None:
         self.backend = backend
-        backend.start()
-        capacity = backend.capacity()
         self.key = new_key()
-        self.runtime_dir = tempfile.mkdtemp(prefix="remotefn-")
         #: Held by the hub thread while it handles events, and by a submitting thread that
         #: sends a call itself (see submit); everything below the inbox is guarded by it.
         self.lock = threading.Lock()
+        self.runtime_dir = tempfile.mkdtemp(prefix="remotefn-")
         self.loop = EventLoop()
-        self.links = Links(self.loop, backend.address(self.runtime_dir), self._deliver)
+        try:
+            backend.start()
+            capacity = backend.capacity()
+            self.links = Links(self.loop, backend.address(self.runtime_dir), self._deliver)
+        except BaseException:  # nothing may be left running by a session that never opened
+            self.loop.close()
+            backend.close()
+            shutil.rmtree(self.runtime_dir, ignore_errors=True)
+            raise
         self.ledger = Ledger(capacity)
         self.scheduler = Scheduler(capacity, self.ledger)
         self.workers = Workers(backend, self.links, self.loop, self.ledger, self.key,
@@ -152,6 +160,7 @@ class Hub:
     def _run(self) -> None:
         loop = self.loop
         workers = self.workers
+        session_thread.active = True  # futures refuse to be waited for in this thread
         try:
             while not (workers.stopping and not workers.all):
                 ready = loop.poll()
@@ -186,7 +195,8 @@ class Hub:
             assert share is not None, "the scheduler started a worker that does not fit"
             assigned = pool.queue.popleft() if pool.one_shot else None
             if self.workers.start(pool, share, assigned) is None and not pool.one_shot:
-                pool.limit = len(pool.workers)  # stop growing a pool whose workers fail to start
+                # Stop growing a pool whose workers fail to launch; one may replace the last.
+                pool.limit = max(1, len(pool.workers))
 
     def _enqueue(self, call: Call) -> None:
         if self.workers.stopping:

@@ -1,14 +1,15 @@
 """The hub's ends of the links to its workers, and the check of every message that arrives.
 
-One ZeroMQ ROUTER socket serves every worker that connects over the network (and every
-worker's heartbeat); a forked local worker has a socket pair of its own. A message from a
-peer that is not one of this session's workers, or that fails its MAC, is counted and
-dropped unread; a heartbeat PING is answered here; anything else goes to ``deliver``.
+One ZeroMQ ROUTER socket serves every worker that connects over the network; a forked local
+worker has a socket pair of its own; heartbeats go to a socket and thread of their own (see
+:mod:`.heartbeat`). A message from a peer that is not one of this session's workers, or that
+fails its MAC, is counted and dropped unread; anything else goes to ``deliver``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from functools import partial
 from typing import Any, Callable, Sequence
 
@@ -19,6 +20,7 @@ from ..protocol.framing import AuthenticationError
 from ..protocol.messages import Kind
 from ..protocol.socketpair import FrameStream, StreamClosed
 from .events import POLLIN, POLLOUT, EventLoop
+from .heartbeat import Heartbeats
 from .records import WorkerRecord
 
 logger = logging.getLogger("remotefn.hub")
@@ -35,46 +37,55 @@ class Links:
         self.loop = loop
         self.deliver = deliver
         self.zmq = zmq.Context()
+        self.heartbeats: Heartbeats | None = None
+        self._dropped = 0
         self.router = self.zmq.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.LINGER, 0)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        if address.startswith("tcp://") and address.count(":") == 1:
-            self.router.bind_to_random_port(address)
-        else:
-            self.router.bind(address)
+        try:
+            if address.startswith("tcp://") and address.count(":") == 1:
+                self.router.bind_to_random_port(address)
+            else:
+                self.router.bind(address)
+        except zmq.ZMQError as error:
+            self.close()
+            raise ValueError(f"the session cannot listen on {address}: {error}") from None
         #: The address workers connect to.
         self.address = self.router.getsockopt_string(zmq.LAST_ENDPOINT)
+        try:
+            self.heartbeats = Heartbeats(self.zmq, _beside(self.address, "heartbeat"))
+        except BaseException:
+            self.close()
+            raise
         loop.watch(self.router, self._on_router)
-        #: ZeroMQ identity -> (worker, whether it is the worker's heartbeat).
-        self.channels: dict[bytes, tuple[WorkerRecord, bool]] = {}
-        #: Messages dropped because they failed authentication or came from unknown peers.
-        self.rejected = 0
+        #: ZeroMQ identity -> worker.
+        self.channels: dict[bytes, WorkerRecord] = {}
 
     def attach(self, worker: WorkerRecord) -> None:
         """Accept messages from ``worker``: on its socket pair if it has one, else on the
-        router under its identity; its heartbeat always comes to the router."""
+        router under its identity (and its PINGs on the heartbeat socket)."""
         connection = worker.process.connection
         if connection is not None:
             worker.stream = FrameStream(connection)
             self.loop.watch(connection.fileno(), partial(self._on_stream, worker))
         else:
-            self.channels[worker.identity] = (worker, False)
-        self.channels[worker.heartbeat.identity] = (worker, True)
+            self.channels[worker.identity] = worker
+            self.heartbeats.add(worker.heartbeat)  # type: ignore[union-attr]
 
     def detach(self, worker: WorkerRecord) -> None:
         """Hear nothing more from ``worker``."""
         self.channels.pop(worker.identity, None)
-        self.channels.pop(worker.heartbeat.identity, None)
+        self.heartbeats.remove(worker.heartbeat)  # type: ignore[union-attr]
         self._drop_stream(worker)
 
     def send(self, worker: WorkerRecord, kind: Kind, body: Sequence[Any] = (), call_id: int = 0,
-             flags: int = 0, heartbeat: bool = False) -> None:
+             flags: int = 0) -> None:
         """Seal and send a message; a worker that is gone is noticed by its exit, not here."""
-        channel = worker.heartbeat if heartbeat else worker.channel
+        channel = worker.channel
         try:
             frames = channel.seal(kind, body, call_id, flags)
             stream = worker.stream
-            if stream is None or heartbeat:
+            if stream is None:
                 zmqlink.send(self.router, [channel.identity, *frames])
             elif not stream.send(frames):
                 self.loop.modify(stream.fileno(), POLLIN | POLLOUT)
@@ -89,7 +100,15 @@ class Links:
         if stream is not None and stream.fileno() in self.loop.handlers:
             self._read_stream(worker)
 
+    @property
+    def rejected(self) -> int:
+        """Messages (heartbeats included) dropped because they failed authentication or came
+        from peers that are not this session's workers."""
+        return self._dropped + (self.heartbeats.rejected if self.heartbeats else 0)
+
     def close(self) -> None:
+        if self.heartbeats is not None:
+            self.heartbeats.close()
         self.router.close(linger=0)
         self.zmq.term()
 
@@ -102,11 +121,11 @@ class Links:
                 frames = zmqlink.receive(router, _NOBLOCK)
             except zmq.Again:
                 return
-            entry = self.channels.get(frames[0].bytes)
-            if entry is None:
+            worker = self.channels.get(frames[0].bytes)
+            if worker is None:
                 self.reject("a peer that is not one of this session's workers")
                 continue
-            self._open(entry[0], entry[1], frames[1:])
+            self._open(worker, frames[1:])
 
     def _on_stream(self, worker: WorkerRecord, events: int) -> None:
         stream = worker.stream
@@ -129,26 +148,29 @@ class Links:
             messages = []
             self._drop_stream(worker)
         for frames in messages:
-            self._open(worker, False, frames)
+            self._open(worker, frames)
 
     def _drop_stream(self, worker: WorkerRecord) -> None:
         if worker.stream is not None:
             self.loop.unwatch(worker.stream.fileno())
 
-    def _open(self, worker: WorkerRecord, is_heartbeat: bool, frames: list[Any]) -> None:
-        channel = worker.heartbeat if is_heartbeat else worker.channel
+    def _open(self, worker: WorkerRecord, frames: list[Any]) -> None:
         try:
-            kind, flags, call_id, body = channel.open(frames)
+            kind, flags, call_id, body = worker.channel.open(frames)
         except AuthenticationError as error:
             self.reject(f"{worker.worker_id}: {error}")
-            return
-        if is_heartbeat:
-            if kind is Kind.PING:
-                self.send(worker, Kind.PONG, heartbeat=True)
             return
         self.deliver(worker, kind, flags, call_id, body)
 
     def reject(self, why: str) -> None:
         """Count and log a dropped message."""
-        self.rejected += 1
+        self._dropped += 1
         logger.warning("remotefn session dropped a message from %s", why)
+
+
+def _beside(address: str, name: str) -> str:
+    """An address for another socket of the session: ``name`` beside an ipc socket's file,
+    or a free port on a tcp socket's interface."""
+    if address.startswith("ipc://"):
+        return f"ipc://{os.path.join(os.path.dirname(address[len('ipc://'):]), name)}"
+    return address.rsplit(":", 1)[0]

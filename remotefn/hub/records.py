@@ -71,6 +71,8 @@ class Pool:
         self.queue: deque[Call] = deque()
         self.workers: set[WorkerRecord] = set()
         self.starting = 0
+        #: Workers of this pool that failed to start (launch, handshake or init) in a row.
+        self.failed_starts = 0
         #: session.release() asked for this pool's workers to stop once idle.
         self.released = False
         #: Recent calls' mean run time in seconds (a moving average); None before the first.

@@ -35,6 +35,9 @@ logger = logging.getLogger("remotefn.hub")
 EXIT_GRACE = 0.2
 #: Workers told to shut down are killed if still alive after this many seconds.
 STOP_GRACE = 3.0
+#: A block pool whose workers fail to start this many times in a row fails its queued calls
+#: (a later call tries again).
+MAX_FAILED_STARTS = 3
 STDERR_TAIL = 16384
 
 
@@ -63,7 +66,8 @@ class Workers:
         # The identity is unguessable, so no other local user can take it before the worker.
         worker_id = f"w{next(self._ids)}-{secrets.token_hex(4)}"
         session_env = {launch.ADDRESS: self.links.address, launch.KEY: self.key.hex(),
-                       launch.WORKER: worker_id, launch.CPUS: str(pool.cpus)}
+                       launch.WORKER: worker_id, launch.CPUS: str(pool.cpus),
+                       launch.HEARTBEAT: self.links.heartbeats.address}
         spec = WorkerSpec(worker_id, pool.options, session_env, share.gpu_ids)
         try:
             process = self.backend.launch(spec)
@@ -123,6 +127,7 @@ class Workers:
             return None
         worker.state = State.READY
         worker.pool.starting -= 1
+        worker.pool.failed_starts = 0
         call, worker.assigned = worker.assigned, None
         return call
 
@@ -283,8 +288,12 @@ class Workers:
             call, worker.assigned = worker.assigned, None
             call.future._fail(error)
             call.finish()
+        if pool.one_shot:
+            return
+        pool.failed_starts += 1
         others_alive = any(w is not worker and w.state is not State.STOPPING for w in pool.workers)
-        if not pool.one_shot and not others_alive:
+        if not others_alive or pool.failed_starts >= MAX_FAILED_STARTS:
+            pool.failed_starts = 0
             while pool.queue:
                 call = pool.queue.popleft()
                 call.future._fail(error)

@@ -7,6 +7,7 @@ user code or the processes it starts.
 from __future__ import annotations
 
 ADDRESS = "REMOTEFN_ADDRESS"  # the session's ZeroMQ endpoint
+HEARTBEAT = "REMOTEFN_HEARTBEAT"  # where a worker on ZeroMQ sends its PINGs
 KEY = "REMOTEFN_KEY"  # the session's secret, hex
 WORKER = "REMOTEFN_WORKER"  # the worker's identity
 CPUS = "REMOTEFN_CPUS"  # CPUs of the worker (ranks x threads per rank): its nested sessions' share

@@ -1,95 +1,135 @@
 """Futures inside call arguments: finding them, waiting for them, replacing them by results.
 
-Arguments are searched at any depth through lists, tuples (named tuples too), dicts, sets and
-frozensets. Waiting is driven by ``add_done_callback``: no thread and no polling per call.
+Arguments are searched at any depth through lists, tuples, dicts, sets, frozensets and deques,
+their subclasses included, each container once (a container holding itself is fine). Once
+every future is done, the containers on the way to them are rebuilt with their own types
+(``copy.deepcopy`` with each future mapped to its result and every other object kept as it
+is), so a ``defaultdict``, a ``Counter`` or a named tuple arrives as itself.
+
+Waiting is driven by ``add_done_callback``: no thread and no polling per call. A failure
+travels down a chain of any length: completions that a completion triggers run one after
+another in the thread that finished the first, never nested.
 """
 
 from __future__ import annotations
 
+import copy
 import threading
+from collections import deque
 from concurrent.futures import CancelledError, Future
-from functools import singledispatch
-from typing import Any
+from typing import Any, Callable
 
-from ..errors import DependencyError
+from ..errors import DependencyError, SerializationError
 
-_ATOMIC = (int, float, str, bytes, bool, type(None), complex)
-
-
-@singledispatch
-def _gather(obj: Any, found: list[Future]) -> None:
-    """Append the futures inside ``obj`` to ``found``."""
+_ATOMIC = frozenset([int, float, str, bytes, bool, type(None), complex])
+_SEQUENCES = (list, tuple, set, frozenset, deque)
+_EXACT = frozenset([list, tuple, set, frozenset, dict, deque])
 
 
-@_gather.register
-def _(obj: Future, found: list[Future]) -> None:
-    found.append(obj)
-
-
-@_gather.register(list)
-@_gather.register(tuple)
-@_gather.register(set)
-@_gather.register(frozenset)
-def _(obj: Any, found: list[Future]) -> None:
-    for item in obj:
-        if type(item) not in _ATOMIC:
-            _gather(item, found)
-
-
-@_gather.register
-def _(obj: dict, found: list[Future]) -> None:
-    for key, value in obj.items():
-        if type(key) not in _ATOMIC:
-            _gather(key, found)
-        if type(value) not in _ATOMIC:
-            _gather(value, found)
+def _walk(roots: Any, found: list[Future], leaves: list[Any] | None) -> None:
+    """Append the futures inside ``roots`` to ``found`` and, if given, every other object
+    that is not a container to ``leaves``."""
+    seen: set[int] = set()
+    pending = deque(roots)
+    while pending:
+        obj = pending.popleft()
+        kind = type(obj)
+        if kind in _ATOMIC:
+            continue
+        if isinstance(obj, Future):
+            found.append(obj)
+        elif isinstance(obj, (dict, *_SEQUENCES)):
+            if id(obj) in seen:
+                continue
+            seen.add(id(obj))
+            if isinstance(obj, dict):
+                pending.extend(obj.keys())
+                pending.extend(obj.values())
+            else:
+                pending.extend(obj)
+            if leaves is not None and kind not in _EXACT:
+                leaves.append(obj)  # a subclass: checked at submission (see Arguments)
+        elif leaves is not None:
+            leaves.append(obj)
 
 
 def find_futures(args: tuple, kwargs: dict[str, Any]) -> list[Future]:
     """The distinct futures in ``args`` and ``kwargs``, in order of first appearance."""
     found: list[Future] = []
-    for item in args:
-        if type(item) not in _ATOMIC:
-            _gather(item, found)
-    for item in kwargs.values():
-        if type(item) not in _ATOMIC:
-            _gather(item, found)
-    return list({id(f): f for f in found}.values())
+    if args:
+        _walk(args, found, None)
+    if kwargs:
+        _walk(kwargs.values(), found, None)
+    if len(found) > 1:
+        found = list({id(f): f for f in found}.values())
+    return found
 
 
-@singledispatch
-def resolve(obj: Any) -> Any:
-    """A copy of ``obj`` with every (done) future replaced by its result."""
-    return obj
+class Arguments:
+    """A call's arguments while their futures are pending, and their rebuilding after.
+
+    Raises :class:`~remotefn.SerializationError` at once, naming the container, when a
+    container subclass on the way to a future cannot be rebuilt (pickle could not send it
+    either).
+    """
+
+    __slots__ = ("args", "kwargs", "futures", "keep", "flat")
+
+    def __init__(self, args: tuple, kwargs: dict[str, Any], futures: list[Future]) -> None:
+        self.args, self.kwargs, self.futures = args, kwargs, futures
+        self.keep: list[Any] = []
+        #: No argument is a container, so every future is an argument itself (the common
+        #: chain): nothing to rebuild.
+        self.flat = not any(isinstance(a, (dict, *_SEQUENCES))
+                            for a in (*args, *kwargs.values()))
+        if self.flat:
+            return
+        objects: list[Any] = []
+        found: list[Future] = []
+        _walk((args, kwargs), found, objects)
+        #: Objects that are not containers: kept as they are, never copied.
+        self.keep = [o for o in objects if not isinstance(o, (dict, *_SEQUENCES))]
+        for container in objects:
+            if isinstance(container, (dict, *_SEQUENCES)):
+                try:
+                    copy.deepcopy(container, self._memo(lambda future: None))
+                except Exception as error:
+                    raise SerializationError(
+                        f"a {type(container).__qualname__} holding futures cannot be rebuilt "
+                        f"with their results ({type(error).__name__}: {error}); pass a plain "
+                        "list, tuple or dict instead") from error
+
+    def _memo(self, value: Callable[[Future], Any]) -> dict[int, Any]:
+        memo: dict[int, Any] = {id(o): o for o in self.keep}
+        memo.update((id(f), value(f)) for f in self.futures)
+        return memo
+
+    def resolved(self) -> tuple[tuple, dict[str, Any]]:
+        """The arguments with every (done) future replaced by its result."""
+        if self.flat:
+            return (tuple(a.result() if isinstance(a, Future) else a for a in self.args),
+                    {k: v.result() if isinstance(v, Future) else v
+                     for k, v in self.kwargs.items()})
+        return copy.deepcopy((self.args, self.kwargs), self._memo(Future.result))
 
 
-@resolve.register
-def _(obj: Future) -> Any:
-    return obj.result()
+_local = threading.local()
 
 
-@resolve.register
-def _(obj: list) -> list:
-    return [resolve(item) for item in obj]
-
-
-@resolve.register
-def _(obj: tuple) -> tuple:
-    items = [resolve(item) for item in obj]
-    if hasattr(obj, "_fields"):
-        return type(obj)(*items)
-    return type(obj)(items) if type(obj) is not tuple else tuple(items)
-
-
-@resolve.register
-def _(obj: dict) -> dict:
-    return type(obj)((resolve(k), resolve(v)) for k, v in obj.items())
-
-
-@resolve.register(set)
-@resolve.register(frozenset)
-def _(obj: Any) -> Any:
-    return type(obj)(resolve(item) for item in obj)
+def run_flat(action: Callable[[], None]) -> None:
+    """Run ``action``; an action started while another runs in this thread (a completion
+    that completes more futures) waits for it instead of nesting, so a chain of any length
+    needs no deeper stack."""
+    queued: deque[Callable[[], None]] | None = getattr(_local, "queued", None)
+    if queued is not None:
+        queued.append(action)
+        return
+    _local.queued = queued = deque([action])
+    try:
+        while queued:
+            queued.popleft()()
+    finally:
+        _local.queued = None
 
 
 class Waiter:
@@ -97,15 +137,14 @@ class Waiter:
     arguments once all are done, or :meth:`failed` as soon as one fails or is cancelled. Runs
     in whichever thread finishes the last future. Subclasses say what ready and failed do."""
 
-    __slots__ = ("_args", "_kwargs", "_left")
+    __slots__ = ("_arguments", "_left")
     #: Shared by all waiters: the critical section is a few operations.
     _lock = threading.Lock()
 
-    def __init__(self, futures: list[Future], args: tuple, kwargs: dict[str, Any]) -> None:
-        self._args = args
-        self._kwargs = kwargs or None  # most calls have none: no dict kept while waiting
-        self._left = len(futures)  # -1 once ready or failed
-        for future in futures:
+    def __init__(self, arguments: Arguments) -> None:
+        self._arguments: Arguments | None = arguments
+        self._left = len(arguments.futures)  # -1 once ready or failed
+        for future in arguments.futures:
             future.add_done_callback(self)
 
     def ready(self, args: tuple, kwargs: dict[str, Any]) -> None:
@@ -131,9 +170,19 @@ class Waiter:
             if error is None and self._left:
                 return
             self._left = -1
-            args, kwargs = self._args, self._kwargs
-            self._args = self._kwargs = None  # type: ignore[assignment]
+            arguments, self._arguments = self._arguments, None
         if error is not None:
-            self.failed(error)
+            run_flat(lambda: self.failed(error))
         else:
-            self.ready(resolve(args), resolve(kwargs) if kwargs else {})
+            run_flat(lambda: self._resolve(arguments))
+
+    def _resolve(self, arguments: Arguments) -> None:
+        try:
+            args, kwargs = arguments.resolved()
+        except Exception as error:
+            failure = SerializationError(f"the arguments could not be rebuilt with their "
+                                         f"futures' results: {type(error).__name__}: {error}")
+            failure.__cause__ = error
+            self.failed(failure)
+            return
+        self.ready(args, kwargs)

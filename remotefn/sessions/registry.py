@@ -11,6 +11,7 @@ Imported by workers, so it imports nothing heavy and never the session module it
 from __future__ import annotations
 
 import atexit
+import sys
 import threading
 import weakref
 from contextvars import ContextVar
@@ -86,10 +87,16 @@ def register(session: "Session") -> None:
 
 
 def shutdown_default() -> None:
-    """Shut the default session down, waiting for its calls (runs at interpreter exit)."""
+    """Shut the default session down (runs at interpreter exit): wait for its calls, or, when
+    the script is ending because of Ctrl-C, stop every worker at once."""
     with lock:
         session = default_session
-    if session is not None:
+    if session is None:
+        return
+    interrupted = getattr(sys, "last_type", None)
+    if isinstance(interrupted, type) and issubclass(interrupted, KeyboardInterrupt):
+        session._abort()
+    else:
         session.shutdown(wait=True)
 
 

@@ -29,7 +29,7 @@ from ..options import DEFAULT_OPTIONS, CallOptions
 from ..protocol import pickling
 from ..protocol.shipping import FunctionRef, function_ref
 from . import registry
-from .dependencies import Waiter, find_futures
+from .dependencies import Arguments, Waiter, find_futures
 
 
 class Session(concurrent.futures.Executor):
@@ -69,7 +69,8 @@ class Session(concurrent.futures.Executor):
         #: Options already checked against this session's capacity and backend.
         self._accepted: set[CallOptions] = set()
         self._last_accepted: CallOptions | None = None
-        self._last_function: tuple[Any, FunctionRef] | None = None
+        #: The last function submitted (weakly) and its reference: calls come in runs.
+        self._last_function: tuple[Callable[[], Any], FunctionRef] | None = None
         registry.register(self)
 
     # -- the Executor interface ------------------------------------------------------------
@@ -208,7 +209,10 @@ class Session(concurrent.futures.Executor):
         ref = self._function_ref(function)
         caching = self._cache.applies(options)
         dependencies = find_futures(args, kwargs)
-        arguments = None if dependencies else _pickle_arguments(ref, args, kwargs)
+        if dependencies:
+            pending, arguments = Arguments(args, kwargs, dependencies), None
+        else:
+            arguments = _pickle_arguments(ref, args, kwargs)
         call_id = next(self._call_ids)
         future = RemoteFuture(CallInfo(ref.name, call_id, time.time()))
         self._pending.add(future)
@@ -216,8 +220,7 @@ class Session(concurrent.futures.Executor):
         if arguments is not None:
             self._launch(future, function, ref, options, args, kwargs, arguments, caching)
         else:
-            _WaitingCall(self, future, function, ref, options, caching, dependencies, args,
-                         kwargs)
+            _WaitingCall(self, future, function, ref, options, caching, pending)
         return future
 
     def _dependencies_ready(self, future: RemoteFuture, function: Callable[..., Any],
@@ -260,7 +263,7 @@ class Session(concurrent.futures.Executor):
 
     def _function_ref(self, function: Callable[..., Any]) -> FunctionRef:
         last = self._last_function
-        if last is not None and last[0] is function:
+        if last is not None and last[0]() is function:
             return last[1]
         try:
             ref = self._functions.get(function)
@@ -272,7 +275,7 @@ class Session(concurrent.futures.Executor):
                 self._functions[function] = ref
             except TypeError:
                 return ref
-        self._last_function = (function, ref)
+        self._last_function = (weakref.ref(function), ref)
         return ref
 
 
@@ -299,11 +302,10 @@ class _WaitingCall(Waiter):
 
     def __init__(self, session: Session, future: RemoteFuture, function: Callable[..., Any],
                  ref: FunctionRef, options: CallOptions, caching: bool,
-                 futures: list[concurrent.futures.Future], args: tuple,
-                 kwargs: dict[str, Any]) -> None:
+                 arguments: Arguments) -> None:
         self.session, self.future, self.function = session, future, function
         self.ref, self.options, self.caching = ref, options, caching
-        super().__init__(futures, args, kwargs)
+        super().__init__(arguments)
 
     def ready(self, args: tuple, kwargs: dict[str, Any]) -> None:
         session, future, function = self.session, self.future, self.function

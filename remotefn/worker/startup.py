@@ -23,6 +23,7 @@ def main() -> int:
         print(f"remotefn worker: started without a session ({error!r} missing or invalid); "
               "workers are started by a remotefn session", file=sys.stderr)
         return 2
+    heartbeat = environ.pop(launch.HEARTBEAT, address)
     cpus = environ.pop(launch.CPUS, None)
     ranks = int(environ.pop(launch.RANKS, "1"))
     gpus = environ.pop(launch.GPUS, None)
@@ -52,7 +53,7 @@ def main() -> int:
         mpi.follow(comm)
         return 0
     connection = environ.pop(launch.CONNECTION_FD, None)
-    watchdog.start(address, key, identity, int(connection) if connection else None)
+    watchdog.start(heartbeat, key, identity, int(connection) if connection else None)
     worker = mpi.MpiWorker(address, key, identity, comm) if comm is not None \
         else Worker(address, key, identity, int(connection) if connection else None)
     try:

@@ -25,10 +25,11 @@ SESSION_TIMEOUT = 4.0
 EXIT_SESSION_LOST = 70
 
 
-def start(address: str, key: bytes, identity: bytes, connection: int | None) -> None:
-    """Start the watchdog thread for a worker on ``connection`` (a socket pair) or ZeroMQ."""
+def start(heartbeat: str, key: bytes, identity: bytes, connection: int | None) -> None:
+    """Start the watchdog thread for a worker on ``connection`` (a socket pair), or on ZeroMQ
+    pinging the session's ``heartbeat`` address."""
     watch = (_connection_closed, connection, os.getppid()) if connection is not None \
-        else (_heartbeat, address, key, identity, os.getppid())
+        else (_heartbeat, heartbeat, key, identity, os.getppid())
     threading.Thread(target=_watch_session, name="remotefn-heartbeat", daemon=True,
                      args=watch).start()
 

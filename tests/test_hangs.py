@@ -1,0 +1,310 @@
+"""Nothing hangs, nothing is killed early, nothing loops forever: what careless use runs into.
+
+Each test asserts completion and outcome; the suite's timeout catches a hang.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from typing import NamedTuple
+
+import pytest
+
+import remotefn
+from remotefn import DependencyError, SerializationError, WorkerStartError, remote
+from helpers import alive, live_children, wait_for_file, wait_until
+
+
+def identity(x):
+    return x
+
+
+def increment(x):
+    return x + 1
+
+
+def fail_after(gate):
+    wait_for_file(gate)
+    raise ValueError("the head of the chain failed")
+
+
+def value_after(gate, value):
+    wait_for_file(gate)
+    return value
+
+
+# -- chains -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["fails", "is cancelled"])
+def test_a_chain_of_ten_thousand_links_fails_entirely_when_its_head_does(tmp_path, how):
+    gate = tmp_path / "gate"
+    with remotefn.session("local", max_cores=2, forward_output=False):
+        link = remote(increment, block=True, max_workers=1)
+        blocker = remote(value_after, block=True, max_workers=1)(str(gate), 0)
+        head = remote(fail_after, block=True, max_workers=1)(str(gate)) if how == "fails" \
+            else remote(identity, block=True, max_workers=1)(blocker)
+        futures = [head]
+        for _ in range(10_000):
+            futures.append(link(futures[-1]))
+        if how == "is cancelled":
+            assert head.cancel()
+        gate.touch()
+        for future in futures[1:]:
+            with pytest.raises(DependencyError):
+                future.result(timeout=60)
+        assert blocker.result(timeout=60) == 0
+
+
+def test_a_chain_of_ten_thousand_links_completes():
+    with remotefn.session("local", max_cores=2, forward_output=False):
+        link = remote(increment, block=True, max_workers=2)
+        future = link(0)
+        for _ in range(9_999):
+            future = link(future)
+        assert future.result(timeout=300) == 10_000
+
+
+# -- containers ---------------------------------------------------------------------------------
+
+
+class Point(NamedTuple):
+    x: int
+    y: object
+
+
+class Tagged(list):
+    """A list subclass with an attribute of its own."""
+
+
+def describe(value):
+    return type(value).__name__, value
+
+
+def _containers(future):
+    tagged = Tagged([future, 2])
+    tagged.tag = "kept"
+    counter = collections.Counter({"a": 1})
+    counter["b"] = future
+    default = collections.defaultdict(list, {"x": future})
+    return {
+        "defaultdict": (default, collections.defaultdict(list, {"x": 5})),
+        "Counter": (counter, collections.Counter({"a": 1, "b": 5})),
+        "OrderedDict": (collections.OrderedDict(z=future, a=1),
+                        collections.OrderedDict(z=5, a=1)),
+        "namedtuple": (Point(1, future), Point(1, 5)),
+        "list subclass": (tagged, Tagged([5, 2])),
+        "deque": (collections.deque([future, 1]), collections.deque([5, 1])),
+        "frozenset": (frozenset([future]), frozenset([5])),
+    }
+
+
+@pytest.mark.parametrize("name", list(_containers(None)))
+def test_a_future_inside_a_container_arrives_resolved_in_that_container(local, name):
+    five = remote(identity)(5)
+    argument, expected = _containers(five)[name]
+    kind, value = remote(describe)(argument).result(timeout=60)
+    assert kind == type(expected).__name__
+    assert value == expected and type(value) is type(expected)
+    if name == "list subclass":
+        assert value.tag == "kept"
+
+
+def test_a_container_that_holds_itself_is_sent_as_pickle_sends_it(local):
+    looped = [1]
+    looped.append(looped)
+    value = remote(identity)(looped).result(timeout=60)
+    assert value[0] == 1 and value[1] is value
+    with_future = [remote(identity)(2)]
+    with_future.append(with_future)
+    value = remote(identity)(with_future).result(timeout=60)
+    assert value[0] == 2 and value[1] is value
+
+
+class Pair(tuple):
+    """A tuple subclass whose constructor pickle cannot call (no __getnewargs__)."""
+
+    def __new__(cls, first, second):
+        return super().__new__(cls, (first, second))
+
+
+def test_a_container_that_cannot_be_rebuilt_fails_at_submission_naming_it(local):
+    with pytest.raises(SerializationError, match="Pair"):
+        remote(identity)(Pair(remote(identity)(1), 2))
+
+
+# -- pools whose workers cannot start ------------------------------------------------------------
+
+
+def counting_init_that_fails(log):
+    with open(log, "a") as file:
+        file.write("start\n")
+    raise RuntimeError("the data set is missing")
+
+
+def test_a_pool_whose_init_keeps_failing_gives_up_and_fails_its_calls(local, tmp_path):
+    log = tmp_path / "starts"
+    handle = remote(identity, block=True, max_workers=4,
+                    init=lambda: counting_init_that_fails(str(log)))
+    futures = [handle(i) for i in range(20)]
+    for future in futures:
+        with pytest.raises(WorkerStartError, match="the data set is missing"):
+            future.result(timeout=60)
+    starts = log.read_text().count("start")
+    assert starts <= 3 + 4  # three in a row, plus the ones already starting meanwhile
+    # A later call tries again (the user may have fixed the cause meanwhile).
+    with pytest.raises(WorkerStartError):
+        handle(0).result(timeout=60)
+    assert log.read_text().count("start") > starts
+
+
+@pytest.mark.parametrize("fork_server", [True, False])
+def test_a_pool_whose_worker_cannot_launch_recovers_for_later_calls(tmp_path, fork_server):
+    missing = tmp_path / "missing"
+    with remotefn.session("local", fork_server=fork_server, forward_output=False):
+        handle = remote(identity, block=True, cwd=str(missing))
+        with pytest.raises(WorkerStartError):
+            handle(1).result(timeout=60)
+        missing.mkdir()
+        assert handle(2).result(timeout=60) == 2
+
+
+# -- timeouts -----------------------------------------------------------------------------------
+
+
+def nap(seconds):
+    import time
+
+    time.sleep(seconds)
+    return seconds
+
+
+def test_a_timeout_counts_from_the_calls_own_start(local):
+    plain = remote(nap, block=True, max_workers=1)
+    assert plain(0).result(timeout=60) == 0  # the pool without a timeout exists first
+    timed = plain.options(timeout=1.2)
+    futures = [timed(0.5) for _ in range(4)]  # one worker: each waits for the one before
+    assert [f.result(timeout=60) for f in futures] == [0.5] * 4
+
+
+# -- Ctrl-C and failed construction -------------------------------------------------------------
+
+_DEFAULT_SESSION_SCRIPT = textwrap.dedent("""
+    import os, sys, time
+    from remotefn import remote
+
+    def sleeper(path):
+        with open(path + ".tmp", "w") as file:
+            file.write(str(os.getpid()))
+        os.rename(path + ".tmp", path)
+        time.sleep(600)
+
+    remote(sleeper, block=True)(sys.argv[1]).result()
+""")
+
+
+def test_one_ctrl_c_stops_a_script_using_the_default_session(tmp_path):
+    pid_file = tmp_path / "worker.pid"
+    script = subprocess.Popen([sys.executable, "-c", _DEFAULT_SESSION_SCRIPT, str(pid_file)],
+                              stderr=subprocess.PIPE,
+                              env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    wait_until(pid_file.exists, timeout=60, what="the worker to start")
+    worker = int(pid_file.read_text())
+    script.send_signal(signal.SIGINT)
+    assert script.wait(timeout=60) != 0
+    assert b"KeyboardInterrupt" in script.stderr.read()
+    wait_until(lambda: not alive(worker), timeout=10, what="the worker to be reaped")
+
+
+def test_a_session_that_cannot_open_leaves_nothing_running():
+    import gc
+
+    with pytest.raises(ValueError, match="not an ip"):
+        remotefn.session("local", transport="tcp", interface="not an ip")
+    gc.collect()  # a socket left open would make this wait forever
+    assert live_children() == []
+
+
+# -- a busy session thread ----------------------------------------------------------------------
+
+
+def pid_after(gate):
+    wait_for_file(gate)
+    return os.getpid()
+
+
+def test_a_session_thread_busy_longer_than_the_heartbeat_kills_no_worker(tmp_path):
+    import time
+
+    from remotefn.worker import watchdog
+
+    gate = tmp_path / "gate"
+    # Workers over ZeroMQ (not forked) ping the session; they give up after SESSION_TIMEOUT.
+    with remotefn.session("local", fork_server=False, forward_output=False):
+        handle = remote(pid_after, block=True, max_workers=1)
+        first = handle(str(gate))
+        # The callback runs in the session's thread, which finishes the call.
+        first.add_done_callback(lambda _: time.sleep(watchdog.SESSION_TIMEOUT + 2))
+        gate.touch()
+        pid = first.result(timeout=60)
+        assert handle(str(gate)).result(timeout=60) == pid  # the same worker, still alive
+
+
+def test_waiting_for_a_remote_call_in_a_done_callback_raises_instead_of_freezing(local,
+                                                                                  tmp_path):
+    gate, later = tmp_path / "gate", tmp_path / "later"
+    errors = []
+
+    def callback(_):
+        try:
+            pending.result()
+        except RuntimeError as error:
+            errors.append(error)
+
+    pending = remote(value_after)(str(later), 7)
+    first = remote(value_after)(str(gate), 1)
+    first.add_done_callback(callback)  # runs in the session's thread, which finishes first
+    gate.touch()
+    assert first.result(timeout=60) == 1
+    wait_until(lambda: errors, timeout=30, what="the callback to run")
+    assert "done-callback" in str(errors[0])
+    later.touch()
+    assert pending.result(timeout=60) == 7  # the session still works
+
+
+# -- what the session keeps, and small mistakes ---------------------------------------------------
+
+
+class Holder:
+    def __call__(self, x):
+        return x
+
+
+def test_a_finished_calls_function_is_not_kept_by_the_session(local):
+    import gc
+    import weakref
+
+    holder = Holder()
+    gone = weakref.ref(holder)
+    assert local.submit(holder, 3).result(timeout=60) == 3
+    del holder
+    gc.collect()
+    assert gone() is None
+
+
+def test_max_workers_without_block_is_refused_naming_both():
+    with pytest.raises(ValueError, match="max_workers=2 needs block=True"):
+        remote(identity, max_workers=2)
+
+
+def test_an_async_function_is_refused_when_decorated():
+    async def fetch():
+        return 1
+
+    with pytest.raises(TypeError, match="fetch.*async function"):
+        remote(fetch)
