@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test bench install clean
+.PHONY: demo test test-deps bench install clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,18 @@ demo: install
 
 # The SLURM tests need a cluster: an existing one is used; as root, scripts/test-cluster.sh
 # starts one (and stops it afterwards); otherwise those tests are skipped with the reason.
-test: install
+# CPython's own executor tests (tests/test_conformance.py) come from Debian's testsuite package.
+test-deps: install
+	@version=$$($(PY) -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
+	if [ ! -e /usr/lib/python$$version/test/test_concurrent_futures.py ] && [ "$$(id -u)" = 0 ] \
+	    && command -v apt-get > /dev/null; then \
+	  echo "installing libpython$$version-testsuite for the conformance tests"; \
+	  apt-get install -y -q libpython$$version-testsuite > /dev/null \
+	    || { apt-get update -q > /dev/null && apt-get install -y -q libpython$$version-testsuite > /dev/null; } \
+	    || echo "libpython$$version-testsuite is not available: the conformance tests will be skipped"; \
+	fi
+
+test: test-deps
 	@started=0; \
 	if sinfo -h > /dev/null 2>&1; then echo "using the running SLURM"; \
 	elif [ "$$(id -u)" = 0 ]; then bash scripts/test-cluster.sh up && started=1 || exit 1; \

@@ -243,13 +243,14 @@ def test_a_session_thread_busy_longer_than_the_heartbeat_kills_no_worker(tmp_pat
 
     from remotefn.worker import watchdog
 
+    assert watchdog.SESSION_TIMEOUT < 10
     gate = tmp_path / "gate"
-    # Workers over ZeroMQ (not forked) ping the session; they give up after SESSION_TIMEOUT.
+    # Workers over ZeroMQ (not forked) ping the session and give up after SESSION_TIMEOUT.
     with remotefn.session("local", fork_server=False, forward_output=False):
         handle = remote(pid_after, block=True, max_workers=1)
         first = handle(str(gate))
         # The callback runs in the session's thread, which finishes the call.
-        first.add_done_callback(lambda _: time.sleep(watchdog.SESSION_TIMEOUT + 2))
+        first.add_done_callback(lambda _: time.sleep(10))
         gate.touch()
         pid = first.result(timeout=60)
         assert handle(str(gate)).result(timeout=60) == pid  # the same worker, still alive
