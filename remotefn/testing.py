@@ -25,6 +25,11 @@ class SessionProbe:
         return self._hub.address
 
     @property
+    def server_key(self) -> bytes:
+        """The CURVE public key a peer needs to complete the ZeroMQ handshake."""
+        return self._hub.links.server_public
+
+    @property
     def rejected(self) -> int:
         """Messages dropped because they failed authentication or came from unknown peers."""
         return self._hub.rejected

@@ -32,7 +32,8 @@ def main() -> None:
     address = os.environ.pop(launch.ADDRESS)
     key = bytes.fromhex(os.environ.pop(launch.KEY))
     identity = os.environ.pop(launch.WORKER).encode()
-    worker = Worker(address, key, identity)
+    server_key = os.environ.pop(launch.SERVER_KEY).encode()
+    worker = Worker(address, server_key, key, identity)
     evil = pickle.dumps(Evil()) if "FAKE_MARKER" in os.environ else b""
     if mode == "forged":
         wrong_key = Channel(b"k" * KEY_SIZE, identity, session_side=False)

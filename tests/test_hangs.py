@@ -309,3 +309,36 @@ def test_an_async_function_is_refused_when_decorated():
 
     with pytest.raises(TypeError, match="fetch.*async function"):
         remote(fetch)
+
+
+# -- a killed session leaves nothing behind ---------------------------------------------------------
+
+_GRANDCHILD_SCRIPT = textwrap.dedent("""
+    import os, subprocess, sys, time
+    import remotefn
+    from remotefn import remote
+
+    def start_grandchild(path):
+        child = subprocess.Popen(["sleep", "600"])
+        with open(path + ".tmp", "w") as file:
+            file.write(f"{os.getpid()} {child.pid}")
+        os.rename(path + ".tmp", path)
+        time.sleep(600)
+
+    with remotefn.session("local", fork_server=sys.argv[2] == "fork"):
+        remote(start_grandchild)(sys.argv[1]).result()
+""")
+
+
+@pytest.mark.parametrize("start", ["fork", "exec"])
+def test_killing_the_session_ends_the_processes_its_calls_started(tmp_path, start):
+    pids = tmp_path / "pids"
+    script = subprocess.Popen([sys.executable, "-c", _GRANDCHILD_SCRIPT, str(pids), start],
+                              env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+                              stderr=subprocess.DEVNULL)
+    wait_until(pids.exists, timeout=60, what="the call to start its child")
+    worker, grandchild = map(int, pids.read_text().split())
+    script.kill()
+    script.wait(timeout=60)
+    wait_until(lambda: not alive(worker) and not alive(grandchild), timeout=30,
+               what="the worker and the process its call started to end")

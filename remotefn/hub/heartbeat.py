@@ -27,9 +27,10 @@ logger = logging.getLogger("remotefn.hub")
 class Heartbeats:
     """The heartbeat socket and the thread that answers it."""
 
-    def __init__(self, context: zmq.Context, address: str) -> None:
+    def __init__(self, context: zmq.Context, address: str, curve_secret: bytes) -> None:
         self.socket = context.socket(zmq.ROUTER)
         self.socket.setsockopt(zmq.LINGER, 0)
+        zmqlink.serve_curve(self.socket, curve_secret)
         try:
             if address.startswith("tcp://") and address.count(":") == 1:
                 self.socket.bind_to_random_port(address)

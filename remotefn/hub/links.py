@@ -39,9 +39,12 @@ class Links:
         self.zmq = zmq.Context()
         self.heartbeats: Heartbeats | None = None
         self._dropped = 0
+        #: The CURVE key pair of the session's sockets; workers get the public key.
+        self.server_public, server_secret = zmqlink.server_keys()
         self.router = self.zmq.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.LINGER, 0)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        zmqlink.serve_curve(self.router, server_secret)
         try:
             if address.startswith("tcp://") and address.count(":") == 1:
                 self.router.bind_to_random_port(address)
@@ -53,7 +56,8 @@ class Links:
         #: The address workers connect to.
         self.address = self.router.getsockopt_string(zmq.LAST_ENDPOINT)
         try:
-            self.heartbeats = Heartbeats(self.zmq, _beside(self.address, "heartbeat"))
+            self.heartbeats = Heartbeats(self.zmq, _beside(self.address, "heartbeat"),
+                                         server_secret)
         except BaseException:
             self.close()
             raise

@@ -1,6 +1,9 @@
-"""Sending and receiving messages (lists of frames) over a ZeroMQ socket.
+"""ZeroMQ: the session's sockets as CURVE servers, workers' sockets as CURVE clients, and
+sending and receiving messages (lists of frames).
 
-zmq itself is imported by the caller: a worker on a socket pair never imports it.
+CURVE makes a peer that does not know the session's public key (which travels only where the
+secret does) fail the ZeroMQ handshake, so nothing it sends is read, let alone buffered. zmq
+itself is imported by the caller: a worker on a socket pair never imports it.
 """
 
 from __future__ import annotations
@@ -14,6 +17,33 @@ if TYPE_CHECKING:
 
 #: libzmq's ZMQ_SNDMORE (fixed by its API).
 _SNDMORE = 2
+
+
+def server_keys() -> tuple[bytes, bytes]:
+    """A fresh CURVE key pair for a session: ``(public, secret)``, Z85 text."""
+    import zmq
+
+    return zmq.curve_keypair()
+
+
+def serve_curve(socket: "zmq.Socket", secret: bytes) -> None:
+    """Make ``socket`` (before it binds) accept only peers that complete a CURVE handshake
+    with the session's key pair."""
+    import zmq
+
+    socket.setsockopt(zmq.CURVE_SERVER, 1)
+    socket.setsockopt(zmq.CURVE_SECRETKEY, secret)
+
+
+def connect_curve(socket: "zmq.Socket", server_public: bytes) -> None:
+    """Make ``socket`` (before it connects) a CURVE client of the session with that public
+    key, under a key pair of its own."""
+    import zmq
+
+    public, secret = zmq.curve_keypair()
+    socket.setsockopt(zmq.CURVE_SERVERKEY, server_public)
+    socket.setsockopt(zmq.CURVE_PUBLICKEY, public)
+    socket.setsockopt(zmq.CURVE_SECRETKEY, secret)
 
 
 def send(socket: "zmq.Socket", frames: Sequence[Any], flags: int = 0) -> None:

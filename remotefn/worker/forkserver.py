@@ -136,11 +136,14 @@ def main() -> int:
     try:
         serve(channel)
     finally:
-        for child in _children():
+        for child in _children():  # each leads its own group: what its calls started too
             try:
-                os.kill(child, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+                os.killpg(child, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                try:
+                    os.kill(child, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
     return 0
 
 

@@ -48,7 +48,7 @@ class _CallOutput(io.TextIOBase):
 class Worker:
     """Runs calls sent by one session, one at a time, in the main thread."""
 
-    def __init__(self, address: str, key: bytes, identity: bytes,
+    def __init__(self, address: str, server_key: bytes, key: bytes, identity: bytes,
                  connection: int | None = None) -> None:
         self.address = address
         self.key = key
@@ -65,6 +65,7 @@ class Worker:
             self.socket = self.zmq.socket(zmq.DEALER)
             self.socket.setsockopt(zmq.IDENTITY, identity)
             self.socket.setsockopt(zmq.LINGER, 5000)
+            zmqlink.connect_curve(self.socket, server_key)
             self.socket.connect(address)
             self.zmqlink = zmqlink
         self.channel = Channel(key, identity, session_side=False)

@@ -33,8 +33,9 @@ def _portable(outcome: Outcome) -> tuple[int, list[bytes]]:
 class MpiWorker(Worker):
     """Rank 0 of an MPI worker."""
 
-    def __init__(self, address: str, key: bytes, identity: bytes, comm: Any) -> None:
-        super().__init__(address, key, identity)
+    def __init__(self, address: str, server_key: bytes, key: bytes, identity: bytes,
+                 comm: Any) -> None:
+        super().__init__(address, server_key, key, identity)
         self.comm = comm
         self.size = comm.Get_size()
 

@@ -24,6 +24,7 @@ def main() -> int:
               "workers are started by a remotefn session", file=sys.stderr)
         return 2
     heartbeat = environ.pop(launch.HEARTBEAT, address)
+    server_key = environ.pop(launch.SERVER_KEY, "").encode()
     cpus = environ.pop(launch.CPUS, None)
     ranks = int(environ.pop(launch.RANKS, "1"))
     gpus = environ.pop(launch.GPUS, None)
@@ -53,9 +54,10 @@ def main() -> int:
         mpi.follow(comm)
         return 0
     connection = environ.pop(launch.CONNECTION_FD, None)
-    watchdog.start(heartbeat, key, identity, int(connection) if connection else None)
-    worker = mpi.MpiWorker(address, key, identity, comm) if comm is not None \
-        else Worker(address, key, identity, int(connection) if connection else None)
+    watchdog.start(heartbeat, server_key, key, identity,
+                   int(connection) if connection else None)
+    worker = mpi.MpiWorker(address, server_key, key, identity, comm) if comm is not None \
+        else Worker(address, server_key, key, identity, int(connection) if connection else None)
     try:
         worker.serve()
     finally:
