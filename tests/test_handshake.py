@@ -80,3 +80,30 @@ def test_a_zeromq_peer_without_the_session_key_fails_the_handshake(transport):
         intruder.close()
         context.term()
         assert remote(identity)(7).result(timeout=60) == 7
+
+
+def listening_addresses_after(session_pid):
+    """Inside an MPI call: wait until every rank is up, then list where the call's processes
+    (this worker's process tree, launcher included) listen."""
+    from mpi4py import MPI
+
+    MPI.COMM_WORLD.Barrier()
+    if MPI.COMM_WORLD.Get_rank() != 0:
+        MPI.COMM_WORLD.Barrier()
+        return None
+    tree = psutil.Process(os.getpid())
+    while tree.parent() is not None and tree.parent().pid != int(session_pid):
+        tree = tree.parent()
+    pids = {tree.pid, *(p.pid for p in tree.children(recursive=True))}
+    found = sorted({c.laddr.ip for c in psutil.net_connections(kind="inet")
+                    if c.status == psutil.CONN_LISTEN and c.pid in pids})
+    MPI.COMM_WORLD.Barrier()
+    return found
+
+
+def test_a_local_mpi_call_listens_on_loopback_only():
+    pytest.importorskip("mpi4py")
+    with remotefn.session("local", max_cores=2, forward_output=False):
+        found = remote(listening_addresses_after, cores=2)(str(os.getpid())).result(timeout=120)
+    assert found[0], "the call's processes listen nowhere: the test sees nothing"
+    assert set(found[0]) <= {"127.0.0.1", "::1"}

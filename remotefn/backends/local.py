@@ -108,9 +108,14 @@ class LocalBackend(Backend):
         return [launcher, *flags, "-n", str(spec.options.cores), *worker]
 
     def environment(self, spec: WorkerSpec) -> dict[str, str]:
-        if spec.options.cores > 1 and mpi_flavour(self.launcher()) == "openmpi":
-            return {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
-        return {}
+        """MPI ranks talk over loopback only: nothing of a local MPI call listens on a
+        network other users can reach."""
+        if spec.options.cores == 1:
+            return {}
+        if mpi_flavour(self.launcher()) == "openmpi":
+            return {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+                    "OMPI_MCA_btl_tcp_if_include": "lo", "OMPI_MCA_oob_tcp_if_include": "lo"}
+        return {"UCX_NET_DEVICES": "lo", "FI_TCP_IFACE": "lo", "FI_SOCKETS_IFACE": "lo"}
 
     def check_options(self, options: CallOptions) -> None:
         if options.cores > 1:
@@ -128,6 +133,11 @@ class LocalBackend(Backend):
         if found is None:
             raise MissingDependency(f"MPI functions (cores > 1) need mpiexec, and none was "
                                     f"found beside {self.python} or on PATH: {_MPI_HINT}")
+        # MPICH's fork-based launcher talks to its ranks over pipes; hydra, the default,
+        # listens for them on every interface.
+        forker = os.path.join(os.path.dirname(os.path.realpath(found)), "mpiexec.gforker")
+        if mpi_flavour(found) == "mpich" and os.access(forker, os.X_OK):
+            found = forker
         self.mpiexec = found
         return found
 
