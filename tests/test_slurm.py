@@ -99,7 +99,8 @@ def command(**options):
 def test_srun_command_for_a_plain_call():
     assert command() == ["srun", "--jobid=42", "--job-name=remotefn-w1", "--exact",
                          "--ntasks=1", "--cpus-per-task=1", "--mpi=none", "--kill-on-bad-exit=1",
-                         "--quiet", "--nodes=1-1", "/py", "-m", "remotefn.worker"]
+                         "--quiet", "--nodes=1-1", "--gres=none", "/py", "-m",
+                         "remotefn.worker"]
 
 
 @pytest.mark.parametrize("options, expected", [

@@ -40,6 +40,13 @@ class SlurmJob:
     nodes: int
     cpus: int
     gpus: int
+    #: Memory the job holds as a consumable resource, in MiB (0: memory is not consumable).
+    memory: int = 0
+
+    @property
+    def memory_per_cpu(self) -> int:
+        """A step's share of the job's memory per CPU, in MiB (0: none to share)."""
+        return self.memory // self.cpus if self.memory and self.cpus else 0
 
 
 def read_allocation(job_id: str) -> SlurmJob:
@@ -66,8 +73,13 @@ def parse_allocation(job_id: str, text: str) -> SlurmJob:
         return match.group(1)
 
     gres = re.search(r"\bJOB_GRES=\S*?gpu(?::[^:,\s]+)?:(\d+)", text)
+    memory = re.search(r"\bTRES=\S*?\bmem=(\d+(?:\.\d+)?)([KMGT]?)", text)
+    megabytes = 0
+    if memory:
+        scale = {"K": 1 / 1024, "": 1, "M": 1, "G": 1024, "T": 1024 * 1024}[memory.group(2)]
+        megabytes = int(float(memory.group(1)) * scale)
     return SlurmJob(job_id, int(field("NumNodes")), int(field("NumCPUs")),
-                      int(gres.group(1)) if gres else 0)
+                    int(gres.group(1)) if gres else 0, megabytes)
 
 
 class SrunWorker(LaunchedWorker):
@@ -136,7 +148,8 @@ class SlurmBackend(Backend):
 
     def command(self, spec: WorkerSpec) -> list[str]:
         return srun_command(spec.options, job_id=self.job_id, mpi=self.mpi, srun=self.srun,
-                            python=self.python, name=f"remotefn-{spec.worker_id}")
+                            python=self.python, name=f"remotefn-{spec.worker_id}",
+                            memory_per_cpu=self.job.memory_per_cpu)
 
     def check_extras(self, extras: Sequence[tuple[str, Any]]) -> None:
         for name, value in extras:
@@ -173,8 +186,14 @@ def sanitize(environment: Mapping[str, str]) -> dict[str, str]:
 
 
 def srun_command(options: CallOptions, *, job_id: str, mpi: str, srun: str, python: str,
-                 name: str) -> list[str]:
-    """The srun command line of one worker (a pure function)."""
+                 name: str, memory_per_cpu: int = 0) -> list[str]:
+    """The srun command line of one worker (a pure function).
+
+    The step holds exactly what the call asked for: no GPUs unless it asked for some (a step
+    that names none would get all of the job's), and, where memory is consumable, its CPUs'
+    share of the job's memory (one that names none would get all of it). ``slurm_args``
+    come last, so ``--mem=...`` there asks for more.
+    """
     extras = dict(options.extras)
     command = [srun, f"--jobid={job_id}", f"--job-name={name}", "--exact",
                f"--ntasks={options.cores}", f"--cpus-per-task={options.threads_per_core}",
@@ -188,6 +207,10 @@ def srun_command(options: CallOptions, *, job_id: str, mpi: str, srun: str, pyth
         command.append(f"--ntasks-per-node={extras['ntasks_per_node']}")
     if options.gpus:
         command.append(f"--gpus-per-task={options.gpus}")
+    else:
+        command.append("--gres=none")
+    if memory_per_cpu:
+        command.append(f"--mem-per-cpu={memory_per_cpu}M")
     if options.cwd:
         command.append(f"--chdir={options.cwd}")
     if extras.get("exclusive"):

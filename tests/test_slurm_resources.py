@@ -1,0 +1,92 @@
+"""SLURM allocations as real clusters make them: GPUs, consumable memory. Each step holds
+exactly what its call asked for, so later steps are never starved by earlier ones."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+import remotefn
+from remotefn import remote
+from remotefn.backends.slurm import parse_allocation
+from remotefn.options import resolve
+from helpers import wait_for_file, wait_until
+from test_slurm import command, needs_cluster, salloc
+
+
+def step_and_gpus():
+    return os.environ["SLURM_STEP_ID"], os.environ.get("CUDA_VISIBLE_DEVICES", "")
+
+
+def gpus_after(gate):
+    wait_for_file(gate)
+    return os.environ.get("CUDA_VISIBLE_DEVICES", "")
+
+
+@pytest.fixture
+def allocation(request):
+    job = salloc(*request.param)
+    yield job
+    subprocess.run(["scancel", job])
+
+
+# -- the command line -------------------------------------------------------------------------------
+
+
+def test_a_step_that_asks_for_no_gpus_asks_for_none():
+    assert "--gres=none" in command()
+    assert "--gres=none" not in command(gpus=1)
+    assert "--gpus-per-task=1" in command(gpus=1)
+
+
+def test_a_step_asks_for_its_cpus_share_of_consumable_memory():
+    from remotefn.backends.slurm import srun_command
+
+    line = srun_command(resolve({"threads_per_core": 2}), job_id="42", mpi="pmi2", srun="srun",
+                        python="/py", name="w", memory_per_cpu=500)
+    assert "--mem-per-cpu=500M" in line
+    assert not any(arg.startswith("--mem") for arg in command())
+
+
+def test_the_jobs_memory_is_read_from_its_tres():
+    text = ("JobId=7 NumNodes=1 NumCPUs=4 NumTasks=4 CPUs/Task=1\n"
+            "   TRES=cpu=4,mem=2000M,node=1,billing=4\n")
+    job = parse_allocation("7", text)
+    assert (job.memory, job.memory_per_cpu) == (2000, 500)
+    assert parse_allocation("7", text.replace("mem=2000M", "mem=2G")).memory == 2048
+    assert parse_allocation("7", "NumNodes=1 NumCPUs=2 TRES=cpu=2,node=1").memory_per_cpu == 0
+
+
+# -- real steps -------------------------------------------------------------------------------------
+
+
+@needs_cluster
+@pytest.mark.parametrize("allocation", [("-N1", "-n8", "--gpus=4")], indirect=True)
+def test_in_a_gpu_allocation_a_pool_leaves_room_for_later_calls(allocation):
+    with remotefn.session("slurm", job_id=allocation, start_timeout=60,
+                          forward_output=False):
+        pool = remote(step_and_gpus, block=True, max_workers=2)
+        assert all(gpus == "" for _, gpus in [pool().result(timeout=120) for _ in range(4)])
+        assert remote(step_and_gpus)().result(timeout=120)[1] == ""
+        second = remote(step_and_gpus, block=True, max_workers=1, threads_per_core=2)
+        assert second().result(timeout=120)[1] == ""
+        assert remote(step_and_gpus, gpus=1)().result(timeout=120)[1] != ""
+
+
+@needs_cluster
+@pytest.mark.parametrize("allocation", [("-N1", "-n8", "--gpus=4")], indirect=True)
+def test_four_gpu_calls_get_distinct_gpus_while_cpu_calls_run_beside_them(allocation, tmp_path):
+    gate = tmp_path / "gate"
+    with remotefn.session("slurm", job_id=allocation, start_timeout=60,
+                          forward_output=False) as session:
+        with_gpu = [remote(gpus_after, gpus=1)(str(gate)) for _ in range(4)]
+        without = [remote(gpus_after)(str(gate)) for _ in range(4)]
+        wait_until(lambda: all(f.running() for f in with_gpu + without), timeout=120,
+                   what="all eight calls to run at once")
+        assert len(session.resources()["running"]) == 8
+        gate.touch()
+        gpus = [f.result(timeout=120) for f in with_gpu]
+        assert len(set(gpus)) == 4 and "" not in gpus
+        assert [f.result(timeout=120) for f in without] == [""] * 4
