@@ -27,7 +27,8 @@ def gpus_after(gate):
 
 @pytest.fixture
 def allocation(request):
-    job = salloc(*request.param)
+    # --immediate: a request that cannot be granted in time is withdrawn, not left queued.
+    job = salloc("--immediate=50", *request.param)
     yield job
     subprocess.run(["scancel", job])
 
