@@ -134,6 +134,7 @@ class Session(concurrent.futures.Executor):
     def _stop_when_done(self) -> None:
         while self._pending:
             concurrent.futures.wait(list(self._pending))
+        self._cache.close()  # results may resolve before their cache entries are written
         self._hub.stop(kill=False)
         self._hub.stopped.wait()
 
