@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import warnings
 
 import h5py
 import pytest
@@ -304,3 +305,22 @@ def test_writes_run_off_the_hub_thread_and_a_pending_write_still_answers(tmp_pat
     assert threads and not any(name.startswith("remotefn-hub") for name in threads)
     [entry] = cache.entries(str(tmp_path))  # the session's shutdown flushed the write
     assert cache.load(entry.path) == 8
+
+
+MUTABLE = {"scale": 1}
+
+
+def reads_a_mutable_global(x):
+    return x * MUTABLE["scale"]
+
+
+def test_a_mutable_module_value_enters_by_name_with_a_warning_once():
+    with pytest.warns(RuntimeWarning, match="MUTABLE"):
+        first = cache.code_digest(reads_a_mutable_global)
+    MUTABLE["scale"] = 2
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert cache.code_digest(reads_a_mutable_global) == first
+    finally:
+        MUTABLE["scale"] = 1

@@ -48,6 +48,9 @@ _SKIPPED = frozenset({"__dict__", "__weakref__", "__module__", "__doc__", "__qua
                       "__dataclass_params__", "__match_args__", "__orig_bases__",
                       "__parameters__", "__abstractmethods__", "_abc_impl"})
 
+_DESCRIPTORS = (types.MemberDescriptorType, types.GetSetDescriptorType,
+                types.WrapperDescriptorType, types.MethodDescriptorType)
+
 _warned: set[str] = set()
 _warned_lock = threading.Lock()
 
@@ -202,16 +205,20 @@ class _Walk:
         for name, attribute in sorted(vars(cls).items()):
             if name in _SKIPPED:
                 continue
+            if isinstance(attribute, _DESCRIPTORS):  # slots and C-level attributes
+                continue
             if isinstance(attribute, (staticmethod, classmethod)):
                 attribute = attribute.__func__
+            if isinstance(attribute, functools.cached_property):
+                attribute = attribute.func
             if isinstance(attribute, property):
                 for accessor in (attribute.fget, attribute.fset, attribute.fdel):
                     if accessor is not None:
                         self.reference(accessor, f"{label}.{name}")
                 continue
-            if name.startswith("__") and name.endswith("__") and \
+            if name.startswith("_") and name.endswith("_") and \
                     not isinstance(attribute, types.FunctionType):
-                continue
+                continue  # dunder and sunder values: what Python and enum keep for a class
             self.reference(attribute, f"{label}.{name}")
 
     def library(self, obj: Any) -> None:
@@ -327,14 +334,20 @@ def _version(module_name: str) -> str:
     """The version of the distribution that provides ``module_name`` (Python's for the
     standard library and built-in modules)."""
     top = module_name.split(".", 1)[0]
-    module = sys.modules.get(top)
-    version = getattr(module, "__version__", None)
+    python = f"python {sys.version.split()[0]}"
+    if top in sys.stdlib_module_names or top in sys.builtin_module_names:
+        return python
+    version = getattr(sys.modules.get(top), "__version__", None)
     if isinstance(version, str):
         return f"{top} {version}"
+    try:
+        return f"{top} {importlib.metadata.version(top)}"
+    except Exception:  # the distribution is named otherwise: look it up (slower, once)
+        pass
     try:
         distributions = importlib.metadata.packages_distributions().get(top, ())
         if distributions:
             return f"{distributions[0]} {importlib.metadata.version(distributions[0])}"
     except Exception:  # broken metadata: fall back on Python's version
         logger.debug("no distribution found for %s", top, exc_info=True)
-    return f"python {sys.version.split()[0]}"
+    return python
