@@ -324,3 +324,52 @@ def test_a_mutable_module_value_enters_by_name_with_a_warning_once():
             assert cache.code_digest(reads_a_mutable_global) == first
     finally:
         MUTABLE["scale"] = 1
+
+
+EXIT_SCRIPT = """
+    import sys
+    import time
+    import remotefn
+    from remotefn.cache import store
+
+    write = store.write
+
+    def slow_write(*args, **kwargs):
+        time.sleep(0.5)  # the write is still pending when the script ends
+        write(*args, **kwargs)
+
+    store.write = slow_write
+
+    def triple(x):
+        return 3 * x
+
+    session = remotefn.session("local", cache_directory=sys.argv[1], forward_output=False)
+    print(session.submit(triple, 5).result())
+"""
+
+
+def test_interpreter_exit_flushes_pending_writes(tmp_path):
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(EXIT_SCRIPT), str(tmp_path)],
+                         capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert out.returncode == 0 and out.stdout.split() == ["15"], out.stderr
+    [entry] = cache.entries(str(tmp_path))
+    assert cache.load(entry.path) == 15
+
+
+def test_a_functions_code_key_is_computed_once_per_session(tmp_path, monkeypatch):
+    from remotefn.cache import keys
+
+    computed = []
+    digest = keys.code_digest
+
+    def counting(function):
+        computed.append(function)
+        return digest(function)
+
+    monkeypatch.setattr(keys, "code_digest", counting)
+    with remotefn.session("local", cache_directory=str(tmp_path),
+                          forward_output=False) as session:
+        assert [session.submit(twice, i).result(timeout=60) for i in range(5)] == \
+            [0, 2, 4, 6, 8]
+    assert computed.count(twice) == 1
