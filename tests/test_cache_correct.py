@@ -181,9 +181,9 @@ FAKELIB = """
 def run(directory, module, cache_directory, fakelib=("1.0", 1)):
     """Write ``userlib`` (and a stand-in installed library) under ``directory``, run the script
     in a fresh process and return what it printed: the value and whether it was a hit."""
-    installed = tmp_site = os.path.join(os.path.dirname(directory), "lib", "site-packages")
+    installed = os.path.join(os.path.dirname(directory), "lib", "site-packages")
     os.makedirs(os.path.join(installed, "fakelib"), exist_ok=True)
-    with open(os.path.join(tmp_site, "fakelib", "__init__.py"), "w") as file:
+    with open(os.path.join(installed, "fakelib", "__init__.py"), "w") as file:
         file.write(textwrap.dedent(FAKELIB.format(version=fakelib[0], answer=fakelib[1])))
     os.makedirs(directory, exist_ok=True)
     with open(os.path.join(directory, "userlib.py"), "w") as file:

@@ -133,7 +133,7 @@ class _Walk:
                 self.put("empty cell", name)
                 continue
             self.reference(content, f"{label}.<{name}>", by_name_ok=False)
-        self.globals(function.__globals__, names, label)
+        self.globals(function.__globals__, names)
 
     def code(self, code: types.CodeType, names: set[str]) -> None:
         """A code object and the ones nested in it, without file names or line numbers."""
@@ -157,7 +157,7 @@ class _Walk:
         else:
             self.put(type(constant).__name__, repr(constant))
 
-    def globals(self, namespace: dict[str, Any], names: set[str], label: str) -> None:
+    def globals(self, namespace: dict[str, Any], names: set[str]) -> None:
         module = namespace.get("__name__", "?")
         for name in sorted(names):
             if name in namespace:
@@ -175,8 +175,9 @@ class _Walk:
             self.callable(obj, label)
         elif isinstance(obj, type):
             self.cls(obj)
-        elif isinstance(obj, (types.BuiltinFunctionType, types.BuiltinMethodType)):
-            self.library(obj)
+        elif isinstance(obj, (types.BuiltinFunctionType, types.BuiltinMethodType)) or \
+                callable(obj) and not _is_user(type(obj).__module__):
+            self.library(obj)  # a library's callable object (numpy's ufuncs, dispatchers)
         else:
             self.value(obj, label, by_name_ok=by_name_ok)
 
