@@ -109,7 +109,9 @@ def table(results: dict[str, dict]) -> str:
              ("non-block calls (calls/s)", ours.get("non_block_calls_per_s"), "{:,.0f}"),
              ("dependency graph (nodes/s)", ours.get("graph_nodes_per_s"), "{:,.0f}"),
              ("cache hit (us)", ours.get("cache_hit_us"), "{:,.0f}"),
-             ("cache key of an array (GB/s)", ours.get("cache_hash_gb_per_s"), "{:.2f}")]
+             ("cache key of an array (GB/s)", ours.get("cache_hash_gb_per_s"), "{:.2f}"),
+             ("code key of a function and its helpers, once per session (ms)",
+              ours.get("cache_code_key_ms"), "{:.1f}")]
     for label, value, fmt in extra:
         if value is not None:
             lines.append(f"{label:34}{fmt.format(value):>16}")

@@ -147,6 +147,7 @@ def test_exceptions_are_not_cached(cached, tmp_path):
     for _ in range(2):
         with pytest.raises(ValueError):
             handle("again").result(timeout=30)
+    cached.shutdown()
     assert cache.entries(cached.cache_directory) == []
 
 
@@ -161,6 +162,7 @@ def test_cache_false_opts_out(cached, tmp_path):
 def test_numpy_results_are_datasets_plain_h5py_can_read(cached):
     handle = remote(array_of)
     np.testing.assert_array_equal(handle(5).result(timeout=30), np.arange(5.0))
+    cached.shutdown()  # a future may resolve before its entry is written; shutdown flushes
     [entry] = cache.entries(cached.cache_directory)
     with h5py.File(entry.path, "r") as file:
         np.testing.assert_array_equal(file["result"][()], np.arange(5.0))
@@ -184,11 +186,14 @@ def test_truncated_entry_is_a_miss_with_a_warning_and_is_replaced(cached, tmp_pa
     log = str(tmp_path / "log")
     handle = remote(record)
     handle(log, 1).result(timeout=30)
+    cached.shutdown()
     [entry] = cache.entries(cached.cache_directory)
     with open(entry.path, "r+b") as file:
         file.truncate(100)
-    with pytest.warns(RuntimeWarning, match=os.path.basename(entry.path)):
-        assert handle(log, 1).result(timeout=30) == 2
+    with remotefn.session("local", cache_directory=cached.cache_directory,
+                          forward_output=False):
+        with pytest.warns(RuntimeWarning, match=os.path.basename(entry.path)):
+            assert handle(log, 1).result(timeout=30) == 2
     assert runs(log) == 2
     assert cache.load(entry.path) == 2
 
@@ -230,6 +235,7 @@ def test_python_api_lists_loads_and_deletes(cached, tmp_path):
     log = str(tmp_path / "log")
     remote(record)(log, 1).result(timeout=30)
     remote(array_of)(3).result(timeout=30)
+    cached.shutdown()
     listed = cache.entries(cached.cache_directory)
     assert {e.function.rsplit(".", 1)[-1] for e in listed} == {"record", "array_of"}
     assert all(e.size > 0 and e.created > 0 and len(e.key) == 64 for e in listed)
@@ -240,6 +246,7 @@ def test_python_api_lists_loads_and_deletes(cached, tmp_path):
 
 def test_the_command_line(cached, tmp_path):
     remote(record)(str(tmp_path / "log"), 4).result(timeout=30)
+    cached.shutdown()
     directory = cached.cache_directory
 
     def cli(*args):

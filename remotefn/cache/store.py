@@ -1,11 +1,17 @@
 """The HDF5 store: one file per entry, named by the function and the call's key.
 
 Entries are written to a temporary name and renamed into place, so a crash never leaves half
-an entry and concurrent writers of one key leave one valid file.
+an entry and concurrent writers of one key leave one valid file. Each entry carries the
+SHA-256 of its payload (``checksum``) and the store's format (``format``): an entry that fails
+either check is a miss with a warning, and is replaced when the call's result is stored. Any
+other read error (permissions, locks, file limits) is a miss with a warning too, but leaves the
+file alone: it may well be good.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import logging
 import os
 import pickle
@@ -24,6 +30,8 @@ from .keys import is_array
 logger = logging.getLogger(__name__)
 
 SUFFIX = ".h5"
+#: The layout of an entry; an entry of another format is a miss (and is replaced).
+FORMAT = 2
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -47,13 +55,23 @@ def entry_path(directory: str, function_name: str, key: str) -> str:
     return os.path.join(directory, f"{safe}_{key}{SUFFIX}")
 
 
-def write(path: str, value: Any, metadata: dict[str, Any]) -> None:
-    """Store ``value`` at ``path`` atomically; numpy arrays become real HDF5 datasets.
+def snapshot(value: Any) -> Any:
+    """What :func:`write` stores for ``value``, taken now: a copy of a numpy array, else the
+    pickle (bytes), so that a caller changing the value later does not change the entry.
     Raises ``TypeError`` (from pickle) when the value cannot be stored."""
+    if is_array(value) and not value.dtype.hasobject:
+        return value.copy()
+    return cloudpickle.dumps(value, protocol=5)
+
+
+def write(path: str, value: Any, metadata: dict[str, Any], *, taken: bool = False) -> None:
+    """Store ``value`` at ``path`` atomically (``taken``: ``value`` is already a
+    :func:`snapshot`); numpy arrays become real HDF5 datasets. Raises ``TypeError`` (from
+    pickle) when the value cannot be stored, ``OSError`` when the file cannot be written."""
     import h5py
 
-    payload = None if is_array(value) and not value.dtype.hasobject else \
-        cloudpickle.dumps(value, protocol=5)
+    stored = value if taken else snapshot(value)
+    payload = stored if isinstance(stored, bytes) else None
     directory = os.path.dirname(path)
     os.makedirs(directory, exist_ok=True)
     temporary = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}."
@@ -61,12 +79,15 @@ def write(path: str, value: Any, metadata: dict[str, Any]) -> None:
     try:
         with h5py.File(temporary, "w") as file:
             if payload is None:
-                file.create_dataset("result", data=value)
+                file.create_dataset("result", data=stored)
+                checksum = _checksum(stored)
             else:
                 import numpy as np
 
                 file.create_dataset("pickle", data=np.frombuffer(payload, dtype=np.uint8))
-            for name, item in {**metadata, "remotefn_version": __version__,
+                checksum = _checksum(payload)
+            for name, item in {**metadata, "checksum": checksum, "format": FORMAT,
+                               "remotefn_version": __version__,
                                "created": time.time(), "host": socket.gethostname()}.items():
                 if item is not None:
                     file.attrs[name] = item
@@ -76,32 +97,88 @@ def write(path: str, value: Any, metadata: dict[str, Any]) -> None:
             os.unlink(temporary)
 
 
-def load(path: str) -> Any:
-    """The value stored at ``path``; raises ``OSError``/``ValueError`` for a damaged file."""
+class DamagedEntry(ValueError):
+    """An entry whose payload fails its checksum, or whose layout is not this store's."""
+
+
+#: errno values of a read that failed for a reason other than the file's content.
+_TRANSIENT = {errno.EACCES, errno.EPERM, errno.EMFILE, errno.ENFILE, errno.EAGAIN,
+              errno.ENOLCK, errno.EBUSY, errno.EINTR, errno.ENOMEM, errno.ESTALE,
+              errno.ETIMEDOUT}
+
+
+def load(path: str, key: str | None = None) -> Any:
+    """The value stored at ``path`` (whose key must be ``key``, if given); raises
+    :class:`DamagedEntry` for a checksum or format failure, ``OSError`` when the file
+    cannot be read, and ``OSError``/``ValueError``/``KeyError`` (from h5py) for a damaged
+    file."""
     import h5py
 
-    with h5py.File(path, "r") as file:
-        if "result" in file:
-            return file["result"][()]
-        return pickle.loads(file["pickle"][()].tobytes())
-
-
-def read_hit(path: str) -> tuple[bool, Any]:
-    """``(True, value)`` for a readable entry; ``(False, None)`` when absent. A damaged entry
-    is a miss with a warning naming the file, and is removed so that it gets replaced."""
-    if not os.path.exists(path):
-        return False, None
+    with open(path, "rb") as raw:  # permissions and file limits fail here, with their errno
+        raw.read(8)
     try:
-        return True, load(path)
-    except Exception as error:  # h5py raises OSError, KeyError, ValueError...
-        warnings.warn(f"remotefn cache: ignoring the damaged entry {path} "
-                      f"({type(error).__name__}: {error}); it will be recomputed",
-                      RuntimeWarning, stacklevel=2)
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
+        file = h5py.File(path, "r", locking=False)
+    except TypeError:  # an h5py without the locking keyword
+        file = h5py.File(path, "r")
+    with file:
+        attrs = file.attrs
+        if attrs.get("format") != FORMAT or "checksum" not in attrs:
+            raise DamagedEntry(f"format {attrs.get('format')!r}, expected {FORMAT}")
+        if key is not None and _text(attrs.get("key")) != key:
+            raise DamagedEntry(f"key {_text(attrs.get('key'))!r}, expected {key!r}")
+        expected = _text(attrs["checksum"])
+        pickled = "result" not in file
+        stored = file["pickle"][()].tobytes() if pickled else file["result"][()]
+    found = _checksum(stored)
+    if found != expected:
+        raise DamagedEntry(f"checksum {found[:16]}... of the payload, stored "
+                           f"{expected[:16]}...")
+    return pickle.loads(stored) if pickled else stored
+
+
+def read_hit(path: str, key: str | None = None) -> tuple[bool, Any]:
+    """``(True, value)`` for a good entry; ``(False, None)`` when absent. A damaged entry
+    (checksum, format, a file HDF5 cannot read) is a miss with a warning naming the file; it
+    is replaced when the result is stored. Any other read error (permissions, locks, file
+    limits) is a miss with a warning, and the file is left alone."""
+    try:
+        return True, load(path, key)
+    except FileNotFoundError:
         return False, None
+    except Exception as error:  # h5py raises OSError, KeyError, ValueError...
+        if _transient(error):
+            warnings.warn(f"remotefn cache: could not read {path} ({type(error).__name__}: "
+                          f"{error}); the call runs, and the entry is left in place",
+                          RuntimeWarning, stacklevel=2)
+        else:
+            warnings.warn(f"remotefn cache: ignoring the damaged entry {path} "
+                          f"({type(error).__name__}: {error}); it will be recomputed",
+                          RuntimeWarning, stacklevel=2)
+        return False, None
+
+
+def _transient(error: BaseException) -> bool:
+    """Whether a read failed for a reason other than the file's content."""
+    if isinstance(error, DamagedEntry) or not isinstance(error, OSError):
+        return False
+    if error.errno in _TRANSIENT:
+        return True
+    text = str(error).lower()  # HDF5's own errors: "unable to lock file, errno = 11, ..."
+    return "lock" in text or any(f"errno = {number}," in text for number in _TRANSIENT)
+
+
+def _checksum(payload: Any) -> str:
+    """The SHA-256 of a pickle, or of an array's bytes (read in place)."""
+    if isinstance(payload, bytes):
+        return hashlib.sha256(payload).hexdigest()
+    import numpy as np
+
+    flat = np.ascontiguousarray(payload).reshape(-1)
+    return hashlib.sha256(flat.view(np.uint8)).hexdigest()
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def entries(directory: str, function: str | None = None) -> list[CacheEntry]:

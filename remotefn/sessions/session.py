@@ -134,6 +134,7 @@ class Session(concurrent.futures.Executor):
     def _stop_when_done(self) -> None:
         while self._pending:
             concurrent.futures.wait(list(self._pending))
+        self._cache.close()  # results may resolve before their cache entries are written
         self._hub.stop(kill=False)
         self._hub.stopped.wait()
 
@@ -348,8 +349,9 @@ def session(backend: str | None = None, **settings: Any) -> Session:
 
     Settings: ``forward_output`` (print the calls' output here, default True),
     ``cache_directory`` (store results there and reuse them, also in later runs),
-    ``cache_by`` (``"code"``, default: a change to a function's code invalidates its entries;
-    ``"name"``: only its qualified name counts),
+    ``cache_by`` (``"code"``, default: a change to a function's code, or to the user code it
+    reaches, invalidates its entries; ``"name"``: only its qualified name counts; see
+    docs/cache.md for what the key holds),
     ``start_timeout`` (seconds a worker may take to connect, default 300) and the backend's
     own (local: ``max_cores``, ``max_gpus``/``gpu_ids``, ``python``, ``mpiexec``,
     ``transport``, ``interface``, ``fork_server``; see docs/ for slurm and flux).
