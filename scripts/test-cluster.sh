@@ -3,8 +3,9 @@
 #
 # `up` installs Debian's slurmctld, slurmd, slurm-client and munge if missing, writes
 # /etc/slurm, starts munged, slurmctld and one slurmd per emulated node (n1..nN, all on this
-# host, more CPUs declared than the machine has, fake GPUs as GRES) and waits until the nodes
-# are idle. `down` cancels the jobs and stops exactly the daemons `up` started. Needs root.
+# host, more CPUs declared than the machine has, fake GPUs as GRES, memory a consumable
+# resource as on most GPU clusters: CR_Core_Memory, 500 MB per CPU unless a job asks) and waits
+# until the nodes are idle. `down` cancels the jobs and stops exactly the daemons `up` started. Needs root.
 #
 #   REMOTEFN_CLUSTER_DIR    state, logs and pid files   (default /tmp/remotefn-cluster)
 #   REMOTEFN_CLUSTER_NODES  emulated nodes              (default 3)
@@ -106,7 +107,8 @@ SlurmdLogFile=$DIR/log/slurmd-%n.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
+SelectTypeParameters=CR_Core_Memory
+DefMemPerCPU=500
 GresTypes=gpu
 MpiDefault=none
 ReturnToService=2

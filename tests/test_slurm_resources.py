@@ -91,3 +91,29 @@ def test_four_gpu_calls_get_distinct_gpus_while_cpu_calls_run_beside_them(alloca
         gpus = [f.result(timeout=120) for f in with_gpu]
         assert len(set(gpus)) == 4 and "" not in gpus
         assert [f.result(timeout=120) for f in without] == [""] * 4
+
+
+def memory_after(gate):
+    wait_for_file(gate)
+    return os.environ.get("SLURM_MEM_PER_CPU") or os.environ.get("SLURM_MEM_PER_NODE")
+
+
+def memory_is_consumable() -> bool:
+    out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True).stdout
+    return "CR_Core_Memory" in out or "CR_CPU_Memory" in out
+
+
+@needs_cluster
+@pytest.mark.parametrize("allocation", [("-N1", "-n4", "--mem=2000")], indirect=True)
+def test_under_consumable_memory_concurrent_steps_share_the_jobs_memory(allocation, tmp_path):
+    if not memory_is_consumable():
+        pytest.skip("this cluster does not count memory (SelectTypeParameters without "
+                    "_Memory); scripts/test-cluster.sh up makes one that does")
+    gate = tmp_path / "gate"
+    with remotefn.session("slurm", job_id=allocation, start_timeout=60,
+                          forward_output=False):
+        calls = [remote(memory_after)(str(gate)) for _ in range(4)]
+        wait_until(lambda: all(f.running() for f in calls), timeout=120,
+                   what="four steps to run at once")
+        gate.touch()
+        assert [f.result(timeout=120) for f in calls] == ["500"] * 4
