@@ -342,3 +342,21 @@ def test_killing_the_session_ends_the_processes_its_calls_started(tmp_path, star
     script.wait(timeout=60)
     wait_until(lambda: not alive(worker) and not alive(grandchild), timeout=30,
                what="the worker and the process its call started to end")
+
+
+def test_a_running_calls_start_is_known_while_it_runs(local, tmp_path):
+    gate = tmp_path / "gate"
+    handle = remote(value_after, block=True, max_workers=1)
+    first, second = handle(str(gate), 1), handle(str(tmp_path / "second"), 2)
+    wait_until(first.running, timeout=60, what="the call to run")
+    assert first.info.started is not None
+    (running,) = [r for r in local.resources()["running"] if r["call"].endswith(
+        f"(call {first.info.call_id})")]
+    assert running["started"] == first.info.started
+    gate.touch()
+    assert first.result(timeout=60) == 1
+    wait_until(lambda: second.info.started is not None, timeout=60,
+               what="the next call's start")
+    assert second.info.started >= first.info.finished - 1e-6
+    (tmp_path / "second").touch()
+    assert second.result(timeout=60) == 2

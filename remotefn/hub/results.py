@@ -36,6 +36,8 @@ class Results:
         started, finished, frames = messages.read_result(body)
         info = call.future.info
         info.started, info.finished = started, finished
+        if inflight:  # the next call held by this worker started when this one finished
+            inflight[0].future.info.started = finished
         worker.pool.record_runtime(finished - started)
         if worker.pool.one_shot:
             self.retire(worker)

@@ -9,6 +9,7 @@ workers start for waiting calls in submission order, as the ledger allows.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Iterator, NamedTuple
 
 from ..backends import Capacity
@@ -203,5 +204,7 @@ class Scheduler:
             call.started = True
         info = call.future.info
         info.worker_id, info.host, info.pid = worker.worker_id, worker.host, worker.pid
+        if not worker.inflight:  # it starts now; one queued behind others starts when they end
+            info.started = time.time()
         worker.inflight.append(call)
         return True
