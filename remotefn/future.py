@@ -33,10 +33,20 @@ class CallInfo:
     pid: int | None = None
     started: float | None = None
     finished: float | None = None
+    #: CPU seconds the call used, one per rank (measured in the worker).
+    cpu_times: tuple[float, ...] | None = None
+    #: Bytes the worker's resident memory rose during the call, when the session measures
+    #: memory (``session(measure_memory=True)``).
+    peak_memory: int | None = None
     #: True when the result came from the session's cache (or from an identical call in flight).
     from_cache: bool = False
     #: What the call printed: (stream, text) pairs, stream 1 for stdout and 2 for stderr.
     output: list[tuple[int, str]] | None = field(default=None, repr=False)
+
+    @property
+    def cpu_time(self) -> float | None:
+        """CPU seconds the call used, all ranks together."""
+        return sum(self.cpu_times) if self.cpu_times is not None else None
 
     @property
     def runtime(self) -> float | None:

@@ -38,7 +38,7 @@ def main() -> None:
     if mode == "forged":
         wrong_key = Channel(b"k" * KEY_SIZE, identity, session_side=False)
         worker.socket.send_multipart(wrong_key.seal(Kind.HELLO, hello_message()))
-        _, body = messages.result(0, 0, (0, [evil]))
+        _, body = messages.result(messages.Usage(0, 0, -1, (0.0,)), (0, [evil]))
         worker.socket.send_multipart(wrong_key.seal(Kind.RESULT, body, call_id=1))
         frames = worker.channel.seal(Kind.HELLO, [*hello_message(), evil])
         tampered = bytearray(frames[0])

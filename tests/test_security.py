@@ -59,7 +59,7 @@ def test_foreign_client_is_ignored_and_nothing_is_unpickled(tmp_path, transport)
         guessed = Channel(os.urandom(32), b"w0", session_side=False)
         intruder.send_multipart([b"garbage"])
         intruder.send_multipart([evil, evil, evil])
-        _, body = messages.result(0, 0, (0, [evil]))
+        _, body = messages.result(messages.Usage(0, 0, -1, (0.0,)), (0, [evil]))
         intruder.send_multipart(guessed.seal(Kind.RESULT, body, 1))
         wait_until(lambda: probe(session).rejected >= 3, what="the intruder's messages")
         assert remote(identity)(7).result(timeout=30) == 7

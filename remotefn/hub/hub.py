@@ -30,6 +30,7 @@ from ..protocol.framing import new_key
 from ..protocol.messages import Flag, Kind
 from .events import EventLoop
 from .ledger import Ledger
+from .recorder import Recorder
 from .links import Links
 from .records import Call, WorkerRecord
 from .results import Results
@@ -47,7 +48,8 @@ class Hub:
     """Runs the session's event loop in a daemon thread; see the module docstring."""
 
     def __init__(self, backend: Backend, forward_output: bool = True,
-                 start_timeout: float = 300.0) -> None:
+                 start_timeout: float = 300.0, recorder: Recorder | None = None,
+                 measure_memory: bool = False) -> None:
         self.backend = backend
         self.key = new_key()
         #: Held by the hub thread while it handles events, and by a submitting thread that
@@ -66,8 +68,9 @@ class Hub:
             raise
         self.ledger = Ledger(capacity)
         self.scheduler = Scheduler(capacity, self.ledger)
+        self.recorder = recorder if recorder is not None else Recorder()
         self.workers = Workers(backend, self.links, self.loop, self.ledger, self.key,
-                               start_timeout, forward_output)
+                               start_timeout, forward_output, self.recorder, measure_memory)
         self.results = Results(self.workers.retire, self.links.reject, forward_output)
         self._handlers = {Kind.HELLO: self._on_hello, Kind.READY: self._on_ready,
                           Kind.INIT_FAILED: self._on_init_failed,
@@ -217,13 +220,16 @@ class Hub:
     def _send_call(self, worker: WorkerRecord, call: Call) -> None:
         flags = Flag.LAST if worker.pool.one_shot else Flag.NONE
         self.links.send(worker, Kind.TASK, self._task(worker, call), call.call_id, flags)
+        self.recorder.emit("started", call.call_id, worker.worker_id)
         if call.options.timeout is not None:
             self.loop.later(call.options.timeout, self.workers.time_out, worker, call)
 
     def _send_calls(self, worker: WorkerRecord, calls: list[Call]) -> None:
         body = messages.tasks([(call.call_id, self._task(worker, call)) for call in calls])
         self.links.send(worker, Kind.TASKS, body)
+        emit = self.recorder.emit
         for call in calls:
+            emit("started", call.call_id, worker.worker_id)
             if call.options.timeout is not None:
                 self.loop.later(call.options.timeout, self.workers.time_out, worker, call)
 
@@ -286,6 +292,7 @@ class Hub:
 
     def _close(self) -> None:
         self.workers.close()
+        self.recorder.close()
         self.links.close()
         self.backend.close()
         shutil.rmtree(self.runtime_dir, ignore_errors=True)

@@ -33,12 +33,15 @@ class Results:
             # Keep the status pipe drained; only the ids of calls still held matter.
             worker.read_status()
             worker.finished.intersection_update([c.call_id for c in inflight])
-        started, finished, frames = messages.read_result(body)
+        used, frames = messages.read_result(body)
         info = call.future.info
-        info.started, info.finished = started, finished
+        info.started, info.finished = used.started, used.finished
+        info.cpu_times = used.cpu_times
+        if used.peak_memory >= 0:
+            info.peak_memory = used.peak_memory
         if inflight:  # the next call held by this worker started when this one finished
-            inflight[0].future.info.started = finished
-        worker.pool.record_runtime(finished - started)
+            inflight[0].future.info.started = used.finished
+        worker.pool.record_runtime(used.finished - used.started)
         if worker.pool.one_shot:
             self.retire(worker)
         ok, value = messages.read_outcome(flags, frames, call.describe)

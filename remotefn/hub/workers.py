@@ -27,6 +27,7 @@ from ..protocol.messages import PROTOCOL_VERSION, Kind
 from .events import EventLoop
 from .ledger import Ledger, Share
 from .links import Links
+from .recorder import Recorder
 from .records import Call, Pool, State, WorkerRecord
 
 logger = logging.getLogger("remotefn.hub")
@@ -45,7 +46,8 @@ class Workers:
     """Every worker of one session, from launch until its exit has been handled."""
 
     def __init__(self, backend: Backend, links: Links, loop: EventLoop, ledger: Ledger,
-                 key: bytes, start_timeout: float, forward_output: bool) -> None:
+                 key: bytes, start_timeout: float, forward_output: bool, recorder: Recorder,
+                 measure_memory: bool = False) -> None:
         self.backend = backend
         self.links = links
         self.loop = loop
@@ -53,6 +55,8 @@ class Workers:
         self.key = key
         self.start_timeout = start_timeout
         self.forward_output = forward_output
+        self.recorder = recorder
+        self.measure_memory = measure_memory
         self.all: set[WorkerRecord] = set()
         self._ids = itertools.count()
         #: The session is stopping: calls of workers that die fail instead of running again.
@@ -69,6 +73,8 @@ class Workers:
                        launch.WORKER: worker_id, launch.CPUS: str(pool.cpus),
                        launch.HEARTBEAT: self.links.heartbeats.address,
                        launch.SERVER_KEY: self.links.server_public.decode()}
+        if self.measure_memory:
+            session_env[launch.MEASURE_MEMORY] = "1"
         spec = WorkerSpec(worker_id, pool.options, session_env, share.gpu_ids)
         try:
             process = self.backend.launch(spec)
@@ -84,10 +90,16 @@ class Workers:
             return None
         worker = WorkerRecord(worker_id, pool, process, self.key, share)
         worker.assigned = assigned
+        where = " ".join(f"{k}={v}" for k, v in process.describe().items())
+        logger.info("started %s for %s: %s", worker_id, pool.describe(), where)
+        self.recorder.emit("worker started", 0, worker_id, pool.describe())
         self.loop.later(self.start_timeout, self._check_started, worker)
         self.all.add(worker)
         pool.workers.add(worker)
         pool.starting += 1
+        if not pool.one_shot:
+            self.recorder.emit("pool grown", 0, worker_id, f"{pool.describe()}: "
+                               f"{len(pool.workers)} workers")
         self.links.attach(worker)
         if process.exit_fd is not None:
             self.loop.watch(process.exit_fd, lambda events: self._on_exit(worker))
@@ -129,6 +141,8 @@ class Workers:
         worker.state = State.READY
         worker.pool.starting -= 1
         worker.pool.failed_starts = 0
+        logger.info("%s is ready on %s (pid %s)", worker.worker_id, worker.host, worker.pid)
+        self.recorder.emit("worker ready", 0, worker.worker_id, worker.host or "")
         call, worker.assigned = worker.assigned, None
         return call
 
@@ -148,6 +162,8 @@ class Workers:
             worker.process.signal(signal.SIGTERM)
         else:
             self.links.send(worker, Kind.SHUTDOWN)
+        logger.info("stopping %s", worker.worker_id)
+        self.recorder.emit("worker stopped", 0, worker.worker_id)
         self.retire(worker)
         self.loop.later(STOP_GRACE, self._kill_if_alive, worker)
 
@@ -235,6 +251,9 @@ class Workers:
             return
         code = worker.exit_code if worker.exit_code is not None else worker.process.poll()
         was_starting = worker.state in (State.STARTING, State.INITIALIZING)
+        if worker.state is not State.STOPPING or worker.inflight or worker.assigned:
+            logger.info("%s exited with %s", worker.describe(), describe_exit(code))
+            self.recorder.emit("worker died", 0, worker.worker_id, describe_exit(code))
         worker.read_status()  # before _forget closes the pipe
         self.retire(worker)
         self._forget(worker)
@@ -303,6 +322,9 @@ class Workers:
     def _forget(self, worker: WorkerRecord) -> None:
         self.all.discard(worker)
         worker.pool.workers.discard(worker)
+        if not worker.pool.one_shot:
+            self.recorder.emit("pool shrunk", 0, worker.worker_id,
+                               f"{worker.pool.describe()}: {len(worker.pool.workers)} workers")
         self.links.detach(worker)
         for fd in (worker.process.exit_fd, worker.process.stderr_fd):
             if fd is not None:

@@ -17,4 +17,5 @@ GPUS = "REMOTEFN_GPUS"  # GPU ids per rank: "0,1;2,3"
 PMI = "REMOTEFN_PMI"  # the PMI mode the launcher was asked for, for error messages
 STATUS_FD = "REMOTEFN_STATUS_FD"  # where a worker writes the ids of finished calls
 CONNECTION_FD = "REMOTEFN_CONNECTION_FD"  # a socket pair to the session, instead of ZeroMQ
+MEASURE_MEMORY = "REMOTEFN_MEASURE_MEMORY"  # "1": measure each call's peak memory
 NESTED = "REMOTEFN_NESTED"  # "flux": the worker runs in its own Flux instance

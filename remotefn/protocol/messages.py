@@ -14,7 +14,7 @@ INIT_FAILED worker -> session the traceback text of ``init``
 REJECT     session -> worker the reason text; the worker exits
 TASK       session -> worker function digest, pickled function or empty, pickled arguments
 TASKS      session -> worker an index of (call id, item count), then each TASK body
-RESULT     worker -> session timing ``(started, finished)``, then the outcome's frames
+RESULT     worker -> session usage (start, end, peak memory, CPU seconds per rank), outcome
 OUTPUT     worker -> session stream number (1 stdout, 2 stderr), text
 PING/PONG  both (heartbeat)  (empty)
 SHUTDOWN   session -> worker (empty)
@@ -36,7 +36,7 @@ from ..errors import RemoteError, RemoteTraceback, SerializationError
 from . import pickling
 
 #: Bumped whenever a message's layout changes; workers of another protocol are refused.
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 
 Body = list[Any]
 #: What running one call produced: RESULT flags and the outcome frames.
@@ -153,19 +153,32 @@ def read_tasks(body: Sequence[Any]) -> list[tuple[int, Body]]:
 
 # -- results ------------------------------------------------------------------------------------
 
-_TIMING = struct.Struct("!dd")
+_USAGE = struct.Struct("!ddqH")
 
 
-def result(started: float, finished: float, outcome: Outcome) -> tuple[int, Body]:
-    """RESULT: its flags and body, from the call's wall-clock times and outcome."""
+class Usage(NamedTuple):
+    """What a call used, measured in the worker."""
+
+    started: float  # wall-clock time.time() at the start
+    finished: float
+    peak_memory: int  # bytes above the worker's size at the start; -1 when not measured
+    cpu_times: tuple[float, ...]  # CPU seconds, one per rank
+
+
+def result(usage: Usage, outcome: Outcome) -> tuple[int, Body]:
+    """RESULT: its flags and body, from what the call used and its outcome."""
     flags, frames = outcome
-    return flags, [_TIMING.pack(started, finished), *frames]
+    cpu = usage.cpu_times
+    head = _USAGE.pack(usage.started, usage.finished, usage.peak_memory, len(cpu))
+    return flags, [head + struct.pack(f"!{len(cpu)}d", *cpu), *frames]
 
 
-def read_result(body: Sequence[Any]) -> tuple[float, float, list[Any]]:
-    """``(started, finished, outcome frames)``."""
-    started, finished = _TIMING.unpack(body[0])
-    return started, finished, list(body[1:])
+def read_result(body: Sequence[Any]) -> tuple[Usage, list[Any]]:
+    """``(usage, outcome frames)``."""
+    head = body[0]
+    started, finished, peak, ranks = _USAGE.unpack_from(head)
+    cpu = struct.unpack_from(f"!{ranks}d", head, _USAGE.size)
+    return Usage(started, finished, peak, cpu), list(body[1:])
 
 
 def success(value: Any) -> Outcome:

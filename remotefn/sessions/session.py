@@ -24,6 +24,7 @@ from ..cache.front import CacheFront
 from ..errors import SerializationError
 from ..future import CallInfo, RemoteFuture
 from ..hub.hub import Hub
+from ..hub.recorder import Recorder
 from ..hub.records import Call
 from ..options import DEFAULT_OPTIONS, CallOptions
 from ..protocol import pickling
@@ -37,9 +38,13 @@ class Session(concurrent.futures.Executor):
 
     def __init__(self, backend: str | None = None, *, forward_output: bool = True,
                  start_timeout: float = 300.0, cache_directory: str | os.PathLike | None = None,
-                 cache_by: str = "code", **settings: Any) -> None:
-        if not isinstance(forward_output, bool):
-            raise TypeError(f"forward_output must be True or False, got {forward_output!r}")
+                 cache_by: str = "code", record: str | os.PathLike | None = None,
+                 measure_memory: bool = False, **settings: Any) -> None:
+        for name, flag in (("forward_output", forward_output), ("measure_memory", measure_memory)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be True or False, got {flag!r}")
+        if record is not None and not isinstance(record, (str, os.PathLike)):
+            raise TypeError(f"record must be the path of a file, got {record!r}")
         if isinstance(start_timeout, bool) or not isinstance(start_timeout, (int, float)):
             raise TypeError(f"start_timeout must be a number of seconds, got {start_timeout!r}")
         if not start_timeout > 0:
@@ -57,10 +62,11 @@ class Session(concurrent.futures.Executor):
             settings = {**confined, **settings}
         name = backend if backend is not None else backends.detect(os.environ)
         self.backend = backends.create(name, settings)
+        self._recorder = Recorder(record)
         self._hub = Hub(self.backend, forward_output=forward_output,
-                        start_timeout=float(start_timeout))
+                        start_timeout=float(start_timeout), recorder=self._recorder,
+                        measure_memory=measure_memory)
         self._pending: set[concurrent.futures.Future] = set()
-        self._forget_pending = self._pending.discard
         self._closed = False
         self._lock = threading.Lock()
         self._call_ids = itertools.count(1)
@@ -177,6 +183,12 @@ class Session(concurrent.futures.Executor):
         return {"backend": self.backend.name, "allocation": self.backend.describe(),
                 **self._hub.resources()}
 
+    def events(self) -> list[dict[str, Any]]:
+        """The session's recent events, oldest first: what happened to calls and workers and
+        when (see docs/monitoring.md). The last 100,000 are kept; ``record=PATH`` writes
+        them all to a file."""
+        return self._recorder.events()
+
     def release(self, handle: Any) -> None:
         """Stop the block pool of ``handle``'s options once it is idle; its cores and GPUs go
         back to the session. A later call starts the pool again. Returns at once."""
@@ -217,7 +229,7 @@ class Session(concurrent.futures.Executor):
         call_id = next(self._call_ids)
         future = RemoteFuture(CallInfo(ref.name, call_id, time.time()))
         self._pending.add(future)
-        future.add_done_callback(self._forget_pending)
+        future.add_done_callback(self._call_done)
         if arguments is not None:
             self._launch(future, function, ref, options, args, kwargs, arguments, caching)
         else:
@@ -243,10 +255,21 @@ class Session(concurrent.futures.Executor):
         call = Call(future.info.call_id, future, ref, arguments, options)
         if caching:
             store = self._cache.answer(future, function, ref, options, args, kwargs)
-            if store is None:
+            if store is None:  # answered by the cache: recorded as "cached" once done
                 return
             call.on_success = store
+        self._recorder.emit("queued", call.call_id, "", ref.name)
         self._hub.submit(call)
+
+    def _call_done(self, future: RemoteFuture) -> None:
+        self._pending.discard(future)
+        if future.cancelled():
+            kind = "cancelled"
+        elif future.exception() is not None:
+            kind = "failed"
+        else:
+            kind = "cached" if future.info.from_cache else "finished"
+        self._recorder.emit(kind, future.info.call_id, future.info.worker_id or "")
 
     def _check_fits(self, options: CallOptions) -> None:
         cpus, gpus = options.cpus, options.total_gpus

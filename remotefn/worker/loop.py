@@ -13,10 +13,11 @@ from typing import Any
 
 from ..protocol import messages
 from ..protocol.framing import AuthenticationError, Channel
-from ..protocol.launch import STATUS_FD
-from ..protocol.messages import Flag, Kind, Outcome
+from ..protocol.launch import MEASURE_MEMORY, STATUS_FD
+from ..protocol.messages import Flag, Kind, Outcome, Usage
 from ..protocol.socketpair import FrameStream, StreamClosed
 from ..sessions import registry
+from . import usage
 from .runner import Runner
 
 
@@ -72,6 +73,9 @@ class Worker:
         self.runner = Runner()
         status = os.environ.pop(STATUS_FD, None)
         self.status_fd = int(status) if status else None
+        self.measure_memory = os.environ.pop(MEASURE_MEMORY, "") == "1"
+        #: CPU seconds per rank of the last call, where the ranks measured them (MPI).
+        self.rank_cpu_times: tuple[float, ...] | None = None
         self.stdout = _CallOutput(self, 1)
         self.stderr = _CallOutput(self, 2)
 
@@ -127,11 +131,17 @@ class Worker:
 
     def answer(self, call_id: int, body: list[Any]) -> None:
         """Run one call (a TASK body) and send its RESULT."""
+        baseline = usage.reset_peak() if self.measure_memory else 0
         started = time.time()
+        self.runner.cpu = 0.0
         outcome = self.run(call_id, body)
+        finished = time.time()
         if self.status_fd is not None:  # before the result: it survives a crash
             os.write(self.status_fd, call_id.to_bytes(8, "big"))
-        flags, result = messages.result(started, time.time(), outcome)
+        used = Usage(started, finished,
+                     usage.peak_since(baseline) if self.measure_memory else -1,
+                     self.rank_cpu_times or (self.runner.cpu,))
+        flags, result = messages.result(used, outcome)
         self.send(Kind.RESULT, result, call_id, flags)
 
     def initialize(self, payload: Any) -> str | None:

@@ -50,8 +50,10 @@ class MpiWorker(Worker):
     def run(self, call_id: int, body: list[Any]) -> Outcome:
         body = [bytes(memoryview(frame)) for frame in body]
         self.comm.bcast((_CALL, body), root=0)
-        outcomes = self.comm.gather(_portable(super().run(call_id, body)), root=0)
-        return combine(outcomes)
+        outcome = _portable(super().run(call_id, body))
+        gathered = self.comm.gather((outcome, self.runner.cpu), root=0)
+        self.rank_cpu_times = tuple(seconds for _, seconds in gathered)
+        return combine([outcome for outcome, _ in gathered])
 
     def close(self) -> None:
         self.comm.bcast((_STOP, None), root=0)
@@ -81,6 +83,7 @@ def follow(comm: Any) -> None:
         if kind == _INIT:
             comm.gather(runner.initialize(data), root=0)
         elif kind == _CALL:
-            comm.gather(_portable(runner.call(data)), root=0)
+            outcome = _portable(runner.call(data))
+            comm.gather((outcome, runner.cpu), root=0)
         else:
             return

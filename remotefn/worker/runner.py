@@ -7,6 +7,7 @@ sockets. What a call produced is an :data:`~remotefn.protocol.messages.Outcome`.
 from __future__ import annotations
 
 import pickle
+import time
 from typing import Any, Callable
 
 from ..protocol import messages, pickling
@@ -20,6 +21,8 @@ class Runner:
         self.functions: dict[bytes, Callable[..., Any]] = {}
         self.parameters: dict[bytes, frozenset[str]] = {}
         self.init_kwargs: dict[str, Any] = {}
+        #: CPU seconds of this process while the last call's function ran.
+        self.cpu = 0.0
 
     def initialize(self, payload: Any) -> str | None:
         """Run the pickled ``init`` (if any); the traceback text if it failed, else None."""
@@ -51,11 +54,14 @@ class Runner:
         if self.init_kwargs:
             self._fill_from_init(digest, function, args, kwargs)
         before()
+        cpu = time.process_time()
         try:
             value = function(*args, **kwargs)
         except BaseException as error:
+            self.cpu = time.process_time() - cpu
             after()
             return failure(error)
+        self.cpu = time.process_time() - cpu
         after()
         del args, kwargs
         return messages.success(value)
