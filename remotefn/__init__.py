@@ -22,7 +22,7 @@ _EXPORTS = {
     "remote": "decorator", "RemoteFunction": "decorator",
     "session": "sessions.session", "Session": "sessions.session",
     "RemoteFuture": "future", "CallInfo": "future",
-    "CallOptions": "options",
+    "CallOptions": "options", "progress": "progress",
     "RemoteFnError": "errors", "WorkerDied": "errors", "WorkerStartError": "errors",
     "CallTimeout": "errors", "DependencyError": "errors", "SerializationError": "errors",
     "ProtocolError": "errors", "RemoteError": "errors", "RemoteTraceback": "errors",
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
                          RemoteTraceback, SerializationError, WorkerDied, WorkerStartError)
     from .future import CallInfo, RemoteFuture
     from .options import CallOptions
+    from .progress import progress
     from .sessions.session import Session, session
 
 

@@ -1,5 +1,6 @@
-"""``python -m remotefn``: the resources a session has, and the result cache.
+"""``python -m remotefn``: live sessions, the resources a session would have, the cache.
 
+    python -m remotefn status [PID] [--json]        this user's live sessions on this host
     python -m remotefn [--backend B] [--json]       what a default session would have
     python -m remotefn cache ls DIR [--function F]  the stored results
     python -m remotefn cache show FILE              one entry: metadata and value
@@ -32,6 +33,52 @@ def show_resources(args: argparse.Namespace) -> int:
     return 0
 
 
+def status_command(args: argparse.Namespace) -> int:
+    from .hub.status import live_sessions, query
+
+    snapshots = [s for s in (query(path) for path in live_sessions()) if s is not None]
+    if args.pid is not None:
+        snapshots = [s for s in snapshots if s["pid"] == args.pid]
+        if not snapshots:
+            print(f"no live remotefn session of yours with pid {args.pid} on this host",
+                  file=sys.stderr)
+            return 1
+    if args.json:
+        print(json.dumps(snapshots, indent=2))
+        return 0
+    if not snapshots:
+        print("no live remotefn sessions of yours on this host")
+        return 0
+    for snapshot in snapshots:
+        _print_status(snapshot, detail=args.pid is not None or len(snapshots) == 1)
+    return 0
+
+
+def _print_status(snapshot: dict, detail: bool) -> None:
+    now = snapshot["time"]
+    print(f"session pid {snapshot['pid']} ({' '.join(snapshot['argv'])[:60]}), "
+          f"backend {snapshot['backend']}: {len(snapshot['workers'])} workers, "
+          f"{len(snapshot['running'])} running, {len(snapshot['queued'])} queued")
+    if not detail:
+        return
+    for kind in ("cores", "gpus"):
+        counts = snapshot[kind]
+        print(f"  {kind}: {counts['total']} total, {counts['in_use']} in use, "
+              f"{counts['free']} free")
+    for pool in snapshot["pools"]:
+        print(f"  pool {pool['pool']}: {pool['workers']} workers, {pool['queued']} queued")
+    for worker in snapshot["workers"]:
+        print(f"  worker {worker['worker']} {worker['state']} on {worker['host']} "
+              f"(pid {worker['pid']}), {worker['cores']} cores, gpus {worker['gpus']}")
+    for call in snapshot["running"]:
+        started = call["started"]
+        elapsed = f"{now - started:.1f} s" if started else "starting"
+        print(f"  running {call['call']} on {call['worker']}: {elapsed}")
+    for call in snapshot["queued"]:
+        held = f" (held by {call['worker']})" if "worker" in call else ""
+        print(f"  queued {call['call']}{held}: waiting {now - call['queued']:.1f} s")
+
+
 def cache_command(args: argparse.Namespace) -> int:
     from . import cache
 
@@ -60,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", help="local, slurm or flux (default: from the environment)")
     parser.add_argument("--json", action="store_true", help="print JSON")
     commands = parser.add_subparsers(dest="command")
+    status_parser = commands.add_parser("status", help="this user's live sessions on this "
+                                        "host (never opens a session)")
+    status_parser.add_argument("pid", nargs="?", type=int, help="show this session only")
+    status_parser.add_argument("--json", action="store_true", help="print JSON")
     cache_parser = commands.add_parser("cache", help="list, show or clear cached results")
     cache_parser.add_argument("action", choices=["ls", "show", "clear"])
     cache_parser.add_argument("target", help="the cache directory (an entry's file for show)")
@@ -69,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "cache":
         return cache_command(args)
+    if args.command == "status":
+        return status_command(args)
     return show_resources(args)
 
 

@@ -93,3 +93,114 @@ def test_the_record_of_a_run_is_complete_and_ordered(tmp_path):
     deaths = [e for e in events if e["event"] == "worker died"]
     assert [e["worker"] for e in deaths] == [died.info.worker_id]
     assert "exit code 3" in deaths[0]["detail"]
+
+
+def running_until(gate):
+    from helpers import wait_for_file
+
+    wait_for_file(gate)
+    return 1
+
+
+def _status(*args, user=None):
+    """``python -m remotefn status ARGS``, as ``user`` if given (with the system's Python,
+    which another user can run: the status command needs nothing but the standard library)."""
+    import subprocess
+    import sys
+
+    if user is None:
+        command = [sys.executable, "-m", "remotefn", "status", *args]
+        path = os.pathsep.join(sys.path)
+    else:
+        command = ["runuser", "-u", user, "--", "/usr/bin/python3", "-m", "remotefn", "status",
+                   *args]
+        path = os.path.dirname(os.path.dirname(remotefn.__file__))
+    return subprocess.run(command, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": path}, cwd="/")
+
+
+def test_status_from_another_process_shows_a_running_sessions_calls(tmp_path):
+    from helpers import wait_until
+
+    gate = tmp_path / "gate"
+    with remotefn.session("local", forward_output=False):
+        running = remote(running_until, block=True, max_workers=1)(str(gate))
+        queued = remote(running_until, block=True, max_workers=1)(str(gate))
+        wait_until(running.running, timeout=60, what="the call to run")
+        out = _status(str(os.getpid()))
+        gate.touch()
+        assert running.result(timeout=60) == 1 and queued.result(timeout=60) == 1
+    assert out.returncode == 0, out.stderr
+    assert f"session pid {os.getpid()}" in out.stdout
+    assert f"running_until (call {running.info.call_id}) on " in out.stdout
+    assert f"queued test_monitoring.running_until (call {queued.info.call_id})" in out.stdout
+    assert "1 running, 1 queued" in out.stdout
+
+
+def test_status_refuses_another_users_process(tmp_path):
+    import shutil
+    import stat
+
+    from remotefn.testing import probe
+
+    if os.getuid() != 0 or shutil.which("runuser") is None or not os.path.exists(
+            "/usr/bin/python3"):
+        pytest.skip("needs root (to run a client as another user), runuser and /usr/bin/python3")
+    with remotefn.session("local", forward_output=False) as session:
+        out = _status("--json", user="nobody")
+        assert out.returncode == 0 and out.stdout.strip() == "[]"  # the run directory is 0700
+        # Even with the directory and the socket opened up, the session answers only its user.
+        runtime = probe(session).runtime_dir
+        os.chmod(runtime, 0o711)
+        os.chmod(os.path.join(runtime, "status"), 0o777)
+        import subprocess
+
+        socket_path = os.path.join(runtime, "status")
+        client = subprocess.run(
+            ["runuser", "-u", "nobody", "--", "/usr/bin/python3", "-c",
+             f"from remotefn.hub.status import query; print(query({socket_path!r}))"],
+            capture_output=True, text=True, timeout=60, cwd="/",
+            env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(remotefn.__file__))})
+        os.chmod(runtime, stat.S_IRWXU)
+        assert client.returncode == 0 and client.stdout.strip() == "None", client
+        assert _status(str(os.getpid())).returncode == 0  # its own user still gets an answer
+
+
+def fail_if_odd(x):
+    if x % 2:
+        raise ValueError(x)
+    return x
+
+
+def test_a_progress_bar_counts_done_failed_and_cached_calls(tmp_path):
+    import io
+
+    with remotefn.session("local", cache_directory=str(tmp_path / "cache"),
+                          forward_output=False):
+        handle = remote(fail_if_odd, block=True, cache=True)
+        assert handle(0).result(timeout=60) == 0  # stored: the next call with 0 is cached
+        shown = io.StringIO()
+        futures = remotefn.progress([handle(x) for x in range(6)], file=shown, mininterval=0)
+    assert all(future.done() for future in futures)
+    final = shown.getvalue().strip().split("\r")[-1]
+    assert "6/6" in final and "failed=3" in final and "cached=1" in final
+
+
+def test_the_log_has_a_line_per_worker_start_and_stop(caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="remotefn"):
+        with remotefn.session("local", forward_output=False):
+            future = remote(burn, block=True, max_workers=1)(0.01)
+            assert future.result(timeout=60) == 0.01
+    worker = future.info.worker_id
+    lines = [r.getMessage() for r in caplog.records if worker in r.getMessage()]
+    assert any(line.startswith(f"started {worker} for block pool") and "remotefn.worker" in line
+               and f"pid={future.info.pid}" in line for line in lines), lines
+    assert f"stopping {worker}" in lines
+
+
+def test_the_library_is_silent_unless_logging_is_configured(capfd):
+    with remotefn.session("local", forward_output=False):
+        assert remote(burn)(0.01).result(timeout=60) == 0.01
+    assert capfd.readouterr().err == ""

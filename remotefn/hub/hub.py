@@ -17,9 +17,12 @@ the same lock (see :meth:`Hub.submit`), which saves the trip through the hub thr
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import sys
 import tempfile
 import threading
+import time
 from typing import Any
 
 from ..backends import Backend
@@ -35,6 +38,7 @@ from .links import Links
 from .records import Call, WorkerRecord
 from .results import Results
 from .scheduler import Scheduler
+from .status import StatusServer
 from .workers import STOP_GRACE, Workers
 
 logger = logging.getLogger(__name__)
@@ -57,15 +61,20 @@ class Hub:
         self.lock = threading.Lock()
         self.runtime_dir = tempfile.mkdtemp(prefix="remotefn-")
         self.loop = EventLoop()
+        links: Links | None = None
         try:
             backend.start()
             capacity = backend.capacity()
-            self.links = Links(self.loop, backend.address(self.runtime_dir), self._deliver)
+            links = Links(self.loop, backend.address(self.runtime_dir), self._deliver)
+            self.status = StatusServer(self.loop, self.runtime_dir, self._snapshot)
         except BaseException:  # nothing may be left running by a session that never opened
+            if links is not None:
+                links.close()
             self.loop.close()
             backend.close()
             shutil.rmtree(self.runtime_dir, ignore_errors=True)
             raise
+        self.links = links
         self.ledger = Ledger(capacity)
         self.scheduler = Scheduler(capacity, self.ledger)
         self.recorder = recorder if recorder is not None else Recorder()
@@ -158,6 +167,21 @@ class Hub:
                                 **launched})
         return {**self.ledger.report(), "workers": workers, "running": running}
 
+    def _snapshot(self) -> dict[str, Any]:
+        """What ``python -m remotefn status`` shows (built in the hub thread)."""
+        pools, queued = [], []
+        for pool in self.scheduler.pools.values():
+            pools.append({"pool": pool.describe(), "workers": len(pool.workers),
+                          "queued": len(pool.queue)})
+            queued.extend({"call": call.describe(), "queued": call.future.info.queued}
+                          for call in list(pool.queue)[:100])
+        for worker in self.workers.all:  # calls handed to a worker behind the one it runs
+            queued.extend({"call": call.describe(), "queued": call.future.info.queued,
+                           "worker": worker.worker_id} for call in list(worker.inflight)[1:])
+        return {"pid": os.getpid(), "argv": sys.argv, "time": time.time(),
+                "backend": self.backend.name, "allocation": self.backend.describe(),
+                **self.resources(), "pools": pools, "queued": queued}
+
     # -- the loop ----------------------------------------------------------------------------
 
     def _run(self) -> None:
@@ -196,6 +220,9 @@ class Hub:
                 self.workers.stop(worker)
             share = self.ledger.take(pool.cpus, pool.gpus)
             assert share is not None, "the scheduler started a worker that does not fit"
+            logger.debug("starting a worker for %s: %d calls queued, %d workers, %d stopped "
+                         "to make room", pool.describe(), len(pool.queue), len(pool.workers),
+                         len(start.make_room))
             assigned = pool.queue.popleft() if pool.one_shot else None
             if self.workers.start(pool, share, assigned) is None and not pool.one_shot:
                 # Stop growing a pool whose workers fail to launch; one may replace the last.
@@ -291,6 +318,7 @@ class Hub:
                 worker.assigned.future._fail(error)
 
     def _close(self) -> None:
+        self.status.close()
         self.workers.close()
         self.recorder.close()
         self.links.close()

@@ -90,8 +90,10 @@ class Workers:
             return None
         worker = WorkerRecord(worker_id, pool, process, self.key, share)
         worker.assigned = assigned
-        where = " ".join(f"{k}={v}" for k, v in process.describe().items())
-        logger.info("started %s for %s: %s", worker_id, pool.describe(), where)
+        if logger.isEnabledFor(logging.INFO):
+            where = " ".join(f"{k}={v}" for k, v in process.describe().items())
+            logger.info("started %s for %s (%s): %s", worker_id, pool.describe(), where,
+                        " ".join(self.backend.command(spec)))
         self.recorder.emit("worker started", 0, worker_id, pool.describe())
         self.loop.later(self.start_timeout, self._check_started, worker)
         self.all.add(worker)

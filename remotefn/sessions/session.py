@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import itertools
+import logging
 import os
 import threading
 import time
@@ -31,6 +32,8 @@ from ..protocol import pickling
 from ..protocol.shipping import FunctionRef, function_ref
 from . import registry
 from .dependencies import Arguments, Waiter, find_futures
+
+logger = logging.getLogger(__name__)
 
 
 class Session(concurrent.futures.Executor):
@@ -259,6 +262,8 @@ class Session(concurrent.futures.Executor):
                 return
             call.on_success = store
         self._recorder.emit("queued", call.call_id, "", ref.name)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("queued %s with %s", call.describe(), options)
         self._hub.submit(call)
 
     def _call_done(self, future: RemoteFuture) -> None:
