@@ -42,10 +42,13 @@ test: test-deps
 	for example in examples/*.py; do $(PY) $$example > /dev/null || exit 1; done
 	$(PY) benchmarks/run.py --quick --systems remotefn,processpool --out /tmp/remotefn-bench.json
 
-# Every system, full sizes; writes benchmarks/results.json.
+# Every system, full sizes; writes benchmarks/results.json (and the Flux row, in a real Flux
+# instance when flux-core can be had, benchmarks/results-flux.json).
 bench: install
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) benchmarks/run.py
+	WHAT="the Flux row" bash scripts/in-flux.sh $(PY) $(PY) benchmarks/flux_bench.py \
+	    --out benchmarks/results-flux.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info
