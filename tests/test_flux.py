@@ -10,7 +10,7 @@ import pytest
 
 import remotefn
 from remotefn import remote
-from remotefn.backends.flux import build_jobspec, describe_status
+from remotefn.backends.flux import FluxBackend, build_jobspec, describe_status
 from remotefn.options import resolve
 
 
@@ -65,6 +65,32 @@ def test_jobspec_for_each_option(options, check):
 ])
 def test_exit_status_of_a_job_names_signals(status, text):
     assert describe_status(status) == text
+
+
+class Hosts:
+    """What FluxBackend.address reads of resource_list(...).get(): the nodes' host names."""
+
+    def __init__(self, *hosts):
+        self.all = type("Set", (), {"nodelist": list(hosts)})()
+
+
+def backend_on(interface, *hosts):
+    backend = object.__new__(FluxBackend)  # no handle: address() only reads the resources
+    backend.interface = interface
+    backend.resources = lambda: Hosts(*hosts)
+    return backend
+
+
+@pytest.mark.parametrize("interface", ["127.0.0.1", "127.0.1.1", "::1", "localhost"])
+def test_loopback_address_on_several_hosts_is_an_error(interface):
+    with pytest.raises(ValueError, match="loopback address .*node1, node2"):
+        backend_on(interface, "node1", "node2").address("/run")
+
+
+@pytest.mark.parametrize("interface, hosts", [
+    ("127.0.0.1", ("vm", "vm")), ("10.0.0.5", ("node1", "node2"))])
+def test_address_workers_can_reach(interface, hosts):
+    assert backend_on(interface, *hosts).address("/run") == f"tcp://{interface}"
 
 
 # -- no Flux needed --------------------------------------------------------------------------
