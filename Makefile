@@ -17,6 +17,8 @@ demo: install
 
 # The SLURM tests need a cluster: an existing one is used; as root, scripts/test-cluster.sh
 # starts one (and stops it afterwards); otherwise those tests are skipped with the reason.
+# The flux tests run inside a real Flux instance (scripts/flux-tests.sh finds flux-core: ../shared
+# beside the repository, /opt/flux, or a flux on PATH); without one they are skipped, loudly.
 # CPython's own executor tests (tests/test_conformance.py) come from Debian's testsuite package.
 test-deps: install
 	@version=$$($(PY) -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
@@ -33,16 +35,20 @@ test: test-deps
 	if sinfo -h > /dev/null 2>&1; then echo "using the running SLURM"; \
 	elif [ "$$(id -u)" = 0 ]; then bash scripts/test-cluster.sh up && started=1 || exit 1; \
 	else echo "no SLURM and not root: the SLURM tests will be skipped"; fi; \
-	$(PY) -m pytest; status=$$?; \
+	$(PY) -m pytest --ignore=tests/test_flux_real.py; status=$$?; \
 	if [ $$started = 1 ]; then bash scripts/test-cluster.sh down; fi; \
 	exit $$status
+	bash scripts/flux-tests.sh $(PY)
 	for example in examples/*.py; do $(PY) $$example > /dev/null || exit 1; done
 	$(PY) benchmarks/run.py --quick --systems remotefn,processpool --out /tmp/remotefn-bench.json
 
-# Every system, full sizes; writes benchmarks/results.json.
+# Every system, full sizes; writes benchmarks/results.json (and the Flux row, in a real Flux
+# instance when flux-core can be had, benchmarks/results-flux.json).
 bench: install
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) benchmarks/run.py
+	WHAT="the Flux row" bash scripts/in-flux.sh $(PY) $(PY) benchmarks/flux_bench.py \
+	    --out benchmarks/results-flux.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -120,6 +120,11 @@ class LaunchedWorker:
         """How the scheduler knows this worker (a pid, a job id), for ``resources()``."""
         return {"pid": self.pid}
 
+    def describe_exit(self, code: int | None) -> str:
+        """How the worker ended, given :meth:`poll`'s return code ('exit code 3', 'signal 9
+        (SIGKILL)'); a backend that knows more (its scheduler's reason, a job id) says it."""
+        return describe_exit(code)
+
     def final_stderr(self) -> bytes:
         """What the worker wrote to stderr that did not come through ``stderr_fd``."""
         return b""

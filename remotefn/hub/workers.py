@@ -19,7 +19,6 @@ from typing import Any
 
 from .._version import __version__
 from ..backends import Backend, WorkerSpec
-from ..backends.base import describe_exit
 from ..errors import (CallTimeout, ProtocolError, RemoteFnError, WorkerDied,
                       WorkerStartError)
 from ..protocol import launch, messages
@@ -262,8 +261,9 @@ class Workers:
         pool = worker.pool
         if was_starting:
             self._fail_start(pool, worker, WorkerStartError(
-                f"{worker.describe()} for {pool.describe()} exited with {describe_exit(code)} "
-                "before it was ready", stderr=worker.stderr_text()))
+                f"{worker.describe()} for {pool.describe()} exited with "
+                f"{worker.process.describe_exit(code)} before it was ready",
+                stderr=worker.stderr_text()))
         if worker.assigned is not None:
             self._requeue_or_fail(pool, worker, worker.assigned, code, started=False)
             worker.assigned = None
@@ -291,8 +291,8 @@ class Workers:
             call.finish()
         elif started and call.retries_left == 0:
             call.future._fail(WorkerDied(
-                f"{worker.describe()} died with {describe_exit(code)} while running "
-                f"{call.describe()}. This can be caused by a segmentation fault, os._exit, "
+                f"{worker.describe()} died with {worker.process.describe_exit(code)} while "
+                f"running {call.describe()}. This can be caused by a segmentation fault, os._exit, "
                 f"a kill signal or the worker running out of memory.\n"
                 f"{worker.stderr_text()}".rstrip()))
             call.finish()
@@ -300,8 +300,8 @@ class Workers:
             if started:
                 call.retries_left -= 1
                 logger.warning("%s died with %s; running %s again (%d retries left)",
-                               worker.describe(), describe_exit(code), call.describe(),
-                               call.retries_left)
+                               worker.describe(), worker.process.describe_exit(code),
+                               call.describe(), call.retries_left)
             pool.queue.appendleft(call)
 
     def _fail_start(self, pool: Pool, worker: WorkerRecord | None, error: BaseException) -> None:
