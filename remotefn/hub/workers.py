@@ -253,8 +253,8 @@ class Workers:
         code = worker.exit_code if worker.exit_code is not None else worker.process.poll()
         was_starting = worker.state in (State.STARTING, State.INITIALIZING)
         if worker.state is not State.STOPPING or worker.inflight or worker.assigned:
-            logger.info("%s exited with %s", worker.describe(), describe_exit(code))
-            self.recorder.emit("worker died", 0, worker.worker_id, describe_exit(code))
+            logger.info("%s exited with %s", worker.describe(), worker.process.describe_exit(code))
+            self.recorder.emit("worker died", 0, worker.worker_id, worker.process.describe_exit(code))
         worker.read_status()  # before _forget closes the pipe
         self.retire(worker)
         self._forget(worker)
