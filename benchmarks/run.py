@@ -70,6 +70,12 @@ def goals(results: dict[str, dict]) -> list[tuple[str, str, bool | None]]:
     if "session_to_first_result_s" in ours:
         first = ours["session_to_first_result_s"]
         checks.append(("first result after session() <= 0.15 s", f"{first:.3f} s", first <= 0.15))
+    if ours.get("session_cpu_us_per_call") and ours.get("session_cpu_us_per_call_recording"):
+        more = ours["session_cpu_us_per_call_recording"] / ours["session_cpu_us_per_call"] - 1
+        checks.append(("event record to a file: < 5% more session CPU per call",
+                       f"{ours['session_cpu_us_per_call']:.1f} -> "
+                       f"{ours['session_cpu_us_per_call_recording']:.1f} us ({more:+.1%})",
+                       more < 0.05))
     scaling = ours.get("queue_scaling")
     if scaling:
         sizes = sorted(scaling, key=int)

@@ -141,8 +141,39 @@ def remotefn_only(quick: bool) -> dict[str, Any]:
         results["graph_nodes"] = made
         results["graph_nodes_per_s"] = made / (time.perf_counter() - begun)
     results.update(cache_rows(quick))
+    results.update(recording_row(quick))
     results.update(slurm_row(quick))
     return results
+
+
+def _session_cpu_per_call(record: str | None, calls: int) -> float:
+    """CPU seconds of this process (the session: caller and hub threads) per no-op call."""
+    import remotefn
+    from remotefn import remote
+
+    with remotefn.session("local", max_cores=2, record=record, forward_output=False):
+        handle = remote(tasks.noop, block=True, max_workers=2)
+        concurrent.futures.wait([handle(i) for i in range(1000)])  # workers up, pool measured
+        begun = time.process_time()
+        concurrent.futures.wait([handle(i) for i in range(calls)])
+        return (time.process_time() - begun) / calls
+
+
+def recording_row(quick: bool) -> dict[str, Any]:
+    """The session's CPU per call with the event record written to a file and without, as
+    the median of interleaved runs."""
+    import tempfile
+
+    calls = 5000 if quick else 20_000
+    off, on = [], []
+    with tempfile.TemporaryDirectory() as directory:
+        for run in range(5):
+            path = os.path.join(directory, f"run{run}.jsonl")
+            pair = [(off, None), (on, path)] if run % 2 == 0 else [(on, path), (off, None)]
+            for samples, record in pair:
+                samples.append(_session_cpu_per_call(record, calls))
+    return {"session_cpu_us_per_call": _median(off) * 1e6,
+            "session_cpu_us_per_call_recording": _median(on) * 1e6}
 
 
 def cache_rows(quick: bool) -> dict[str, Any]:

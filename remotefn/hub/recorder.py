@@ -27,7 +27,22 @@ LIMIT = 100_000
 #: Events written to the record file at a time.
 BATCH = 4096
 
-Event = tuple[float, str, int, str, str]
+#: ``(time in ns, kind, call id, worker id, detail as a JSON string or "")``.
+Event = tuple[int, str, int, str, str]
+
+
+def _template(kind: str) -> str:
+    """The JSON line of an event of ``kind``; it takes ``(seconds, microseconds, call id,
+    worker, detail)`` and leaves out (``%.0s``) what that kind does not carry."""
+    call = ', "call": %d' if not kind.startswith(("worker", "pool")) else "%.0s"
+    worker = ', "worker": "%s"' if kind != "queued" else "%.0s"
+    detail = ', "detail": %s' if kind.startswith(("queued", "worker", "pool")) else "%.0s"
+    return '{"t": %d.%06d, "event": "' + kind + '"' + call + worker + detail + "}\n"
+
+
+KINDS = ("queued", "started", "finished", "failed", "cancelled", "cached", "worker started",
+         "worker ready", "worker stopped", "worker died", "pool grown", "pool shrunk")
+_TEMPLATES = {kind: _template(kind) for kind in KINDS}
 
 
 class Recorder:
@@ -39,10 +54,18 @@ class Recorder:
         self._pending: deque[Event] = deque()
         self._lock = threading.Lock()
         self._file = open(self.path, "a", encoding="utf-8") if self.path else None
-        self._names: dict[str, str] = {}
+        self._quoted: dict[str, str] = {}
 
     def emit(self, kind: str, call_id: int = 0, worker: str = "", detail: str = "") -> None:
-        event = (time.time(), kind, call_id, worker, detail)
+        """Record an event of ``kind`` (one of :data:`KINDS`)."""
+        if detail:
+            quoted = self._quoted.get(detail)
+            if quoted is None:
+                if len(self._quoted) > 10_000:
+                    self._quoted.clear()
+                quoted = self._quoted[detail] = json.dumps(detail)
+            detail = quoted
+        event = (time.time_ns(), kind, call_id, worker, detail)
         self.recent.append(event)
         if self._file is not None:
             self._pending.append(event)
@@ -58,9 +81,13 @@ class Recorder:
         if self._file is None:
             return
         with self._lock:
-            lines = [self._line(event) for event in _drain(self._pending)]
-            if lines:
-                self._file.write("".join(lines))
+            events = list(_drain(self._pending))
+            if events:
+                templates = _TEMPLATES
+                self._file.write("".join([
+                    templates[kind] % (ns // 1_000_000_000, ns // 1000 % 1_000_000, call,
+                                       worker, detail)
+                    for ns, kind, call, worker, detail in events]))
                 self._file.flush()
 
     def close(self) -> None:
@@ -72,31 +99,15 @@ class Recorder:
 
     @staticmethod
     def _as_dict(event: Event) -> dict[str, Any]:
-        when, kind, call_id, worker, detail = event
-        entry: dict[str, Any] = {"t": when, "event": kind}
+        ns, kind, call_id, worker, detail = event
+        entry: dict[str, Any] = {"t": ns / 1e9, "event": kind}
         if call_id:
             entry["call"] = call_id
         if worker:
             entry["worker"] = worker
         if detail:
-            entry["detail"] = detail
+            entry["detail"] = json.loads(detail)
         return entry
-
-    def _line(self, event: Event) -> str:
-        when, kind, call_id, worker, detail = event
-        line = '{"t": %.6f, "event": "%s"' % (when, kind)
-        if call_id:
-            line += ', "call": %d' % call_id
-        if worker:
-            line += ', "worker": "%s"' % worker  # worker ids are [a-z0-9-]
-        if detail:
-            quoted = self._names.get(detail)
-            if quoted is None:
-                quoted = self._names[detail] = json.dumps(detail)
-                if len(self._names) > 10_000:
-                    self._names.clear()
-            line += ', "detail": ' + quoted
-        return line + "}\n"
 
 
 def _drain(events: deque[Event]) -> Iterator[Event]:
