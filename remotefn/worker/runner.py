@@ -65,33 +65,45 @@ class Runner:
         if function is None:
             function = pickle.loads(payload)
             self.functions[digest] = function
-            if not self.init_kwargs:
-                return function
-            import inspect
-
-            try:
-                signature = inspect.signature(function)
-                self.parameters[digest] = frozenset(
-                    name for name, p in signature.parameters.items()
-                    if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
-            except (TypeError, ValueError):
-                self.parameters[digest] = frozenset()
+            if self.init_kwargs:
+                self.parameters[digest] = parameter_names(function)
         return function
 
     def _fill_from_init(self, digest: bytes, function: Callable[..., Any], args: tuple,
                         kwargs: dict[str, Any]) -> None:
-        names = self.parameters.get(digest, frozenset()) - kwargs.keys()
-        if not names & self.init_kwargs.keys():
-            return
-        import inspect
+        fill_from_init(function, self.parameters.get(digest, frozenset()), args, kwargs,
+                       self.init_kwargs)
 
-        try:
-            bound = inspect.signature(function).bind_partial(*args, **kwargs).arguments
-        except TypeError:
-            return
-        for name in names:
-            if name not in bound and name in self.init_kwargs:
-                kwargs[name] = self.init_kwargs[name]
+
+def parameter_names(function: Callable[..., Any]) -> frozenset[str]:
+    """The names ``function`` takes as keyword arguments (none if it has no signature)."""
+    import inspect  # imported when needed: workers start faster without it
+
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):
+        return frozenset()
+    return frozenset(name for name, p in signature.parameters.items()
+                     if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
+
+
+def fill_from_init(function: Callable[..., Any], parameters: frozenset[str], args: tuple,
+                   kwargs: dict[str, Any], init_kwargs: dict[str, Any]) -> None:
+    """Add to ``kwargs`` the entries of ``init_kwargs`` that name parameters of ``function``
+    the call leaves out (neither passed by position nor by keyword). Used by workers and by
+    ``handle.local()``."""
+    names = parameters - kwargs.keys()
+    if not names & init_kwargs.keys():
+        return
+    import inspect
+
+    try:
+        bound = inspect.signature(function).bind_partial(*args, **kwargs).arguments
+    except TypeError:
+        return
+    for name in names:
+        if name not in bound and name in init_kwargs:
+            kwargs[name] = init_kwargs[name]
 
 
 def failure(error: BaseException, note: str = "") -> Outcome:
