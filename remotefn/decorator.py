@@ -5,9 +5,9 @@ from __future__ import annotations
 import importlib
 import threading
 import types
-from typing import Any, Callable, Generic, Iterable, TypeVar, overload
+from typing import Any, Callable, Generic, Iterable, SupportsIndex, TypeVar, overload
 
-import cloudpickle
+import cloudpickle  # type: ignore[import-untyped]
 import wrapt
 
 from .future import RemoteFuture
@@ -101,7 +101,7 @@ class RemoteFunction(wrapt.ObjectProxy, Generic[R]):  # type: ignore[misc]
         settings = ", ".join(f"{k}={v!r}" for k, v in changed.items())
         return f"<remote {name}({settings})>"
 
-    def __reduce_ex__(self, protocol: int) -> tuple[Any, ...]:
+    def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[Any, ...]:
         # The standard pickler: by name wherever the name finds this very handle (__main__
         # included, as for plain functions). cloudpickle uses _reduce_for_cloudpickle.
         name = _own_name(self)
@@ -145,7 +145,7 @@ class BoundRemoteFunction(RemoteFunction[R]):
         """A new bound handle with some options changed; this one is left as it is."""
         return BoundRemoteFunction(self._self_handle.options(**overrides), self._self_target)
 
-    def __reduce_ex__(self, protocol: int) -> tuple[Any, ...]:
+    def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[Any, ...]:
         return (BoundRemoteFunction, (self._self_handle, self._self_target))
 
     def __copy__(self) -> "RemoteFunction[R]":
