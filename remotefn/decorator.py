@@ -5,7 +5,8 @@ from __future__ import annotations
 import importlib
 import threading
 import types
-from typing import Any, Callable, Generic, Iterable, SupportsIndex, TypeVar, overload
+from typing import (Any, Callable, Coroutine, Generic, Iterable, Protocol, SupportsIndex,
+                    TypeVar, overload)
 
 import cloudpickle  # type: ignore[import-untyped]
 import wrapt
@@ -91,7 +92,8 @@ class RemoteFunction(wrapt.ObjectProxy, Generic[R]):  # type: ignore[misc]
         """Run the function here, in this process and thread, as one rank of the remote call
         would: ``init`` runs once per process (per ``init`` function) and its dict fills the
         keyword arguments the call leaves out; with ``cores > 1`` the result is a list of the
-        one value. Blocks; raises what the function (or ``init``) raises."""
+        one value; a coroutine is run to its end with ``asyncio.run``. Blocks; raises what
+        the function (or ``init``) raises."""
         return _run_locally(self.__wrapped__, self._self_options, args, kwargs)
 
     def __repr__(self) -> str:
@@ -213,6 +215,10 @@ def _run_locally(function: Callable[..., Any], options: CallOptions, args: tuple
         fill_from_init(function, parameter_names(function), args, kwargs,
                        _local_init(options.init))
     value = function(*args, **kwargs)
+    if type(value) is types.CoroutineType:
+        import asyncio
+
+        value = asyncio.run(value)
     return [value] if options.cores > 1 else value
 
 
@@ -233,13 +239,28 @@ def _local_init(init: Callable[[], Any]) -> dict[str, Any]:
 # -- the decorator --------------------------------------------------------------------------
 
 
+class _Decorator(Protocol):
+    """What ``remote(**options)`` returns: a decorator, typed for plain and async functions."""
+
+    @overload
+    def __call__(self, function: Callable[..., Coroutine[Any, Any, R]], /
+                 ) -> RemoteFunction[R]: ...
+
+    @overload
+    def __call__(self, function: Callable[..., R], /) -> RemoteFunction[R]: ...
+
+
+@overload
+def remote(function: Callable[..., Coroutine[Any, Any, R]], /, **options: Any
+           ) -> RemoteFunction[R]: ...
+
+
 @overload
 def remote(function: Callable[..., R], /, **options: Any) -> RemoteFunction[R]: ...
 
 
 @overload
-def remote(function: None = None, /, **options: Any) -> Callable[[Callable[..., R]],
-                                                                  RemoteFunction[R]]: ...
+def remote(function: None = None, /, **options: Any) -> _Decorator: ...
 
 
 def remote(function: Callable[..., Any] | None = None, /, **options: Any) -> Any:
@@ -250,6 +271,10 @@ def remote(function: Callable[..., Any] | None = None, /, **options: Any) -> Any
     of milliseconds: for many short calls use ``block=True``, whose workers stay and take
     call after call. Methods, class methods and static methods work (put ``@remote`` above
     ``@classmethod`` or ``@staticmethod``); an instance is pickled with every call.
+
+    An ``async def`` function runs in the worker's event loop (one per worker, kept between
+    calls); its future's value is the coroutine's, and ``await handle(...)`` works in asyncio
+    code since a :class:`RemoteFuture` is awaitable.
 
     Options are validated here: ``TypeError`` for an unknown option or a wrong type,
     ``ValueError`` for a wrong value. See :mod:`remotefn.options` for the table.
@@ -263,8 +288,8 @@ def remote(function: Callable[..., Any] | None = None, /, **options: Any) -> Any
     return _wrap(function, validated)
 
 
-#: Code flags of ``async def`` functions and async generators.
-_ASYNC = 0x80 | 0x200
+#: The code flag of async generators.
+_ASYNC_GENERATOR = 0x200
 
 
 def _wrap(function: Any, options: CallOptions) -> RemoteFunction[Any]:
@@ -276,10 +301,10 @@ def _wrap(function: Any, options: CallOptions) -> RemoteFunction[Any]:
     if not callable(function):
         raise TypeError(f"remote() needs a callable, got {function!r} ({type(function).__name__})")
     code = getattr(getattr(function, "__func__", function), "__code__", None)
-    if code is not None and code.co_flags & _ASYNC:
+    if code is not None and code.co_flags & _ASYNC_GENERATOR:
         raise TypeError(f"remote() cannot run {getattr(function, '__qualname__', function)!r}: "
-                        "it is an async function; decorate a plain function that runs it, "
-                        "for example with asyncio.run")
+                        "it is an async generator, whose values cannot come back as one "
+                        "result; collect them in an async def function and decorate that")
     if binding == _INSTANCE and not isinstance(function, types.FunctionType):
         binding = _STATIC  # builtins and other callables do not bind on a class
     return RemoteFunction(function, options, binding)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import FIRST_EXCEPTION, Future, InvalidStateError, wait
 from dataclasses import dataclass, field
-from typing import Any, Generic, Iterable, TypeVar
+from typing import Any, Generator, Generic, Iterable, TypeVar
 
 R = TypeVar("R")
 T = TypeVar("T")
@@ -73,6 +73,12 @@ class RemoteFuture(Future[R], Generic[R]):
         if session_thread.active and not self.done():
             raise RuntimeError(_WAITING_HERE)
         return super().exception(timeout)
+
+    def __await__(self) -> Generator[Any, None, R]:
+        """``await future`` in asyncio code: waits without blocking the event loop."""
+        import asyncio  # imported when needed: most programs never await a future
+
+        return (yield from asyncio.wrap_future(self).__await__())
 
     @property
     def stdout(self) -> str:

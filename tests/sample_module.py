@@ -65,3 +65,24 @@ def load_offset():
 @remote(block=True, init=load_offset)
 def shifted(x, offset, scale=1):
     return scale * x + offset
+
+
+@remote
+async def fetch(x):
+    import asyncio
+
+    await asyncio.sleep(0)
+    return x + 1
+
+
+@remote(block=True, max_workers=1)
+async def loop_of_worker():
+    import asyncio
+    import os
+
+    return os.getpid(), id(asyncio.get_running_loop())
+
+
+@remote
+async def fail_async():
+    raise KeyError("async")

@@ -222,3 +222,31 @@ def test_map_takes_keyword_iterables_and_constants_through_repeat(local):
 def test_map_refuses_a_keyword_that_is_not_iterable():
     with pytest.raises(TypeError, match=r"keyword 'b' must be an iterable.*itertools.repeat"):
         add.map([1, 2], b=5)
+
+
+# -- async ----------------------------------------------------------------------------------
+
+
+def test_an_async_function_runs_in_the_workers_event_loop(local):
+    from sample_module import fetch, loop_of_worker
+
+    assert fetch(1).result(timeout=30) == 2
+    assert fetch(fetch(1)).result(timeout=30) == 3
+    first, second = loop_of_worker().result(timeout=30), loop_of_worker().result(timeout=30)
+    assert first == second  # one worker, one loop kept between calls
+    assert fetch.local(4) == 5
+
+
+def test_remote_futures_are_awaitable_from_asyncio_code(local):
+    import asyncio
+
+    from sample_module import fail_async, fetch
+
+    async def main():
+        one = await fetch(1)
+        both = await asyncio.gather(fetch(2), add(3, 4))
+        with pytest.raises(KeyError, match="async"):
+            await fail_async()
+        return one, both
+
+    assert asyncio.run(main()) == (2, [3, 7])

@@ -23,6 +23,9 @@ EXPECTED = {
     "R7": 'Revealed type is "list[float]"',
     "R8": 'Revealed type is "remotefn.decorator.RemoteFunction[float]"',
     "R9": 'Revealed type is "remotefn.future.RemoteFuture[int]"',
+    "R10": 'Revealed type is "float"',
+    "R11": 'Revealed type is "remotefn.future.RemoteFuture[bytes]"',
+    "R12": 'Revealed type is "int"',
     "E1": 'Incompatible types in assignment (expression has type "float", variable has type '
           '"str")',
 }

@@ -7,6 +7,7 @@ sockets. What a call produced is an :data:`~remotefn.protocol.messages.Outcome`.
 from __future__ import annotations
 
 import pickle
+import types
 from typing import Any, Callable
 
 from ..protocol import messages, pickling
@@ -20,6 +21,8 @@ class Runner:
         self.functions: dict[bytes, Callable[..., Any]] = {}
         self.parameters: dict[bytes, frozenset[str]] = {}
         self.init_kwargs: dict[str, Any] = {}
+        #: The worker's event loop, made by the first ``async def`` call and kept for the next.
+        self.loop: Any = None
 
     def initialize(self, payload: Any) -> str | None:
         """Run the pickled ``init`` (if any); the traceback text if it failed, else None."""
@@ -53,12 +56,22 @@ class Runner:
         before()
         try:
             value = function(*args, **kwargs)
+            if type(value) is types.CoroutineType:
+                value = self._run_coroutine(value)
         except BaseException as error:
             after()
             return failure(error)
         after()
         del args, kwargs
         return messages.success(value)
+
+    def _run_coroutine(self, coroutine: Any) -> Any:
+        if self.loop is None:
+            import asyncio  # imported when needed: workers start faster without it
+
+            self.loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self.loop)
+        return self.loop.run_until_complete(coroutine)
 
     def _function(self, digest: bytes, payload: Any) -> Callable[..., Any]:
         function = self.functions.get(digest)

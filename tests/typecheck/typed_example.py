@@ -18,6 +18,22 @@ def label(value: float) -> str:
     return f"{value:.1f}"
 
 
+@remote
+async def fetch(key: str) -> bytes:
+    return key.encode()
+
+
+@remote(block=True)
+async def fetch_pooled(key: str) -> int:
+    return len(key)
+
+
+async def in_asyncio() -> None:
+    reveal_type(await scale(2))  # R10
+    reveal_type(fetch("a"))  # R11
+    reveal_type(await fetch_pooled("a"))  # R12
+
+
 class Model:
     def __init__(self, k: int) -> None:
         self.k = k
