@@ -39,10 +39,12 @@ def main() -> None:
         total = add(square(3), square(4))
         print("3^2 + 4^2 =", total.result())
 
-        # map: one future per element, in order.
-        print("squares:", [f.result() for f in square.map(range(5))])
+        # map: one future per element, in order; gather waits for them all.
+        print("squares:", remotefn.gather(square.map(range(5))))
 
-        # A block pool of persistent workers; init loaded the table once per worker.
+        # A plain @remote starts a worker process per call (tens of ms each); for many
+        # short calls use block=True: a pool of persistent workers, here with init loading
+        # the table once per worker.
         print("cubes:", [f.result() for f in cube.map(range(5))])
 
         # Plain functions go through the session as through any Executor.

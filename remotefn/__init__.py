@@ -21,7 +21,8 @@ from ._version import __version__
 _EXPORTS = {
     "remote": "decorator", "RemoteFunction": "decorator",
     "session": "sessions.session", "Session": "sessions.session",
-    "RemoteFuture": "future", "CallInfo": "future",
+    "current": "sessions.session", "set_default": "sessions.session",
+    "RemoteFuture": "future", "CallInfo": "future", "gather": "future",
     "CallOptions": "options", "progress": "progress",
     "RemoteFnError": "errors", "WorkerDied": "errors", "WorkerStartError": "errors",
     "CallTimeout": "errors", "DependencyError": "errors", "SerializationError": "errors",
@@ -32,10 +33,10 @@ if TYPE_CHECKING:
     from .decorator import RemoteFunction, remote
     from .errors import (CallTimeout, DependencyError, ProtocolError, RemoteError, RemoteFnError,
                          RemoteTraceback, SerializationError, WorkerDied, WorkerStartError)
-    from .future import CallInfo, RemoteFuture
+    from .future import CallInfo, RemoteFuture, gather
     from .options import CallOptions
     from .progress import progress
-    from .sessions.session import Session, session
+    from .sessions.session import Session, current, session, set_default
 
 
 def __getattr__(name: str) -> Any:

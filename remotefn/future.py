@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import threading
-from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import FIRST_EXCEPTION, Future, InvalidStateError, wait
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generator, Generic, Iterable, TypeVar
+
+R = TypeVar("R")
+T = TypeVar("T")
 
 
 class _SessionThread(threading.local):
@@ -56,8 +59,8 @@ class CallInfo:
         return self.finished - self.started
 
 
-class RemoteFuture(Future):
-    """A :class:`concurrent.futures.Future` for a remote call.
+class RemoteFuture(Future[R], Generic[R]):
+    """A :class:`concurrent.futures.Future` for a remote call; ``R`` is the type of its value.
 
     ``info`` says where and when the call ran; ``stdout`` and ``stderr`` hold what the call
     printed (it is also forwarded live to this process's streams).
@@ -67,7 +70,7 @@ class RemoteFuture(Future):
         super().__init__()
         self.info = info
 
-    def result(self, timeout: float | None = None) -> Any:
+    def result(self, timeout: float | None = None) -> R:
         """The call's value, waiting up to ``timeout`` seconds; raises the call's exception,
         ``TimeoutError``, or ``RuntimeError`` when called where it could never return (in
         a done-callback, before the call is done)."""
@@ -80,6 +83,12 @@ class RemoteFuture(Future):
         if session_thread.active and not self.done():
             raise RuntimeError(_WAITING_HERE)
         return super().exception(timeout)
+
+    def __await__(self) -> Generator[Any, None, R]:
+        """``await future`` in asyncio code: waits without blocking the event loop."""
+        import asyncio  # imported when needed: most programs never await a future
+
+        return (yield from asyncio.wrap_future(self).__await__())
 
     @property
     def stdout(self) -> str:
@@ -111,3 +120,22 @@ class RemoteFuture(Future):
             self.set_result(value)
         except InvalidStateError:
             pass
+
+
+def gather(futures: Iterable[Future[T]], timeout: float | None = None) -> list[T]:
+    """The values of ``futures`` (of remotefn or of any executor), in their order. Blocks
+    until all are done, or until one fails: then raises its exception (the first in the list,
+    if several have failed), or ``CancelledError`` for a cancelled one. Raises
+    ``TimeoutError`` when ``timeout`` seconds pass first, and ``RuntimeError`` in a
+    done-callback of a remote future (see :meth:`RemoteFuture.result`)."""
+    futures = list(futures)
+    if session_thread.active and not all(future.done() for future in futures):
+        raise RuntimeError(_WAITING_HERE)
+    done, waiting = wait(futures, timeout, return_when=FIRST_EXCEPTION)
+    for future in futures:
+        if future in done and (future.cancelled() or future.exception() is not None):
+            future.result()  # raises its exception
+    if waiting:
+        raise TimeoutError(f"{len(waiting)} of {len(futures)} futures were not done "
+                           f"after {timeout} seconds")
+    return [future.result() for future in futures]

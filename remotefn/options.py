@@ -127,7 +127,10 @@ OPTIONS: dict[str, Option] = {
                "GPUs per rank (alias: gpus_per_core); sets CUDA_VISIBLE_DEVICES per rank."),
         Option("cwd", None, _optional(_directory), "Working directory of the worker."),
         Option("env", (), _environment, "Extra environment variables of the worker."),
-        Option("block", False, _boolean, "Keep a pool of persistent workers for these options."),
+        Option("block", False, _boolean,
+               "Keep a pool of persistent workers for these options. Without it every call "
+               "starts a worker process of its own (tens of ms): use block=True for many "
+               "short calls."),
         Option("max_workers", None, _optional(_integer(1)),
                "Workers in the block pool (default: as many as the session's cores allow)."),
         Option("init", None, _optional(_function),

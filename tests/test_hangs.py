@@ -303,11 +303,11 @@ def test_max_workers_without_block_is_refused_naming_both():
         remote(identity, max_workers=2)
 
 
-def test_an_async_function_is_refused_when_decorated():
+def test_an_async_generator_is_refused_when_decorated():
     async def fetch():
-        return 1
+        yield 1
 
-    with pytest.raises(TypeError, match="fetch.*async function"):
+    with pytest.raises(TypeError, match="fetch.*async generator"):
         remote(fetch)
 
 

@@ -240,3 +240,97 @@ def test_threads_started_in_a_with_block_submit_to_its_session():
         assert {f.info.worker_id for f in futures} <= {w["worker"] for w in
                                                        session.resources()["workers"]}
     assert registry.open_blocks() == []
+
+
+# -- an explicit default, for notebooks ------------------------------------------------------
+
+
+def test_an_activated_session_takes_calls_outside_with_blocks_until_shut_down():
+    registry.shutdown_default()
+    chosen = remotefn.session("local", max_cores=2, forward_output=False)
+    try:
+        assert registry.default_session is not chosen  # opening it changes nothing
+        assert chosen.activate() is chosen
+        assert chosen.activate() is chosen  # activating it again changes nothing either
+        assert current() is chosen
+        future = remote(os.getpid)()
+        assert future.result(timeout=30) != os.getpid()
+        seen = []
+        thread = threading.Thread(target=lambda: seen.append(current()))
+        thread.start()
+        thread.join()
+        assert seen == [chosen]
+        with remotefn.session("local", max_cores=1, forward_output=False) as inner:
+            assert current() is inner
+        assert current() is chosen
+    finally:
+        chosen.shutdown()
+    try:
+        assert current() is not chosen
+    finally:
+        registry.shutdown_default()
+
+
+def test_a_second_activation_is_refused_with_what_to_do():
+    registry.shutdown_default()
+    first = remotefn.session("local", max_cores=1, forward_output=False)
+    second = remotefn.session("local", max_cores=1, forward_output=False)
+    try:
+        remotefn.set_default(first)
+        with pytest.raises(RuntimeError, match=r"already the default session; shut it down "
+                                               r"first \(remotefn.current\(\).shutdown\(\)"):
+            second.activate()
+        assert current() is first
+        first.shutdown()
+        assert second.activate() is second and current() is second
+    finally:
+        first.shutdown()
+        second.shutdown()
+    with pytest.raises(RuntimeError, match="was shut down"):
+        second.activate()
+
+
+def test_an_unknown_setting_names_the_valid_ones():
+    with pytest.raises(TypeError, match=r"unknown session setting 'max_core' for the local "
+                                        r"backend; valid settings: .*forward_output.*max_cores"):
+        remotefn.session("local", max_core=2)
+
+
+# -- gather and the short-calls warning -------------------------------------------------------
+
+
+def test_gather_returns_values_in_order_and_raises_the_first_error(local, tmp_path):
+    import operator
+
+    futures = [local.submit(pow, i, 2) for i in range(6)]
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        futures.append(pool.submit(pow, 7, 2))
+        assert remotefn.gather(futures) == [0, 1, 4, 9, 16, 25, 49]
+    gate = str(tmp_path / "gate")
+    slow = local.submit(wait_for_file, gate)
+    failing = [local.submit(operator.truediv, 1, 0), local.submit(operator.getitem, [], 1)]
+    concurrent.futures.wait(failing)
+    with pytest.raises(ZeroDivisionError):  # at once: slow is still running
+        remotefn.gather([slow, *failing])
+    with pytest.raises(TimeoutError, match="1 of 1 futures"):
+        remotefn.gather([slow], timeout=0.1)
+    open(gate, "w").close()
+    assert remotefn.gather([slow]) == [None]
+
+
+def test_many_short_one_shot_calls_warn_once_saying_what_to_change():
+    import warnings
+
+    from sample_module import pooled_square
+
+    with remotefn.session("local", max_cores=4, forward_output=False) as session:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            remotefn.gather(pooled_square.map(range(100)))  # a block pool: no warning
+            assert not [w for w in caught if "block=True" in str(w.message)]
+            # Builtins: nothing to import in the worker, so each call is short on any machine.
+            remotefn.gather(session.submit(pow, i, 2) for i in range(50))
+            remotefn.gather(session.submit(pow, i, 2) for i in range(60))
+        found = [w for w in caught if "block=True" in str(w.message)]
+    assert len(found) == 1 and found[0].category is RuntimeWarning
+    assert "started for it alone (block=False, the default)" in str(found[0].message)

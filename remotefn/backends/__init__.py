@@ -8,7 +8,8 @@ variables), :mod:`remotefn.options` and :mod:`remotefn.errors`.
 from __future__ import annotations
 
 import importlib
-from typing import Any, Mapping
+import inspect
+from typing import Any, Iterable, Mapping
 
 from .base import Backend, Capacity, LaunchedWorker, WorkerSpec
 
@@ -35,10 +36,11 @@ def detect(environ: Mapping[str, str]) -> str:
     return "local"
 
 
-def create(name: str, settings: dict[str, Any]) -> Backend:
+def create(name: str, settings: dict[str, Any], also_valid: Iterable[str] = ()) -> Backend:
     """Instantiate the backend called ``name`` with its settings.
 
-    Raises ``ValueError`` for an unknown backend and ``TypeError`` for an unknown setting.
+    Raises ``ValueError`` for an unknown backend and ``TypeError`` for an unknown setting,
+    naming the valid ones: the backend's and ``also_valid`` (the caller's own).
     """
     if not isinstance(name, str):
         raise TypeError(f"backend must be a str, got {name!r} ({type(name).__name__})")
@@ -46,6 +48,15 @@ def create(name: str, settings: dict[str, Any]) -> Backend:
     if module is None:
         raise ValueError(f"unknown backend {name!r}; choose one of: {', '.join(_MODULES)}")
     backend_class = importlib.import_module(f"{__name__}.{module}").BACKEND
+    parameters = inspect.signature(backend_class).parameters.values()
+    if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+        valid = [p.name for p in parameters if p.kind is p.KEYWORD_ONLY]
+        unknown = [key for key in settings if key not in valid]
+        if unknown:
+            names = ", ".join(map(repr, unknown))
+            raise TypeError(f"unknown session setting{'s' if len(unknown) > 1 else ''} {names} "
+                            f"for the {name} backend; valid settings: "
+                            f"{', '.join(sorted([*also_valid, *valid]))}")
     return backend_class(**settings)
 
 

@@ -7,10 +7,16 @@ Runs in the hub thread, holding its lock; futures' callbacks run here too.
 from __future__ import annotations
 
 import sys
+import warnings
 from typing import Any, Callable
 
 from ..protocol import messages
 from .records import WorkerRecord
+
+#: A call of a one-shot pool (``block=False``) shorter than this many seconds costs less than
+#: starting its worker; after SHORT_CALLS_WARNING of them a session warns once.
+SHORT_CALL = 0.05
+SHORT_CALLS_WARNING = 50
 
 
 class Results:
@@ -21,6 +27,8 @@ class Results:
         self.retire = retire
         self.reject = reject
         self.forward_output = forward_output
+        #: Short calls of one-shot pools so far; None once the session has warned.
+        self.short_calls: int | None = 0
 
     def on_result(self, worker: WorkerRecord, flags: int, call_id: int, body: list[Any]) -> None:
         inflight = worker.inflight
@@ -44,6 +52,8 @@ class Results:
         worker.pool.record_runtime(used.finished - used.started)
         if worker.pool.one_shot:
             self.retire(worker)
+            if self.short_calls is not None and finished - started < SHORT_CALL:
+                self._count_short_call(self.short_calls + 1, call.function.name)
         ok, value = messages.read_outcome(flags, frames, call.describe)
         if not ok:
             call.future._fail(value)
@@ -52,6 +62,17 @@ class Results:
                 call.on_success(value, info)
             call.future._succeed(value)
         call.finish()
+
+    def _count_short_call(self, count: int, function: str) -> None:
+        if count < SHORT_CALLS_WARNING:
+            self.short_calls = count
+            return
+        self.short_calls = None
+        warnings.warn(f"remotefn: {SHORT_CALLS_WARNING} calls (the last of {function}) ran "
+                      f"for under {SHORT_CALL * 1000:.0f} ms each, each in a worker process "
+                      f"started for it alone (block=False, the default): starting the process "
+                      f"costs more than the call. Use @remote(block=True) to keep workers "
+                      f"that take call after call.", RuntimeWarning, stacklevel=1)
 
     def on_output(self, worker: WorkerRecord, flags: int, call_id: int, body: list[Any]) -> None:
         stream, text = messages.read_output(body)

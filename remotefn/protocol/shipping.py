@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import sys
+import types
 from typing import Any, Callable, NamedTuple
 
 from ..errors import SerializationError
@@ -39,15 +41,32 @@ def import_attribute(module: str, qualname: str) -> Any:
 
 
 def import_function(module: str, qualname: str) -> Callable[..., Any]:
-    """Import ``module.qualname``; a remote handle found there is unwrapped to its function."""
+    """Import ``module.qualname``; a remote handle found there is unwrapped to its function
+    (a handle bound to its class, ``@remote`` over ``@classmethod``, to the plain function)."""
     obj = import_attribute(module, qualname)
-    return obj.__wrapped__ if getattr(obj, "__remotefn_handle__", False) else obj
+    if not getattr(obj, "__remotefn_handle__", False):
+        return obj
+    obj = obj.__wrapped__
+    return obj.__func__ if isinstance(obj, types.MethodType) else obj
+
+
+def pickled_by_value(module: str) -> bool:
+    """Whether ``module`` was given to ``cloudpickle.register_pickle_by_value``."""
+    found = sys.modules.get(module)
+    if found is None:
+        return False
+    from cloudpickle import cloudpickle as implementation
+
+    check = getattr(implementation, "_is_registered_pickle_by_value", None)
+    return bool(check is not None and check(found))
 
 
 def importable_name(function: Any) -> tuple[str, str] | None:
     module = getattr(function, "__module__", None)
     qualname = getattr(function, "__qualname__", None)
     if not module or not qualname or module == "__main__" or "<" in qualname:
+        return None
+    if pickled_by_value(module):
         return None
     try:
         found = import_function(module, qualname)

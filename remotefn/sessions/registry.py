@@ -2,7 +2,8 @@
 
 The current session lives in a :class:`~contextvars.ContextVar`; threads that do not see it
 (started inside a ``with`` block) find the innermost open ``with`` session. The process-wide
-default session is kept here once :func:`remotefn.sessions.session.current` has created it.
+default session is kept here once :func:`remotefn.sessions.session.current` has created it,
+or :func:`remotefn.sessions.session.set_default` (``Session.activate``) has chosen one.
 Inside a worker, sessions are confined to the worker's own share (:func:`confine_default`).
 
 Imported by workers, so it imports nothing heavy and never the session module itself.
@@ -24,7 +25,8 @@ current_session: ContextVar["Session | None"] = ContextVar("remotefn_session", d
 
 #: Guards the default session and the open blocks.
 lock = threading.Lock()
-#: The process-wide default session, set by the session module under ``lock``.
+#: The process-wide default session (made on first use, or activated), set by the session
+#: module under ``lock``.
 default_session: "Session | None" = None
 _confined: dict[str, Any] | None = None
 _live: "weakref.WeakSet[Session]" = weakref.WeakSet()

@@ -14,9 +14,10 @@ import logging
 import os
 import threading
 import time
+import types
 import weakref
 from functools import partial
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import cloudpickle
 
@@ -34,6 +35,12 @@ from . import registry
 from .dependencies import Arguments, Waiter, find_futures
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: The settings every session takes, whatever its backend.
+_SESSION_SETTINGS = ("forward_output", "start_timeout", "cache_directory", "cache_by",
+                     "record", "measure_memory")
 
 
 class Session(concurrent.futures.Executor):
@@ -64,7 +71,7 @@ class Session(concurrent.futures.Executor):
             backend = confined.pop("backend")
             settings = {**confined, **settings}
         name = backend if backend is not None else backends.detect(os.environ)
-        self.backend = backends.create(name, settings)
+        self.backend = backends.create(name, settings, also_valid=_SESSION_SETTINGS)
         self._recorder = Recorder(record)
         self._hub = Hub(self.backend, forward_output=forward_output,
                         start_timeout=float(start_timeout), recorder=self._recorder,
@@ -84,7 +91,7 @@ class Session(concurrent.futures.Executor):
 
     # -- the Executor interface ------------------------------------------------------------
 
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> RemoteFuture:
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> RemoteFuture[T]:
         """Run ``fn(*args, **kwargs)`` on a worker; returns a future at once.
 
         ``fn`` may be a plain callable or a :func:`~remotefn.remote` handle, whose options
@@ -92,11 +99,15 @@ class Session(concurrent.futures.Executor):
         ``RuntimeError`` after shutdown, :class:`~remotefn.SerializationError` when an argument
         does not pickle, ``ValueError`` when the call can never fit in the session.
         """
+        options = DEFAULT_OPTIONS
         if _is_handle(fn):
-            return self._submit(fn.__wrapped__, fn.remote_options, args, kwargs)
-        if not callable(fn):
+            fn, options = fn.__wrapped__, fn.remote_options
+        elif not callable(fn):
             raise TypeError(f"fn must be callable, got {fn!r} ({type(fn).__name__})")
-        return self._submit(fn, DEFAULT_OPTIONS, args, kwargs)
+        if type(fn) is types.MethodType:
+            # Ship the function once and its instance with each call, as a bound handle does.
+            fn, args = fn.__func__, (fn.__self__, *args)
+        return self._submit(fn, options, args, kwargs)
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
             chunksize: int = 1) -> Iterator[Any]:
@@ -164,6 +175,19 @@ class Session(concurrent.futures.Executor):
         """True once :meth:`shutdown` was called."""
         return self._closed
 
+    def activate(self) -> "Session":
+        """Make this session the one handles submit to outside ``with`` blocks (in every
+        thread), until it is shut down; for notebooks and interactive use. Returns the
+        session. Raises ``RuntimeError`` when another session already holds that place (an
+        activated one, or the default session an earlier call started); see
+        :func:`set_default`."""
+        set_default(self)
+        return self
+
+    def __repr__(self) -> str:
+        state = "shut down" if self._closed else "open"
+        return f"<remotefn.Session {self.backend.name} {state} at {id(self):#x}>"
+
     def __enter__(self) -> "Session":
         self._tokens.append(registry.current_session.set(self))
         registry.entered(self)
@@ -202,7 +226,7 @@ class Session(concurrent.futures.Executor):
     # -- submission --------------------------------------------------------------------------
 
     def _submit(self, function: Callable[..., Any], options: CallOptions, args: tuple,
-                kwargs: dict[str, Any]) -> RemoteFuture:
+                kwargs: dict[str, Any]) -> RemoteFuture[Any]:
         if self._closed:
             raise RuntimeError("cannot submit calls to a session that was shut down")
         if options is self._last_accepted:
@@ -369,11 +393,36 @@ def default() -> Session:
         return session
 
 
+def set_default(session: Session) -> Session:
+    """Make ``session`` the default: handles called outside any ``with`` block submit to it
+    (instead of to a default session of their own) until it is shut down; at interpreter exit
+    it is shut down, waiting for its calls. Returns the session.
+
+    Raises ``RuntimeError`` when another open session is the default already, whether
+    activated or started by an earlier call: shut that one down first.
+    """
+    if not isinstance(session, Session):
+        raise TypeError(f"set_default() takes a Session, got {session!r}")
+    if session.closed:
+        raise RuntimeError(f"{session!r} was shut down; open a new session to activate")
+    with registry.lock:
+        previous = registry.default_session
+        if previous is not None and previous is not session and not previous.closed:
+            raise RuntimeError(
+                f"{previous!r} is already the default session; shut it down first "
+                "(remotefn.current().shutdown() outside any with block), or use "
+                "'with remotefn.session(...):' to scope a session to a block")
+        registry.default_session = session
+    return session
+
+
 def session(backend: str | None = None, **settings: Any) -> Session:
     """Open a session on ``backend`` (``"local"``, ``"slurm"`` or ``"flux"``; default: detected
     from the environment). Use it as a context manager: inside the ``with`` block, calls of
     :func:`~remotefn.remote` handles go to it, and leaving the block waits for them and stops
-    the workers (an exception in the block stops them at once).
+    the workers (an exception in the block stops them at once). Opening a session changes
+    nothing else: without ``with``, call ``activate()`` on it (see :func:`set_default`) to
+    make handles use it, in a notebook for example.
 
     Settings: ``forward_output`` (print the calls' output here, default True),
     ``cache_directory`` (store results there and reuse them, also in later runs),
@@ -416,4 +465,4 @@ def _run_chunk(function: Callable[..., Any], chunk: list[tuple[Any, ...]]) -> li
     return [function(*args) for args in chunk]
 
 
-__all__ = ["Session", "current", "default", "session"]
+__all__ = ["Session", "current", "default", "session", "set_default"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pickle
 import time
+import types
 from typing import Any, Callable
 
 from ..protocol import messages, pickling
@@ -23,6 +24,8 @@ class Runner:
         self.init_kwargs: dict[str, Any] = {}
         #: CPU seconds of this process while the last call's function ran.
         self.cpu = 0.0
+        #: The worker's event loop, made by the first ``async def`` call and kept for the next.
+        self.loop: Any = None
 
     def initialize(self, payload: Any) -> str | None:
         """Run the pickled ``init`` (if any); the traceback text if it failed, else None."""
@@ -57,6 +60,8 @@ class Runner:
         cpu = time.process_time()
         try:
             value = function(*args, **kwargs)
+            if type(value) is types.CoroutineType:
+                value = self._run_coroutine(value)
         except BaseException as error:
             self.cpu = time.process_time() - cpu
             after()
@@ -66,38 +71,58 @@ class Runner:
         del args, kwargs
         return messages.success(value)
 
+    def _run_coroutine(self, coroutine: Any) -> Any:
+        if self.loop is None:
+            import asyncio  # imported when needed: workers start faster without it
+
+            self.loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self.loop)
+        return self.loop.run_until_complete(coroutine)
+
     def _function(self, digest: bytes, payload: Any) -> Callable[..., Any]:
         function = self.functions.get(digest)
         if function is None:
             function = pickle.loads(payload)
             self.functions[digest] = function
-            if not self.init_kwargs:
-                return function
-            import inspect
-
-            try:
-                signature = inspect.signature(function)
-                self.parameters[digest] = frozenset(
-                    name for name, p in signature.parameters.items()
-                    if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
-            except (TypeError, ValueError):
-                self.parameters[digest] = frozenset()
+            if self.init_kwargs:
+                self.parameters[digest] = parameter_names(function)
         return function
 
     def _fill_from_init(self, digest: bytes, function: Callable[..., Any], args: tuple,
                         kwargs: dict[str, Any]) -> None:
-        names = self.parameters.get(digest, frozenset()) - kwargs.keys()
-        if not names & self.init_kwargs.keys():
-            return
-        import inspect
+        fill_from_init(function, self.parameters.get(digest, frozenset()), args, kwargs,
+                       self.init_kwargs)
 
-        try:
-            bound = inspect.signature(function).bind_partial(*args, **kwargs).arguments
-        except TypeError:
-            return
-        for name in names:
-            if name not in bound and name in self.init_kwargs:
-                kwargs[name] = self.init_kwargs[name]
+
+def parameter_names(function: Callable[..., Any]) -> frozenset[str]:
+    """The names ``function`` takes as keyword arguments (none if it has no signature)."""
+    import inspect  # imported when needed: workers start faster without it
+
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):
+        return frozenset()
+    return frozenset(name for name, p in signature.parameters.items()
+                     if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
+
+
+def fill_from_init(function: Callable[..., Any], parameters: frozenset[str], args: tuple,
+                   kwargs: dict[str, Any], init_kwargs: dict[str, Any]) -> None:
+    """Add to ``kwargs`` the entries of ``init_kwargs`` that name parameters of ``function``
+    the call leaves out (neither passed by position nor by keyword). Used by workers and by
+    ``handle.local()``."""
+    names = parameters - kwargs.keys()
+    if not names & init_kwargs.keys():
+        return
+    import inspect
+
+    try:
+        bound = inspect.signature(function).bind_partial(*args, **kwargs).arguments
+    except TypeError:
+        return
+    for name in names:
+        if name not in bound and name in init_kwargs:
+            kwargs[name] = init_kwargs[name]
 
 
 def failure(error: BaseException, note: str = "") -> Outcome:
