@@ -52,7 +52,7 @@ class Results:
         worker.pool.record_runtime(used.finished - used.started)
         if worker.pool.one_shot:
             self.retire(worker)
-            if self.short_calls is not None and finished - started < SHORT_CALL:
+            if self.short_calls is not None and used.finished - used.started < SHORT_CALL:
                 self._count_short_call(self.short_calls + 1, call.function.name)
         ok, value = messages.read_outcome(flags, frames, call.describe)
         if not ok:
