@@ -17,10 +17,12 @@ demo: install
 
 # The SLURM tests need a cluster: an existing one is used; as root, scripts/test-cluster.sh
 # starts one (and stops it afterwards); otherwise those tests are skipped with the reason.
+# With a cluster, REQUIRE_SLURM=1: a SLURM test that skips anyway fails the run.
 test: install
 	@started=0; \
-	if sinfo -h > /dev/null 2>&1; then echo "using the running SLURM"; \
+	if sinfo -h > /dev/null 2>&1; then echo "using the running SLURM"; export REQUIRE_SLURM=1; \
 	elif [ "$$(id -u)" = 0 ]; then bash scripts/test-cluster.sh up && started=1 || exit 1; \
+		export REQUIRE_SLURM=1; \
 	else echo "no SLURM and not root: the SLURM tests will be skipped"; fi; \
 	$(PY) -m pytest; status=$$?; \
 	if [ $$started = 1 ]; then bash scripts/test-cluster.sh down; fi; \

@@ -10,6 +10,9 @@ from helpers import live_children, wait_until
 
 faulthandler.enable(file=sys.stderr)
 
+# engines: tests that need SLURM, Flux or GPUs skip with the reason, or fail where required.
+pytest_plugins = ["engines", "pytester"]
+
 
 @pytest.fixture(autouse=True)
 def no_orphans():

@@ -1,12 +1,16 @@
-"""Helpers shared by the tests: bounded waiting and process accounting."""
+"""Helpers shared by the tests: bounded waiting, handshakes through files, process accounting
+and the mark of tests that need an engine. Calls in workers use it too, so it imports no pytest."""
 
 from __future__ import annotations
 
 import os
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import psutil
+
+if TYPE_CHECKING:
+    import pytest
 
 
 def wait_until(condition: Callable[[], object], timeout: float = 10.0, what: str = "") -> None:
@@ -42,3 +46,27 @@ def live_children() -> list[psutil.Process]:
         except psutil.NoSuchProcess:
             pass
     return result
+
+
+def needs(engine: str, reason: str | None) -> "pytest.MarkDecorator":
+    """Mark a test that needs ``engine`` (``"slurm"``, ``"flux"`` or ``"gpu"``); ``reason``
+    says why it is missing here, None when it is present. The test is skipped with that
+    reason, or fails where ``REQUIRE_<ENGINE>=1`` (see engines.py)."""
+    import pytest  # not at the top: calls in workers use this module without pytest
+
+    return pytest.mark.needs(engine, reason=reason)
+
+
+def read_pid(path: str, timeout: float = 120.0) -> int:
+    """The pid a process wrote to ``path`` (a handshake: wait for the file, then read it)."""
+    wait_until(lambda: os.path.exists(path), timeout, f"a pid in {path}")
+    return int(open(path).read())
+
+
+def write_pid(path: str) -> int:
+    """Inside a call: write this process's pid to ``path`` (atomically) and return it."""
+    pid = os.getpid()
+    with open(path + ".tmp", "w") as file:
+        file.write(f"{pid}\n")
+    os.replace(path + ".tmp", path)
+    return pid

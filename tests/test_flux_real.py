@@ -1,5 +1,6 @@
 """The flux backend on a real Flux instance: runs where `import flux` works and FLUX_URI is
-set (e.g. `flux start python -m pytest tests/test_flux_real.py`); skipped elsewhere."""
+set (e.g. `flux start python -m pytest tests/test_flux_real.py`); skipped elsewhere, with the
+reason, and a failure where REQUIRE_FLUX=1."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 import remotefn
 from remotefn import WorkerDied, WorkerStartError, remote
 from sample_module import calc
-from helpers import wait_until
+from helpers import needs, wait_until
 
 try:
     import flux
@@ -22,7 +23,7 @@ try:
 except ImportError as error:
     _REASON = f"flux-python is not importable here ({error}); run under a Flux instance"
 
-pytestmark = pytest.mark.skipif(_REASON is not None, reason=str(_REASON))
+pytestmark = needs("flux", _REASON)
 
 
 def threads():

@@ -17,7 +17,7 @@ from remotefn import WorkerDied, WorkerStartError, remote
 from remotefn.backends.slurm import parse_allocation, sanitize, srun_command
 from remotefn.options import resolve
 from sample_module import calc
-from helpers import wait_for_file, wait_until
+from helpers import needs, wait_for_file, wait_until
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -32,7 +32,8 @@ def cluster_reason() -> str | None:
 
 
 _REASON = cluster_reason()
-needs_cluster = pytest.mark.skipif(_REASON is not None, reason=str(_REASON))
+#: Skipped with the reason where there is no cluster; a failure where REQUIRE_SLURM=1.
+needs_cluster = needs("slurm", _REASON)
 
 
 def salloc(*args: str) -> str:
