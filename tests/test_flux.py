@@ -56,12 +56,13 @@ def wait_for(path):
     return path
 
 
-def nested_backend():
-    inner = remotefn.session()
-    try:
-        return inner.backend.name, remote(os.getpid)().result(timeout=60) != os.getpid()
-    finally:
-        inner.shutdown()
+def nested_instance():
+    """Runs in the call: the instance a session opened here schedules in, and where its
+    calls run."""
+    with remotefn.session() as inner:
+        view = inner.resources()
+        elsewhere = remote(os.getpid)().result(timeout=60) != os.getpid()
+    return view["backend"], view["allocation"]["uri"], view["allocation"]["cores_all"], elsewhere
 
 
 # -- the jobspec, without a scheduler ---------------------------------------------------------
@@ -193,7 +194,13 @@ def test_error_in_the_session_block_cancels_running_jobs(fakeflux, tmp_path):
 
 
 def test_nested_session_schedules_inside_the_calls_instance(flux_session):
-    assert remote(nested_backend, nested=True)().result(timeout=120) == ("flux", True)
+    """nested=True: the call runs in a Flux instance of its own on its share; a session
+    opened inside schedules there, not in the session's instance."""
+    backend, uri, cores, elsewhere = remote(nested_instance, nested=True, threads_per_core=2)(
+    ).result(timeout=120)
+    assert backend == "flux" and elsewhere
+    assert uri != os.environ["FLUX_URI"]  # another instance than the session's
+    assert cores == 2  # which holds the call's 2 cores, not the 4 of the session's instance
 
 
 def test_local_nested_session_is_confined_to_the_workers_share():

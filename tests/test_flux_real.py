@@ -42,9 +42,13 @@ def sleep_long():
     time.sleep(600)
 
 
-def nested_backend():
+def nested_instance():
+    """Runs in the call: the instance a session opened here schedules in, and where its
+    calls run."""
     with remotefn.session() as inner:
-        return inner.backend.name, remote(os.getpid)().result(timeout=120) != os.getpid()
+        view = inner.resources()
+        elsewhere = remote(os.getpid)().result(timeout=120) != os.getpid()
+    return view["backend"], view["allocation"]["uri"], view["allocation"]["cores_all"], elsewhere
 
 
 def remotefn_jobs():
@@ -84,14 +88,27 @@ def test_cache(tmp_path):
         assert remote(shifted, block=True, init=load)(1).info.from_cache
 
 
-def test_nested_session(session):
-    assert remote(nested_backend, nested=True, cores=1, threads_per_core=2)().result(
-        timeout=300) == ("flux", True)
+def test_nested_session_schedules_inside_the_calls_own_instance(session):
+    backend, uri, cores, elsewhere = remote(nested_instance, nested=True, cores=1,
+                                            threads_per_core=2)().result(timeout=300)
+    assert backend == "flux" and elsewhere
+    assert uri != os.environ["FLUX_URI"] and cores == 2
 
 
-def test_unsatisfiable_request(session):
-    with pytest.raises((ValueError, WorkerStartError)):
-        remote(calc, cores=10_000)(1).result(timeout=120)
+def test_a_request_larger_than_the_instance_fails_at_submission(session):
+    total = session.resources()["cores"]["total"]
+    with pytest.raises(ValueError, match=f"{total + 1} cores but the session has {total}"):
+        remote(calc, cores=total + 1)(1)
+
+
+def test_an_unsatisfiable_request_fails_at_once_with_fluxs_message(session):
+    """It fits the instance's cores but asks for one node more than the instance has."""
+    nodes = session.resources()["allocation"]["nodes"]
+    if session.resources()["cores"]["total"] < nodes + 1:
+        pytest.skip(f"the instance has fewer cores than nodes + 1 ({nodes + 1})")
+    with pytest.raises(WorkerStartError) as raised:
+        remote(threads, cores=nodes + 1, extras={"nodes": nodes + 1})().result(timeout=120)
+    assert "unsatisfiable" in raised.value.stderr.lower()
 
 
 def test_cancel_fails_the_running_call(session):

@@ -91,11 +91,35 @@ def test_worker_of_another_version_is_refused_naming_both(fake_python):
     assert isinstance(raised.value, WorkerStartError)
 
 
-def test_the_secret_does_not_reach_user_code(local):
-    environment = remote(dict)(os.environ).result(timeout=30)
-    assert not any(name.startswith("REMOTEFN_") for name in environment)
-    seen = local.submit(os.environ.copy).result(timeout=30)
-    assert probe(local).secret.hex() not in repr(seen)
+def environment_seen_by_user_code():
+    """Runs in the worker: its own environment, and that of a process the call starts."""
+    import json
+    import subprocess
+
+    child = subprocess.run([sys.executable, "-c", "import json, os; print(json.dumps("
+                            "dict(os.environ)))"], capture_output=True, text=True, check=True)
+    return os.getpid(), dict(os.environ), json.loads(child.stdout)
+
+
+@pytest.mark.parametrize("settings, options", [
+    ({}, {}),
+    ({"fork_server": False}, {}),
+    ({}, {"cores": 2}),
+], ids=["forked", "exec-ed", "mpi-ranks"])
+def test_the_secret_does_not_reach_user_code(settings, options):
+    """The worker clears the secret (and every launch variable) from its environment before
+    user code runs: neither the call nor a process it starts can read it."""
+    if options.get("cores", 1) > 1:
+        pytest.importorskip("mpi4py")
+    with remotefn.session("local", max_cores=2, forward_output=False, **settings) as session:
+        secret = probe(session).secret.hex()
+        result = remote(environment_seen_by_user_code, **options)().result(timeout=60)
+    ranks = result if options.get("cores", 1) > 1 else [result]
+    for pid, environment, child in ranks:
+        assert pid != os.getpid()  # seen inside the worker, not here
+        for seen in (environment, child):
+            assert [name for name in seen if name.startswith("REMOTEFN_")] == []
+            assert secret not in repr(seen)
 
 
 def test_runtime_directory_is_private(local):

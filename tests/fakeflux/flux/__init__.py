@@ -3,7 +3,9 @@
 Jobs are real local processes: a job of N tasks runs under the mpich wheel's mpiexec (so MPI
 ranks are real), its environment and working directory as the jobspec says. The instance's
 size comes from FAKEFLUX_CORES and FAKEFLUX_GPUS. ``pmi=pmix`` starts the tasks as
-singletons, as a Flux without the flux-pmix plugin does. Lives in the tests, never in the
+singletons, as a Flux without the flux-pmix plugin does. A job whose command starts with
+``flux start`` runs the rest in a nested instance, as Flux does: with a FLUX_URI of its own
+and the job's cores and GPUs as the instance's size. Lives in the tests, never in the
 library.
 """
 

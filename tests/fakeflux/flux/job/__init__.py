@@ -71,9 +71,14 @@ class _Job:
         self.gpus = spec.num_tasks * spec.gpus_per_task
         self.cancelled = False
         command = list(spec.command)
-        if command[:2] == ["flux", "start"]:
-            command = command[2:]  # a nested instance: the stand-in runs the command itself
         environment = dict(spec.environment)
+        if command[:2] == ["flux", "start"]:
+            # A nested instance, as `flux start` makes one: the command runs inside an
+            # instance of its own (its own FLUX_URI) that holds only the job's resources.
+            command = command[2:]
+            environment["FLUX_URI"] = f"local:///tmp/fakeflux-{os.getpid()}-job{jobid}"
+            environment["FAKEFLUX_CORES"] = str(self.cores)
+            environment["FAKEFLUX_GPUS"] = str(self.gpus)
         if spec.num_tasks > 1 and spec.shell_options.get("pmi") != "pmix":
             mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
             command = [mpiexec if os.access(mpiexec, os.X_OK) else shutil.which("mpiexec"),
