@@ -18,7 +18,7 @@ pytest_plugins = ["engines", "pytester"]
 def no_orphans():
     """Every test leaves no process behind: all children of this process exit."""
     yield
-    wait_until(lambda: not live_children(), timeout=10,
+    wait_until(lambda: not live_children(), timeout=60,
                what="the test's worker processes to exit")
 
 

@@ -13,8 +13,11 @@ if TYPE_CHECKING:
     import pytest
 
 
-def wait_until(condition: Callable[[], object], timeout: float = 10.0, what: str = "") -> None:
-    """Return once ``condition()`` is true; fail the test after ``timeout`` seconds."""
+def wait_until(condition: Callable[[], object], timeout: float = 60.0, what: str = "") -> None:
+    """Return once ``condition()`` is true; fail the test after ``timeout`` seconds.
+
+    The timeout is a liveness limit, generous for a loaded machine: a condition that is met
+    at all is met long before it. It never stands for an event the test could wait for."""
     deadline = time.monotonic() + timeout
     delay = 0.001
     while not condition():

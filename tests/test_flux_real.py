@@ -5,7 +5,7 @@ reason, and a failure where REQUIRE_FLUX=1."""
 from __future__ import annotations
 
 import os
-import time
+import threading
 
 import pytest
 
@@ -38,8 +38,8 @@ def shifted(x, offset):
     return x + offset
 
 
-def sleep_long():
-    time.sleep(600)
+def run_forever():
+    threading.Event().wait()
 
 
 def nested_instance():
@@ -112,7 +112,7 @@ def test_an_unsatisfiable_request_fails_at_once_with_fluxs_message(session):
 
 
 def test_cancel_fails_the_running_call(session):
-    future = remote(sleep_long, block=True)()
+    future = remote(run_forever, block=True)()
     wait_until(future.running, timeout=60, what="the call to run")
     worker = next(w for w in session.resources()["workers"]
                   if w["worker"] == future.info.worker_id)

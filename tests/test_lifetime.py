@@ -141,7 +141,7 @@ def test_default_session_is_shut_down_at_interpreter_exit():
         print(remote(getpid, block=True)().result(), flush=True)
     """)
     worker = int(caller.stdout.readline())
-    assert caller.wait(timeout=30) == 0
+    assert caller.wait(timeout=60) == 0
     assert not alive(worker)
 
 

@@ -71,20 +71,31 @@ def test_wait_and_as_completed(local):
     assert sorted(f.result() for f in concurrent.futures.as_completed(futures)) == list(range(10))
 
 
-def test_shutdown_cancel_futures_cancels_queued_calls(tmp_path):
+def test_shutdown_cancel_futures_cancels_queued_calls_and_waits_for_running_ones(tmp_path):
     gate = tmp_path / "gate"
     s = remotefn.session("local", max_cores=1, forward_output=False)
-    handle = remote(wait_for, block=True, max_workers=1)
-    running = s.submit(handle, str(gate), "first")
-    queued = [s.submit(handle, str(gate), i) for i in range(5)]
-    wait_until(running.running, what="the first call to start")
-    threading.Timer(0.1, gate.touch).start()
-    s.shutdown(wait=True, cancel_futures=True)
-    assert running.result() == "first"
-    # Like ProcessPoolExecutor, a worker is handed its next calls ahead of time (two here);
-    # those are running as far as cancel() is concerned. The rest are cancelled.
-    assert all(f.cancelled() for f in queued[2:])
-    assert all(f.result() == i for i, f in enumerate(queued[:2]))
+    try:
+        handle = remote(wait_for, block=True, max_workers=1)
+        running = s.submit(handle, str(gate), "first")
+        queued = [s.submit(handle, str(gate), i) for i in range(5)]
+        # Like ProcessPoolExecutor, a worker is handed its next calls ahead of time (two
+        # here); those are running as far as cancel() is concerned. The rest wait here.
+        wait_until(queued[1].running, what="the worker to hold three calls")
+        assert not queued[2].running()
+        shutting = threading.Thread(target=s.shutdown, kwargs={"wait": True,
+                                                              "cancel_futures": True})
+        shutting.start()
+        wait_until(queued[-1].cancelled, what="shutdown to cancel the calls not handed out")
+        assert shutting.is_alive()  # it waits for the running calls, which wait for the gate
+        gate.touch()
+        shutting.join(60)
+        assert not shutting.is_alive() and probe(s).stopped
+        assert running.result() == "first"
+        assert all(f.cancelled() for f in queued[2:])
+        assert [f.result() for f in queued[:2]] == [0, 1]
+    finally:
+        gate.touch()
+        s.shutdown()
 
 
 def test_cancel_a_queued_call(tmp_path):
