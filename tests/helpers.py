@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Callable
 import psutil
 
 if TYPE_CHECKING:
+    import subprocess
+
     import pytest
 
 
@@ -60,9 +62,19 @@ def needs(engine: str, reason: str | None) -> "pytest.MarkDecorator":
     return pytest.mark.needs(engine, reason=reason)
 
 
-def read_pid(path: str, timeout: float = 120.0) -> int:
-    """The pid a process wrote to ``path`` (a handshake: wait for the file, then read it)."""
-    wait_until(lambda: os.path.exists(path), timeout, f"a pid in {path}")
+def read_pid(path: str, timeout: float = 60.0,
+             process: "subprocess.Popen | None" = None) -> int:
+    """The pid a process wrote to ``path`` (a handshake: wait for the file, then read it).
+    With ``process``, fail at once if that process exits before the file appears."""
+    def written() -> bool:
+        if os.path.exists(path):
+            return True
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"{process.args[0]} exited with {process.returncode} "
+                                 f"before writing {path}")
+        return False
+
+    wait_until(written, timeout, f"a pid in {path}")
     return int(open(path).read())
 
 

@@ -97,7 +97,7 @@ def test_ctrl_c_in_the_caller_leaves_no_worker(tmp_path, block):
         with remotefn.session("local", forward_output=False):
             remote(hold, block={block})({pidfile!r}).result()
     """)
-    worker = read_pid(pidfile)
+    worker = read_pid(pidfile, process=caller)
     started = descendants(caller.pid)
     assert worker in started and alive(worker)
     caller.send_signal(signal.SIGINT)
@@ -116,7 +116,7 @@ def test_workers_of_a_killed_caller_exit_on_their_own(tmp_path, fork_server):
             remote(hold)({one_shot_pid!r})
             threading.Event().wait()
     """)
-    workers = [read_pid(block_pid), read_pid(one_shot_pid)]
+    workers = [read_pid(block_pid, process=caller), read_pid(one_shot_pid, process=caller)]
     started = descendants(caller.pid)
     assert set(workers) <= set(started) and all(alive(pid) for pid in workers)
     caller.kill()

@@ -12,7 +12,7 @@ import zmq
 import remotefn
 from remotefn import ProtocolError, WorkerStartError, remote
 from remotefn.protocol import messages
-from remotefn.protocol.framing import AuthenticationError, Channel, new_key
+from remotefn.protocol.framing import KEY_SIZE, AuthenticationError, Channel, new_key
 from remotefn.protocol.messages import Kind
 from remotefn.testing import probe
 from helpers import wait_until
@@ -79,6 +79,52 @@ def test_replayed_frames_are_dropped(fake_python):
         handle = remote(identity, env={"FAKE_MODE": "replayed"}, block=True, max_workers=1)
         assert handle(1).result(timeout=30) == 1
         assert probe(session).rejected == 1
+
+
+def misbehave_inside_a_call(marker):
+    """Runs in a worker: on the worker's own link to the session (its socket pair when
+    forked, ZeroMQ when exec'ed) it sends a RESULT sealed with a wrong key whose pickle
+    would create ``marker``, an OUTPUT with one bit flipped after sealing, and one OUTPUT
+    twice; then it returns normally."""
+    import gc
+
+    from remotefn.worker.loop import Worker
+
+    [worker] = [o for o in gc.get_objects() if isinstance(o, Worker)]
+    call_id = worker.stdout.call_id
+
+    def send_raw(frames):
+        if worker.stream is not None:
+            worker.stream.send_all(frames)
+        else:
+            worker.zmqlink.send(worker.socket, frames)
+
+    wrong_key = Channel(b"k" * KEY_SIZE, worker.identity, session_side=False)
+    _, body = messages.result(0, 0, (0, [pickle.dumps(Evil(marker))]))
+    send_raw(wrong_key.seal(Kind.RESULT, body, call_id=1))
+    tampered = worker.channel.seal(Kind.OUTPUT, messages.output(1, "tampered\n"), call_id)
+    last = bytearray(tampered[-1])
+    last[-1] ^= 1
+    send_raw([*tampered[:-1], bytes(last)])
+    replayed = worker.channel.seal(Kind.OUTPUT, messages.output(1, "once\n"), call_id)
+    send_raw(replayed)
+    send_raw(replayed)
+    return os.getppid()
+
+
+@pytest.mark.parametrize("fork_server", [True, False], ids=["socket-pair", "zeromq"])
+def test_forged_tampered_and_replayed_frames_from_a_running_worker_are_dropped(
+        tmp_path, fork_server):
+    """Every message is checked on both links a local worker may have: a forked worker's
+    socket pair (the default) and ZeroMQ."""
+    marker = tmp_path / "unpickled"
+    with remotefn.session("local", fork_server=fork_server, forward_output=False) as session:
+        future = remote(misbehave_inside_a_call)(str(marker))
+        forked = future.result(timeout=30) != os.getpid()  # the worker's parent
+        assert forked == fork_server
+        assert probe(session).rejected == 3
+    assert future.stdout == "once\n"
+    assert not marker.exists()
 
 
 def test_worker_of_another_version_is_refused_naming_both(fake_python):
