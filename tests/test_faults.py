@@ -207,6 +207,19 @@ def test_worker_that_exits_before_its_hello_carries_its_stderr(tmp_path):
     assert "site-packages are broken" in raised.value.stderr
 
 
+def test_a_worker_that_never_connects_is_killed_after_start_timeout(tmp_path, caplog):
+    """start_timeout: seconds a worker may take to connect; then it is killed and its call
+    fails with WorkerStartError."""
+    silent = tmp_path / "python"
+    silent.write_text("#!/bin/sh\nexec tail -f /dev/null\n")  # never says hello
+    silent.chmod(0o755)
+    with remotefn.session("local", python=str(silent), start_timeout=1,
+                          forward_output=False):
+        with pytest.raises(WorkerStartError, match="signal 9 .SIGKILL. before it was ready"):
+            remote(identity)(1).result(timeout=60)
+    assert "did not connect within start_timeout=1 s" in caplog.text
+
+
 def test_missing_working_directory_names_it(session, block, tmp_path):
     """A worker that cannot enter its cwd fails to start (forked: in the child, whose
     traceback is in .stderr; exec'ed: when the session starts it)."""

@@ -9,6 +9,9 @@ import pytest
 
 import remotefn
 from remotefn import WorkerDied, WorkerStartError, remote
+from remotefn.backends.base import WorkerSpec
+from remotefn.backends.local import LocalBackend
+from remotefn.options import resolve
 from remotefn.errors import MissingDependency
 from sample_module import calc
 from helpers import alive, live_children, read_pid, wait_for_file, wait_until, write_pid
@@ -133,3 +136,32 @@ def test_singleton_ranks_are_detected(tmp_path):
     with remotefn.session("local", mpiexec=str(fake), forward_output=False):
         with pytest.raises(WorkerStartError, match="2 MPI ranks were started but MPI reports"):
             remote(calc, cores=2)(1).result(timeout=60)
+
+
+def test_the_launcher_is_the_setting_else_the_one_beside_python_else_the_one_on_path(
+        tmp_path, monkeypatch):
+    """The mpich wheel's mpiexec sits beside the workers' Python; a system MPI on PATH is
+    used where there is none; session(mpiexec=...) picks one."""
+    beside = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    assert LocalBackend().launcher() == beside
+    on_path = tmp_path / "bin" / "mpiexec"
+    on_path.parent.mkdir()
+    on_path.write_text("#!/bin/sh\n")
+    on_path.chmod(0o755)
+    monkeypatch.setenv("PATH", str(on_path.parent))
+    assert LocalBackend(python=str(tmp_path / "python")).launcher() == str(on_path)
+    assert LocalBackend(mpiexec="/opt/mpi/bin/mpiexec").launcher() == "/opt/mpi/bin/mpiexec"
+
+
+def test_open_mpi_is_run_oversubscribed_and_allowed_to_run_as_root(tmp_path):
+    """Open MPI's mpiexec works too: it is told to oversubscribe (more ranks than cores, as
+    mpich does) and to run as root, where the tests and many containers run."""
+    fake = tmp_path / "mpiexec"
+    fake.write_text('#!/bin/sh\necho "mpiexec (OpenRTE) 4.1.5"\n')
+    fake.chmod(0o755)
+    backend = LocalBackend(python="/py", mpiexec=str(fake))
+    spec = WorkerSpec("w1", resolve({"cores": 4}))
+    assert backend.command(spec) == [str(fake), "--oversubscribe", "-n", "4", "/py", "-m",
+                                     "remotefn.worker"]
+    assert backend.environment(spec) == {"OMPI_ALLOW_RUN_AS_ROOT": "1",
+                                         "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}

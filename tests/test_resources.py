@@ -9,7 +9,7 @@ import pytest
 import remotefn
 from remotefn import remote
 from remotefn.testing import probe
-from helpers import wait_for_file, wait_until
+from helpers import alive, wait_for_file, wait_until
 
 
 def visible_gpus(gate=None):
@@ -133,11 +133,17 @@ def test_release_gives_a_pools_resources_back():
 
 
 def test_idle_pools_give_way_instead_of_blocking_other_calls():
-    with remotefn.session("local", max_cores=2, forward_output=False):
+    """A call that needs the cores idle block workers of another pool hold gets them: those
+    workers stop, and the call runs."""
+    with remotefn.session("local", max_cores=2, forward_output=False) as session:
         first = remote(getpid, block=True, max_workers=2)
         [f.result(timeout=30) for f in [first() for _ in range(4)]]
+        pooled = {w["pid"] for w in session.resources()["workers"]}
+        assert pooled
         other = remote(getpid, threads_per_core=2)
-        assert other().result(timeout=30)
+        assert other().result(timeout=30) not in pooled
+        wait_until(lambda: not any(alive(pid) for pid in pooled),
+                   what="the idle pool's workers to stop")
 
 
 def test_resources_lists_running_calls(tmp_path):
@@ -150,3 +156,32 @@ def test_resources_lists_running_calls(tmp_path):
         assert running[0]["worker"] == future.info.worker_id
         open(gate, "w").close()
         future.result(timeout=30)
+
+
+def who(tag=None):
+    return os.getpid(), os.environ.get("MODE"), tag
+
+
+def tag_a():
+    return {"tag": "a"}
+
+
+def tag_b():
+    return {"tag": "b"}
+
+
+def test_each_init_and_environment_gets_its_own_pool():
+    """Handles that differ only in init or env never share a worker: each gets its own
+    pool, whose worker ran that init and has that environment."""
+    with remotefn.session("local", max_cores=5, forward_output=False) as session:
+        plain = remote(who, block=True, max_workers=1)
+        handles = [plain, plain.options(env={"MODE": "a"}), plain.options(env={"MODE": "b"}),
+                   plain.options(init=tag_a), plain.options(init=tag_b)]
+        seen = [{f.result(timeout=60) for f in [handle() for _ in range(3)]}
+                for handle in handles]
+        assert all(len(results) == 1 for results in seen)  # one worker per pool
+        results = [results.pop() for results in seen]
+        assert [(mode, tag) for _, mode, tag in results] == [
+            (None, None), ("a", None), ("b", None), (None, "a"), (None, "b")]
+        assert len({pid for pid, _, _ in results}) == 5
+        assert probe(session).pools == 5

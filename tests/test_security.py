@@ -168,6 +168,13 @@ def test_the_secret_does_not_reach_user_code(settings, options):
             assert secret not in repr(seen)
 
 
+def test_each_session_makes_a_fresh_256_bit_secret():
+    with remotefn.session("local", forward_output=False) as one, \
+            remotefn.session("local", forward_output=False) as other:
+        secrets = [probe(one).secret, probe(other).secret]
+    assert [len(secret) for secret in secrets] == [32, 32] and secrets[0] != secrets[1]
+
+
 def test_runtime_directory_is_private(local):
     assert os.stat(probe(local).runtime_dir).st_mode & 0o077 == 0
 
