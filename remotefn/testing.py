@@ -2,7 +2,8 @@
 
 It shows what the session's hub knows that the public API does not: its address, the
 messages it dropped, its secret, its run directory and the calls it keeps waiting, and lets
-a test stop the hub under a session that was not shut down. Programs should not use it; it may change in any release.
+a test stop the hub under a session that was not shut down. Programs should not use it; it
+may change in any release.
 """
 
 from __future__ import annotations

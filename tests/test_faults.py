@@ -16,8 +16,8 @@ import psutil
 import pytest
 
 import remotefn
-from remotefn import (CallTimeout, RemoteError, RemoteFnError, RemoteTraceback,
-                      SerializationError, WorkerDied, WorkerStartError, remote)
+from remotefn import (CallTimeout, RemoteError, RemoteTraceback, SerializationError,
+                      WorkerDied, WorkerStartError, remote)
 from helpers import alive, read_pid, wait_until, write_pid
 
 
@@ -355,7 +355,7 @@ def test_a_crash_inside_a_batch_of_short_calls_fails_only_that_call(session):
 def test_a_killed_fork_server_fails_its_workers_calls_and_workers_start_without_it(tmp_path):
     """The fork server dies (SIGKILL): the call running on a worker it forked fails with
     WorkerDied (the worker exits with its parent), and later calls get exec'ed workers."""
-    with remotefn.session("local", forward_output=False) as session:
+    with remotefn.session("local", forward_output=False):
         assert remote(os.getppid)().result(timeout=30) != os.getpid()  # forked
         [server] = [child for child in psutil.Process().children()
                     if "remotefn.worker.forkserver" in child.cmdline()]
