@@ -1,8 +1,9 @@
 """The one hook into a live session for remotefn's own tests.
 
 It shows what the session's hub knows that the public API does not: its address, the
-messages it dropped, its secret and its run directory, and lets a test stop the hub under a
-session that was not shut down. Programs should not use it; it may change in any release.
+messages it dropped, its secret, its run directory and the calls it keeps waiting, and lets
+a test stop the hub under a session that was not shut down. Programs should not use it; it
+may change in any release.
 """
 
 from __future__ import annotations
@@ -48,6 +49,13 @@ class SessionProbe:
     def pools(self) -> int:
         """How many pools (sets of workers sharing options) the session has made."""
         return len(self._hub.scheduler.pools)
+
+    @property
+    def queued(self) -> int:
+        """Calls the hub has taken in and left waiting for a worker, counted under the hub's
+        lock, so after it has scheduled them: a call counted here is on no worker now."""
+        with self._hub.lock:
+            return sum(len(pool.queue) for pool in self._hub.scheduler.pools.values())
 
     @property
     def stopped(self) -> bool:

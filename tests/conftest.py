@@ -10,12 +10,15 @@ from helpers import live_children, wait_until
 
 faulthandler.enable(file=sys.stderr)
 
+# engines: tests that need SLURM, Flux or GPUs skip with the reason, or fail where required.
+pytest_plugins = ["engines", "pytester"]
+
 
 @pytest.fixture(autouse=True)
 def no_orphans():
     """Every test leaves no process behind: all children of this process exit."""
     yield
-    wait_until(lambda: not live_children(), timeout=10,
+    wait_until(lambda: not live_children(), timeout=60,
                what="the test's worker processes to exit")
 
 

@@ -1,16 +1,25 @@
-"""Helpers shared by the tests: bounded waiting and process accounting."""
+"""Helpers shared by the tests: bounded waiting, handshakes through files, process accounting
+and the mark of tests that need an engine. Calls in workers use it too, so it imports no pytest."""
 
 from __future__ import annotations
 
 import os
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import psutil
 
+if TYPE_CHECKING:
+    import subprocess
 
-def wait_until(condition: Callable[[], object], timeout: float = 10.0, what: str = "") -> None:
-    """Return once ``condition()`` is true; fail the test after ``timeout`` seconds."""
+    import pytest
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 60.0, what: str = "") -> None:
+    """Return once ``condition()`` is true; fail the test after ``timeout`` seconds.
+
+    The timeout is a liveness limit, generous for a loaded machine: a condition that is met
+    at all is met long before it. It never stands for an event the test could wait for."""
     deadline = time.monotonic() + timeout
     delay = 0.001
     while not condition():
@@ -42,3 +51,37 @@ def live_children() -> list[psutil.Process]:
         except psutil.NoSuchProcess:
             pass
     return result
+
+
+def needs(engine: str, reason: str | None) -> "pytest.MarkDecorator":
+    """Mark a test that needs ``engine`` (``"slurm"``, ``"flux"`` or ``"gpu"``); ``reason``
+    says why it is missing here, None when it is present. The test is skipped with that
+    reason, or fails where ``REQUIRE_<ENGINE>=1`` (see engines.py)."""
+    import pytest  # not at the top: calls in workers use this module without pytest
+
+    return pytest.mark.needs(engine, reason=reason)
+
+
+def read_pid(path: str, timeout: float = 60.0,
+             process: "subprocess.Popen | None" = None) -> int:
+    """The pid a process wrote to ``path`` (a handshake: wait for the file, then read it).
+    With ``process``, fail at once if that process exits before the file appears."""
+    def written() -> bool:
+        if os.path.exists(path):
+            return True
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"{process.args[0]} exited with {process.returncode} "
+                                 f"before writing {path}")
+        return False
+
+    wait_until(written, timeout, f"a pid in {path}")
+    return int(open(path).read())
+
+
+def write_pid(path: str) -> int:
+    """Inside a call: write this process's pid to ``path`` (atomically) and return it."""
+    pid = os.getpid()
+    with open(path + ".tmp", "w") as file:
+        file.write(f"{pid}\n")
+    os.replace(path + ".tmp", path)
+    return pid

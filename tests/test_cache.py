@@ -15,6 +15,7 @@ import pytest
 import remotefn
 from remotefn import SerializationError, cache, remote
 from remotefn.cache import store
+from helpers import read_pid
 
 
 def record(path, x):
@@ -198,15 +199,46 @@ def test_truncated_entry_is_a_miss_with_a_warning_and_is_replaced(cached, tmp_pa
     assert cache.load(entry.path) == 2
 
 
-def test_crash_between_write_and_rename_leaves_no_entry(tmp_path, monkeypatch):
-    def crash(*args):
-        raise KeyboardInterrupt("killed between write and rename")
+STALLED_WRITER = """
+    import sys, threading
+    from remotefn.cache import store
+    from helpers import write_pid
 
-    monkeypatch.setattr(os, "replace", crash)
-    path = store.entry_path(str(tmp_path), "f", "0" * 64)
-    with pytest.raises(KeyboardInterrupt):
-        store.write(path, 42, {"function": "f"})
-    assert os.listdir(tmp_path) == []
+    class Stall:
+        # An attribute whose conversion to an array never ends: the writer stops in the
+        # middle of writing the entry (its result is written, its temporary file is open).
+        def __array__(self, *args, **kwargs):
+            write_pid(sys.argv[2])
+            threading.Event().wait()
+
+    store.write(store.entry_path(sys.argv[1], "record", "0" * 64), 42,
+                {"function": "record", "stall": Stall()})
+"""
+
+
+def test_a_writer_killed_mid_write_leaves_no_entry(tmp_path):
+    """A process SIGKILLed while it writes an entry leaves its temporary file (nothing runs
+    after SIGKILL), never an entry: the key is a miss, listings ignore the leftover, and the
+    next run stores the entry."""
+    directory, pidfile = tmp_path / "cache", tmp_path / "pid"
+    writer = subprocess.Popen([sys.executable, "-c", textwrap.dedent(STALLED_WRITER),
+                               str(directory), str(pidfile)],
+                              env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    try:
+        assert read_pid(str(pidfile), process=writer) == writer.pid
+    finally:
+        writer.kill()
+        writer.wait(timeout=60)
+    [leftover] = os.listdir(directory)
+    assert leftover.startswith(".") and leftover.endswith(".tmp")  # killed before the rename
+    path = store.entry_path(str(directory), "record", "0" * 64)
+    assert store.read_hit(path) == (False, None)
+    assert cache.entries(str(directory)) == []
+    listing = subprocess.run([sys.executable, "-m", "remotefn", "cache", "ls", str(directory)],
+                             capture_output=True, text=True, timeout=60)
+    assert "0 entries" in listing.stdout
+    store.write(path, 43, {"function": "record"})
+    assert cache.load(path) == 43 and len(cache.entries(str(directory))) == 1
 
 
 def test_concurrent_writers_of_one_key_leave_one_valid_file(tmp_path):

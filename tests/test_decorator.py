@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import inspect
 import pickle
 
@@ -10,6 +11,7 @@ import pytest
 
 from remotefn import RemoteFuture, remote
 from sample_module import Model, add, plain_double, pooled_square, shifted
+from helpers import wait_for_file
 
 
 def test_handle_keeps_name_doc_signature_and_module():
@@ -57,10 +59,15 @@ def test_options_returns_a_new_handle_and_leaves_the_original():
     assert changed is not add
 
 
-def test_call_returns_a_future_at_once(local):
-    future = add(1, 2)
-    assert isinstance(future, RemoteFuture)
-    assert future.result(timeout=30) == 3
+def test_call_returns_a_future_at_once(local, tmp_path):
+    """A concurrent.futures.Future, returned before the call has run."""
+    gate = str(tmp_path / "gate")
+    future = remote(wait_for_file)(gate)
+    assert isinstance(future, RemoteFuture) and isinstance(future, concurrent.futures.Future)
+    assert not future.done()
+    open(gate, "w").close()
+    assert future.result(timeout=30) is None
+    assert add(1, 2).result(timeout=30) == 3
 
 
 def test_call_uses_keyword_defaults(local):

@@ -1,4 +1,9 @@
-"""Fault injection: each way a call can go wrong maps to one exception the user sees."""
+"""Fault injection: each way a call can go wrong maps to one exception the user sees.
+
+Every fault runs on both ways the local backend starts a single-rank worker: forked from the
+fork server (the default, a socket pair to the session) and exec'ed (``fork_server=False``,
+ZeroMQ); see the ``session`` fixture.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,13 @@ import signal
 import sys
 import threading
 
+import psutil
 import pytest
 
 import remotefn
-from remotefn import (CallTimeout, RemoteError, RemoteTraceback, SerializationError, WorkerDied,
-                      WorkerStartError, remote)
+from remotefn import (CallTimeout, RemoteError, RemoteTraceback, SerializationError,
+                      WorkerDied, WorkerStartError, remote)
+from helpers import alive, read_pid, wait_until, write_pid
 
 
 class CustomError(Exception):
@@ -53,6 +60,22 @@ def identity(x):
     return x
 
 
+def getpid():
+    return os.getpid()
+
+
+def out_of_memory():
+    """What the kernel's OOM killer does to a process over its memory limit: SIGKILL. (A real
+    OOM kill needs a memory cgroup the tests cannot make; the session sees the same signal.)"""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def hold(path):
+    """Writes this worker's pid to ``path``, then never returns."""
+    write_pid(path)
+    threading.Event().wait()
+
+
 def spin(seconds):
     import time
 
@@ -62,26 +85,48 @@ def spin(seconds):
     return seconds
 
 
+@pytest.fixture(params=[True, False], ids=["forked", "exec-ed"])
+def session(request):
+    """A local session whose single-rank workers are forked by the fork server, or exec'ed."""
+    with remotefn.session("local", max_cores=4, fork_server=request.param,
+                          forward_output=False) as opened:
+        yield opened
+
+
 @pytest.fixture(params=[False, True], ids=["one-shot", "block"])
 def block(request):
     return request.param
 
 
-@pytest.mark.parametrize("function, error, text", [
-    (exit_code_3, WorkerDied, "exit code 3"),
-    (kill_self, WorkerDied, "signal 9 (SIGKILL)"),
-    (segfault, WorkerDied, "SIGSEGV"),
-])
-def test_worker_death_fails_the_call(local, block, function, error, text):
+def assert_replaced(dead_pid, handle):
+    """The worker ``dead_pid`` is gone, and the next call of ``handle`` (whose options, and so
+    whose pool, are those of the call that killed it) runs on another, live worker."""
+    wait_until(lambda: not alive(dead_pid), what=f"the worker {dead_pid} to be gone")
+    replacement = handle()
+    pid = replacement.result(timeout=60)
+    assert pid != dead_pid and replacement.info.pid == pid
+
+
+@pytest.mark.parametrize("function, text", [
+    (exit_code_3, "exit code 3"),
+    (kill_self, "signal 9 (SIGKILL)"),
+    (segfault, "SIGSEGV"),
+    (out_of_memory, "signal 9 (SIGKILL)"),
+], ids=["os._exit", "signal", "segfault", "out-of-memory"])
+def test_worker_death_fails_the_call_with_worker_died_and_the_worker_is_replaced(
+        session, block, function, text):
+    """WorkerDied names the exit code or signal, the call and the worker, and says what may
+    have caused it (out of memory included); the pool goes on with a new worker."""
     future = remote(function, block=block)()
-    with pytest.raises(error) as raised:
+    with pytest.raises(WorkerDied) as raised:
         future.result(timeout=30)
-    assert text in str(raised.value)
-    assert function.__name__ in str(raised.value)
-    assert remote(identity, block=block)(1).result(timeout=30) == 1
+    message = str(raised.value)
+    assert text in message and function.__name__ in message
+    assert f"pid {future.info.pid}" in message and "out of memory" in message
+    assert_replaced(future.info.pid, remote(getpid, block=block))
 
 
-def test_user_exception_keeps_its_type_and_the_remote_traceback(local, block):
+def test_user_exception_keeps_its_type_and_the_remote_traceback(session, block):
     with pytest.raises(CustomError, match="the user's message") as raised:
         remote(raise_custom, block=block)().result(timeout=30)
     cause = raised.value.__cause__
@@ -89,13 +134,19 @@ def test_user_exception_keeps_its_type_and_the_remote_traceback(local, block):
     assert "raise_custom" in cause.text and "CustomError" in cause.text
 
 
-def test_exception_that_does_not_pickle_becomes_remote_error(local):
+def test_exception_that_does_not_pickle_becomes_remote_error_with_its_traceback(session,
+                                                                                block):
+    """RemoteError carries the exception's type, message and the remote traceback."""
     with pytest.raises(RemoteError) as raised:
-        remote(raise_unpicklable)().result(timeout=30)
-    assert "Unpicklable" in str(raised.value) and "cannot travel" in str(raised.value)
+        remote(raise_unpicklable, block=block)().result(timeout=30)
+    message = str(raised.value)
+    assert "Unpicklable: cannot travel" in message
+    assert 'in raise_unpicklable\n    raise Unpicklable("cannot travel")' in message
+    assert isinstance(raised.value.__cause__, RemoteTraceback)
+    assert "raise_unpicklable" in raised.value.__cause__.text
 
 
-def test_unpicklable_result_names_the_result(local, block):
+def test_unpicklable_result_names_the_result(session, block):
     with pytest.raises(SerializationError) as raised:
         remote(return_lock, block=block)().result(timeout=30)
     assert "return_lock" in str(raised.value) and "lock" in str(raised.value)
@@ -113,15 +164,13 @@ def test_unpicklable_argument_fails_at_submission(local, args, kwargs, culprit):
 
 
 def test_unpicklable_argument_after_a_dependency_fails_the_future(local):
-    lock_future = local.submit(identity, 1)
-    lock_future.result(timeout=30)
     handle = remote(identity, block=True)
     upstream = handle(1)
     with pytest.raises(SerializationError, match="argument 0"):
         handle([upstream, threading.Lock()]).result(timeout=30)
 
 
-def test_init_that_raises_fails_every_waiting_call(local):
+def test_init_that_raises_fails_every_waiting_call(session):
     def broken_init():
         raise RuntimeError("no data file")
 
@@ -134,7 +183,7 @@ def test_init_that_raises_fails_every_waiting_call(local):
         assert "no data file" in raised.value.stderr
 
 
-def test_init_must_return_a_dict(local):
+def test_init_must_return_a_dict(session):
     handle = remote(identity, block=True, init=lambda: [1, 2])
     with pytest.raises(WorkerStartError, match="init must return a dict"):
         handle(1).result(timeout=30)
@@ -158,69 +207,123 @@ def test_worker_that_exits_before_its_hello_carries_its_stderr(tmp_path):
     assert "site-packages are broken" in raised.value.stderr
 
 
-def test_missing_working_directory(local, tmp_path):
-    with pytest.raises(WorkerStartError, match="missing"):
-        remote(identity, cwd=str(tmp_path / "missing"))(1).result(timeout=30)
+def test_a_worker_that_never_connects_is_killed_after_start_timeout(tmp_path, caplog):
+    """start_timeout: seconds a worker may take to connect; then it is killed and its call
+    fails with WorkerStartError."""
+    silent = tmp_path / "python"
+    silent.write_text("#!/bin/sh\nexec tail -f /dev/null\n")  # never says hello
+    silent.chmod(0o755)
+    with remotefn.session("local", python=str(silent), start_timeout=1,
+                          forward_output=False):
+        with pytest.raises(WorkerStartError, match="signal 9 .SIGKILL. before it was ready"):
+            remote(identity)(1).result(timeout=60)
+    assert "did not connect within start_timeout=1 s" in caplog.text
 
 
-def test_timeout_stops_the_call_and_replaces_the_worker(local, block):
-    handle = remote(spin, block=block, max_workers=1, timeout=0.5) if block else \
-        remote(spin, timeout=0.5)
-    with pytest.raises(CallTimeout, match="timeout=0.5"):
-        handle(60).result(timeout=30)
-    assert handle(0).result(timeout=30) == 0
+def test_missing_working_directory_names_it(session, block, tmp_path):
+    """A worker that cannot enter its cwd fails to start (forked: in the child, whose
+    traceback is in .stderr; exec'ed: when the session starts it)."""
+    missing = str(tmp_path / "missing")
+    with pytest.raises(WorkerStartError) as raised:
+        remote(identity, cwd=missing, block=block)(1).result(timeout=30)
+    assert f"No such file or directory: '{missing}'" in str(raised.value)
 
 
-def test_retries_rerun_a_call_whose_worker_died(local, block, tmp_path):
-    marker = str(tmp_path / "died-once")
+def test_timeout_fails_the_call_with_call_timeout_and_replaces_the_worker(session, block):
+    """The call's worker is killed (its pid is gone) and the pool's next call runs on a new
+    worker; the next call has no timeout, so a slow start cannot fail it."""
+    handle = remote(spin, block=block, max_workers=1)
+    future = handle.options(timeout=0.5)(600)
+    with pytest.raises(CallTimeout, match="timeout=0.5") as raised:
+        future.result(timeout=60)
+    assert isinstance(raised.value, TimeoutError)
+    assert f"pid {future.info.pid}" in str(raised.value)
+    assert_replaced(future.info.pid, remote(getpid, block=block, max_workers=1))  # same pool
 
-    def die_once(path):
-        if not os.path.exists(path):
-            open(path, "w").close()
-            os._exit(9)
-        return "second try"
 
-    assert remote(die_once, block=block, retries=1)(marker).result(timeout=30) == "second try"
+def die_on_every_run(log):
+    """Appends a line to ``log`` each time it runs, then kills its worker."""
+    with open(log, "a") as file:
+        file.write("run\n")
+    os._exit(3)
 
 
-def test_retries_run_out(local, tmp_path):
+def die_on_first_run(log):
+    """Kills its worker on the first run only; the run count on the second."""
+    with open(log, "a") as file:
+        file.write("run\n")
+    if open(log).read().count("run") == 1:
+        os._exit(9)
+    return "second try"
+
+
+def runs(log):
+    return open(log).read().count("run")
+
+
+def test_retries_count_the_reruns_of_a_call_whose_worker_died(session, block, tmp_path):
+    """retries=2 runs a call at most 3 times: a call that kills every worker fails with
+    WorkerDied after 3 runs; one that kills only the first succeeds on its second run."""
+    log = str(tmp_path / "log")
     with pytest.raises(WorkerDied, match="exit code 3"):
-        remote(exit_code_3, retries=2)().result(timeout=30)
+        remote(die_on_every_run, block=block, retries=2)(log).result(timeout=60)
+    assert runs(log) == 3
+    once = str(tmp_path / "once")
+    assert remote(die_on_first_run, block=block, retries=2)(once).result(
+        timeout=60) == "second try"
+    assert runs(once) == 2
 
 
-def test_worker_death_does_not_lose_queued_calls(local):
-    handle = remote(identity, block=True, max_workers=1)
+def test_without_retries_a_call_runs_once(session, tmp_path):
+    log = str(tmp_path / "log")
+    with pytest.raises(WorkerDied):
+        remote(die_on_every_run)(log).result(timeout=60)
+    assert runs(log) == 1
+
+
+def test_worker_death_does_not_lose_queued_calls(session):
+    """Calls queued behind a call that kills its block worker run on a new worker."""
+    handle = remote(getpid, block=True, max_workers=1)
     dying = remote(exit_code_3, block=True, max_workers=1)
     assert dying.remote_options.pool_key() == handle.remote_options.pool_key()
-    futures = [handle(1), dying(), *handle.map(range(10))]
-    assert futures[0].result(timeout=30) == 1
+    futures = [handle(), dying(), *[handle() for _ in range(10)]]
+    futures[0].result(timeout=30)
     with pytest.raises(WorkerDied):
         futures[1].result(timeout=30)
-    assert [f.result(timeout=30) for f in futures[2:]] == list(range(10))
+    dead = futures[1].info.pid
+    assert dead not in {f.result(timeout=30) for f in futures[2:]}
+    assert not alive(dead)
 
 
 if sys.platform != "linux":  # pragma: no cover
     pytest.skip("signals and pidfds are Linux-only here", allow_module_level=True)
 
 
-def test_pipelined_calls_blame_only_the_call_that_crashed(local):
+def identity_and_pid(x):
+    return x, os.getpid()
+
+
+def test_pipelined_calls_blame_only_the_call_that_crashed(session):
     """A worker holds several calls at once; when one kills it, the calls before it keep
     their results and the calls after it run on a new worker."""
-    ok = remote(identity, block=True, max_workers=1)
+    ok = remote(identity_and_pid, block=True, max_workers=1)
     dying = remote(exit_code_3, block=True, max_workers=1)
     for _ in range(5):
         futures = [ok(1), ok(2), dying(), ok(3), ok(4)]
-        assert [f.result(timeout=30) for f in futures[:2]] == [1, 2]
+        before = [f.result(timeout=30) for f in futures[:2]]
+        assert [value for value, _ in before] == [1, 2]
         with pytest.raises(WorkerDied, match="exit_code_3"):
             futures[2].result(timeout=30)
-        assert [f.result(timeout=30) for f in futures[3:]] == [3, 4]
+        after = [f.result(timeout=30) for f in futures[3:]]
+        assert [value for value, _ in after] == [3, 4]
+        assert futures[2].info.pid not in {pid for _, pid in after}
 
 
 def big_result(n):
     return bytes(n)
 
 
-def test_a_result_lost_with_its_worker_is_recomputed_not_blamed(local):
+def test_a_result_lost_with_its_worker_is_recomputed_not_blamed(session):
     """A large result is still on its way when the next call kills the worker: the finished
     call runs again elsewhere, and only the crashing call fails."""
     big = remote(big_result, block=True, max_workers=1)
@@ -231,9 +334,10 @@ def test_a_result_lost_with_its_worker_is_recomputed_not_blamed(local):
         with pytest.raises(WorkerDied, match="exit_code_3"):
             futures[1].result(timeout=60)
         assert futures[2].result(timeout=60) == bytes(1)
+        assert futures[2].info.pid != futures[1].info.pid
 
 
-def test_a_crash_inside_a_batch_of_short_calls_fails_only_that_call(local):
+def test_a_crash_inside_a_batch_of_short_calls_fails_only_that_call(session):
     """Short calls reach a worker many at a time; a call that kills the worker in the
     middle of such a batch fails alone, and every other call of the batch still answers."""
     ok = remote(identity, block=True, max_workers=1)
@@ -245,3 +349,23 @@ def test_a_crash_inside_a_batch_of_short_calls_fails_only_that_call(local):
         with pytest.raises(WorkerDied, match="exit_code_3"):
             futures[20].result(timeout=30)
         assert [f.result(timeout=30) for f in futures[21:]] == list(range(20, 40))
+        assert futures[20].info.pid not in {f.info.pid for f in futures[21:]}
+
+
+def test_a_killed_fork_server_fails_its_workers_calls_and_workers_start_without_it(tmp_path):
+    """The fork server dies (SIGKILL): the call running on a worker it forked fails with
+    WorkerDied (the worker exits with its parent), and later calls get exec'ed workers."""
+    with remotefn.session("local", forward_output=False):
+        assert remote(os.getppid)().result(timeout=30) != os.getpid()  # forked
+        [server] = [child for child in psutil.Process().children()
+                    if "remotefn.worker.forkserver" in child.cmdline()]
+        pidfile = str(tmp_path / "pid")
+        running = remote(hold, block=True)(pidfile)
+        worker = read_pid(pidfile)
+        assert psutil.Process(worker).ppid() == server.pid
+        server.kill()
+        with pytest.raises(WorkerDied, match="hold"):
+            running.result(timeout=60)
+        wait_until(lambda: not alive(worker), what="the orphaned worker to exit")
+        assert remote(os.getppid)().result(timeout=30) == os.getpid()  # exec'ed
+        assert remote(os.getppid, block=True)().result(timeout=30) == os.getpid()

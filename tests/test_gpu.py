@@ -1,4 +1,5 @@
-"""Real GPUs, where this machine has them: the inventory comes from nvidia-smi."""
+"""Real GPUs, where this machine has them: the inventory comes from nvidia-smi. Skipped with
+the reason elsewhere; a failure where REQUIRE_GPU=1."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import pytest
 import remotefn
 from remotefn import remote
 from remotefn.backends.local import detect_gpus
+from helpers import needs
 
-pytestmark = pytest.mark.skipif(shutil.which("nvidia-smi") is None or not detect_gpus(),
-                                reason="needs NVIDIA GPUs (nvidia-smi lists none here)")
+pytestmark = needs("gpu", "nvidia-smi is not installed here" if shutil.which("nvidia-smi") is None
+                   else None if detect_gpus() else "nvidia-smi lists no GPU here")
 
 
 def cuda_view():

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 
 import remotefn
 from remotefn import WorkerDied, WorkerStartError, remote
+from remotefn.backends.base import WorkerSpec
+from remotefn.backends.local import LocalBackend
+from remotefn.options import resolve
 from remotefn.errors import MissingDependency
 from sample_module import calc
-from helpers import live_children
+from helpers import alive, live_children, read_pid, wait_for_file, wait_until, write_pid
 
 pytest.importorskip("mpi4py")
 
@@ -29,10 +33,15 @@ def fail_on_rank(bad_rank):
     return "fine"
 
 
-def die_on_rank(bad_rank):
+def die_on_rank(bad_rank, directory):
+    """Every rank writes its pid to ``directory``; ``bad_rank`` then dies, once the other
+    rank has written its own, while that one waits in a barrier the dead rank never joins."""
     from mpi4py import MPI
 
-    if MPI.COMM_WORLD.Get_rank() == bad_rank:
+    rank = MPI.COMM_WORLD.Get_rank()
+    write_pid(os.path.join(directory, f"rank{rank}"))
+    if rank == bad_rank:
+        wait_for_file(os.path.join(directory, f"rank{1 - bad_rank}"))
         os._exit(7)
     MPI.COMM_WORLD.Barrier()
 
@@ -83,26 +92,41 @@ def test_exception_on_one_rank_keeps_its_type_and_names_the_rank(mpi_session):
 
 
 @pytest.mark.parametrize("block", [False, True], ids=["one-shot", "block"])
-def test_rank_death_fails_the_call_and_tears_down_the_other_ranks(mpi_session, block):
+def test_a_dead_rank_fails_the_call_with_worker_died_and_the_launcher_ends_the_other_ranks(
+        mpi_session, block, tmp_path):
     with pytest.raises(WorkerDied) as raised:
-        remote(die_on_rank, cores=2, block=block)(1).result(timeout=60)
+        remote(die_on_rank, cores=2, block=block)(1, str(tmp_path)).result(timeout=60)
     assert "die_on_rank" in str(raised.value)
+    survivor = read_pid(str(tmp_path / "rank0"))
+    wait_until(lambda: not alive(survivor), what="rank 0 to be ended by the launcher")
     assert remote(calc, cores=2, block=block)(0).result(timeout=60)[1][1] == 2
 
 
 def test_mpi_workers_hold_their_ranks_in_the_ledger(mpi_session):
-    handle = remote(calc, cores=2, block=True, max_workers=1)
-    handle(1).result(timeout=60)
-    report = mpi_session.resources()
-    assert report["cores"]["in_use"] == 2
-    assert len(live_children()) >= 3  # mpiexec and its two ranks
+    handle = remote(pids, cores=2, block=True, max_workers=1)
+    ranks = handle().result(timeout=60)
+    assert mpi_session.resources()["cores"]["in_use"] == 2
+    assert len(set(ranks)) == 2 and all(alive(pid) for pid in ranks)  # the ranks live on
+    assert set(ranks) <= {child.pid for child in live_children()}
 
 
-def test_missing_mpiexec_is_an_error_at_submission(tmp_path, monkeypatch):
+def test_without_mpiexec_an_mpi_call_fails_at_submission_saying_what_to_install(
+        tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     with remotefn.session("local", python=str(tmp_path / "python"), forward_output=False):
         with pytest.raises(MissingDependency, match="pip install 'remotefn\\[mpi\\]'"):
             remote(calc, cores=2)(1)
+
+
+def test_without_mpi4py_an_mpi_call_fails_at_submission_saying_what_to_install(
+        mpi_session, monkeypatch):
+    monkeypatch.setitem(sys.modules, "mpi4py", None)  # what import sees where it is missing
+    with pytest.raises(MissingDependency) as raised:
+        remote(calc, cores=2)(1)
+    assert "mpi4py is not installed" in str(raised.value)
+    assert "pip install 'remotefn[mpi]'" in str(raised.value)
+    assert isinstance(raised.value, ImportError)
+    assert remote(calc)(1).result(timeout=60) == (1, 1, 0)  # single-rank calls still run
 
 
 def test_singleton_ranks_are_detected(tmp_path):
@@ -112,3 +136,32 @@ def test_singleton_ranks_are_detected(tmp_path):
     with remotefn.session("local", mpiexec=str(fake), forward_output=False):
         with pytest.raises(WorkerStartError, match="2 MPI ranks were started but MPI reports"):
             remote(calc, cores=2)(1).result(timeout=60)
+
+
+def test_the_launcher_is_the_setting_else_the_one_beside_python_else_the_one_on_path(
+        tmp_path, monkeypatch):
+    """The mpich wheel's mpiexec sits beside the workers' Python; a system MPI on PATH is
+    used where there is none; session(mpiexec=...) picks one."""
+    beside = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    assert LocalBackend().launcher() == beside
+    on_path = tmp_path / "bin" / "mpiexec"
+    on_path.parent.mkdir()
+    on_path.write_text("#!/bin/sh\n")
+    on_path.chmod(0o755)
+    monkeypatch.setenv("PATH", str(on_path.parent))
+    assert LocalBackend(python=str(tmp_path / "python")).launcher() == str(on_path)
+    assert LocalBackend(mpiexec="/opt/mpi/bin/mpiexec").launcher() == "/opt/mpi/bin/mpiexec"
+
+
+def test_open_mpi_is_run_oversubscribed_and_allowed_to_run_as_root(tmp_path):
+    """Open MPI's mpiexec works too: it is told to oversubscribe (more ranks than cores, as
+    mpich does) and to run as root, where the tests and many containers run."""
+    fake = tmp_path / "mpiexec"
+    fake.write_text('#!/bin/sh\necho "mpiexec (OpenRTE) 4.1.5"\n')
+    fake.chmod(0o755)
+    backend = LocalBackend(python="/py", mpiexec=str(fake))
+    spec = WorkerSpec("w1", resolve({"cores": 4}))
+    assert backend.command(spec) == [str(fake), "--oversubscribe", "-n", "4", "/py", "-m",
+                                     "remotefn.worker"]
+    assert backend.environment(spec) == {"OMPI_ALLOW_RUN_AS_ROOT": "1",
+                                         "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}

@@ -1,6 +1,9 @@
-"""The options table: every bad input fails at decoration time, naming the bad value."""
+"""The options table: every bad input fails at decoration time, naming the option and the
+bad value."""
 
 from __future__ import annotations
+
+import re
 
 import pytest
 
@@ -17,8 +20,14 @@ class NotPath:
     pass
 
 
+def names_option_and_value(message, names, value):
+    """The message names every option in ``names`` (as a word) and shows ``value``."""
+    return all(re.search(rf"\b{name}\b", message) for name in names) and value in message
+
+
 BAD = [
-    # (options, exception, text the message must contain)
+    # (options, exception, the value as the message must show it); the message must also
+    # name every option given
     ({"cores": 0}, ValueError, "0"),
     ({"cores": -3}, ValueError, "-3"),
     ({"cores": 1.5}, TypeError, "1.5"),
@@ -64,19 +73,20 @@ BAD = [
 
 
 @pytest.mark.parametrize("options, error, text", BAD, ids=[str(o) for o, _, _ in BAD])
-def test_bad_option_fails_at_decoration(options, error, text):
+def test_bad_option_fails_at_decoration_naming_the_option_and_the_value(options, error, text):
     with pytest.raises(error) as raised:
         remote(**options)(work)
-    assert text in str(raised.value)
+    assert type(raised.value) is error
+    assert names_option_and_value(str(raised.value), options, text), str(raised.value)
 
 
 @pytest.mark.parametrize("options, error, text", BAD[:10], ids=[str(o) for o, _, _ in BAD[:10]])
 def test_bad_option_fails_in_options_and_function_form(options, error, text):
-    with pytest.raises(error) as raised:
-        remote(work).options(**options)
-    assert text in str(raised.value)
-    with pytest.raises(error):
-        remote(work, **options)
+    for make in (lambda: remote(work).options(**options), lambda: remote(work, **options)):
+        with pytest.raises(error) as raised:
+            make()
+        assert type(raised.value) is error
+        assert names_option_and_value(str(raised.value), options, text), str(raised.value)
 
 
 def test_unknown_option_lists_the_valid_ones():
@@ -130,12 +140,15 @@ def test_a_call_larger_than_the_session_is_refused_at_submission(local):
     ({"max_cores": "4"}, TypeError, "'4'"),
     ({"transport": "udp"}, ValueError, "'udp'"),
     ({"forward_output": "no"}, TypeError, "'no'"),
+    ({"start_timeout": 0}, ValueError, "0"),
+    ({"gpu_ids": [0, 0]}, ValueError, "[0, 0]"),
     ({"colour": "red"}, TypeError, "colour"),
 ])
-def test_bad_session_settings(settings, error, text):
+def test_bad_session_settings_name_the_setting_and_the_value(settings, error, text):
     with pytest.raises(error) as raised:
         remotefn.session(**{"backend": "local", **settings})
-    assert text in str(raised.value)
+    assert type(raised.value) is error
+    assert names_option_and_value(str(raised.value), settings, text), str(raised.value)
 
 
 def test_flux_backend_without_flux_python_says_what_is_missing():

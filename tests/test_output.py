@@ -6,6 +6,7 @@ import sys
 
 import remotefn
 from remotefn import remote
+from helpers import wait_for_file, wait_until
 
 
 def chatty(n):
@@ -23,6 +24,12 @@ def test_output_is_captured_per_call(local):
     assert future.stderr == "warning!\n"
 
 
+def chatty_then_wait(gate):
+    print("before the gate")
+    wait_for_file(gate)
+    return "done"
+
+
 def test_output_is_forwarded_to_the_caller(capsys):
     with remotefn.session("local") as session:
         future = session.submit(chatty, 2)
@@ -30,6 +37,18 @@ def test_output_is_forwarded_to_the_caller(capsys):
     captured = capsys.readouterr()
     assert "line 0\nline 1\n" in captured.out
     assert "warning!" in captured.err
+
+
+def test_output_is_forwarded_live_while_the_call_runs(capsys, tmp_path):
+    gate = str(tmp_path / "gate")
+    seen = []
+    with remotefn.session("local") as session:
+        future = session.submit(chatty_then_wait, gate)
+        wait_until(lambda: seen.append(capsys.readouterr().out) or "before the gate" in
+                   "".join(seen), what="the line printed before the call returns")
+        assert not future.done()
+        open(gate, "w").close()
+        assert future.result(timeout=30) == "done"
 
 
 def test_forwarding_can_be_turned_off(capsys):

@@ -12,7 +12,7 @@ import zmq
 import remotefn
 from remotefn import ProtocolError, WorkerStartError, remote
 from remotefn.protocol import messages
-from remotefn.protocol.framing import AuthenticationError, Channel, new_key
+from remotefn.protocol.framing import KEY_SIZE, AuthenticationError, Channel, new_key
 from remotefn.protocol.messages import Kind
 from remotefn.testing import probe
 from helpers import wait_until
@@ -86,6 +86,52 @@ def test_replayed_frames_are_dropped(fake_python):
         assert probe(session).rejected == 1
 
 
+def misbehave_inside_a_call(marker):
+    """Runs in a worker: on the worker's own link to the session (its socket pair when
+    forked, ZeroMQ when exec'ed) it sends a RESULT sealed with a wrong key whose pickle
+    would create ``marker``, an OUTPUT with one bit flipped after sealing, and one OUTPUT
+    twice; then it returns normally."""
+    import gc
+
+    from remotefn.worker.loop import Worker
+
+    [worker] = [o for o in gc.get_objects() if isinstance(o, Worker)]
+    call_id = worker.stdout.call_id
+
+    def send_raw(frames):
+        if worker.stream is not None:
+            worker.stream.send_all(frames)
+        else:
+            worker.zmqlink.send(worker.socket, frames)
+
+    wrong_key = Channel(b"k" * KEY_SIZE, worker.identity, session_side=False)
+    _, body = messages.result(0, 0, (0, [pickle.dumps(Evil(marker))]))
+    send_raw(wrong_key.seal(Kind.RESULT, body, call_id=1))
+    tampered = worker.channel.seal(Kind.OUTPUT, messages.output(1, "tampered\n"), call_id)
+    last = bytearray(tampered[-1])
+    last[-1] ^= 1
+    send_raw([*tampered[:-1], bytes(last)])
+    replayed = worker.channel.seal(Kind.OUTPUT, messages.output(1, "once\n"), call_id)
+    send_raw(replayed)
+    send_raw(replayed)
+    return os.getppid()
+
+
+@pytest.mark.parametrize("fork_server", [True, False], ids=["socket-pair", "zeromq"])
+def test_forged_tampered_and_replayed_frames_from_a_running_worker_are_dropped(
+        tmp_path, fork_server):
+    """Every message is checked on both links a local worker may have: a forked worker's
+    socket pair (the default) and ZeroMQ."""
+    marker = tmp_path / "unpickled"
+    with remotefn.session("local", fork_server=fork_server, forward_output=False) as session:
+        future = remote(misbehave_inside_a_call)(str(marker))
+        forked = future.result(timeout=30) != os.getpid()  # the worker's parent
+        assert forked == fork_server
+        assert probe(session).rejected == 3
+    assert future.stdout == "once\n"
+    assert not marker.exists()
+
+
 def test_worker_of_another_version_is_refused_naming_both(fake_python):
     with remotefn.session("local", python=fake_python, forward_output=False):
         handle = remote(identity, env={"FAKE_MODE": "old-version"})
@@ -96,11 +142,42 @@ def test_worker_of_another_version_is_refused_naming_both(fake_python):
     assert isinstance(raised.value, WorkerStartError)
 
 
-def test_the_secret_does_not_reach_user_code(local):
-    environment = remote(dict)(os.environ).result(timeout=30)
-    assert not any(name.startswith("REMOTEFN_") for name in environment)
-    seen = local.submit(os.environ.copy).result(timeout=30)
-    assert probe(local).secret.hex() not in repr(seen)
+def environment_seen_by_user_code():
+    """Runs in the worker: its own environment, and that of a process the call starts."""
+    import json
+    import subprocess
+
+    child = subprocess.run([sys.executable, "-c", "import json, os; print(json.dumps("
+                            "dict(os.environ)))"], capture_output=True, text=True, check=True)
+    return os.getpid(), dict(os.environ), json.loads(child.stdout)
+
+
+@pytest.mark.parametrize("settings, options", [
+    ({}, {}),
+    ({"fork_server": False}, {}),
+    ({}, {"cores": 2}),
+], ids=["forked", "exec-ed", "mpi-ranks"])
+def test_the_secret_does_not_reach_user_code(settings, options):
+    """The worker clears the secret (and every launch variable) from its environment before
+    user code runs: neither the call nor a process it starts can read it."""
+    if options.get("cores", 1) > 1:
+        pytest.importorskip("mpi4py")
+    with remotefn.session("local", max_cores=2, forward_output=False, **settings) as session:
+        secret = probe(session).secret.hex()
+        result = remote(environment_seen_by_user_code, **options)().result(timeout=60)
+    ranks = result if options.get("cores", 1) > 1 else [result]
+    for pid, environment, child in ranks:
+        assert pid != os.getpid()  # seen inside the worker, not here
+        for seen in (environment, child):
+            assert [name for name in seen if name.startswith("REMOTEFN_")] == []
+            assert secret not in repr(seen)
+
+
+def test_each_session_makes_a_fresh_256_bit_secret():
+    with remotefn.session("local", forward_output=False) as one, \
+            remotefn.session("local", forward_output=False) as other:
+        secrets = [probe(one).secret, probe(other).secret]
+    assert [len(secret) for secret in secrets] == [32, 32] and secrets[0] != secrets[1]
 
 
 def test_runtime_directory_is_private(local):

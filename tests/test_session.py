@@ -16,7 +16,7 @@ from remotefn import backends
 from remotefn.sessions import registry
 from remotefn.sessions.session import current, default
 from remotefn.testing import probe
-from helpers import wait_for_file, wait_until
+from helpers import alive, wait_for_file, wait_until
 
 
 def identity(x):
@@ -71,20 +71,76 @@ def test_wait_and_as_completed(local):
     assert sorted(f.result() for f in concurrent.futures.as_completed(futures)) == list(range(10))
 
 
-def test_shutdown_cancel_futures_cancels_queued_calls(tmp_path):
+def test_shutdown_cancel_futures_cancels_queued_calls_and_waits_for_running_ones(tmp_path):
     gate = tmp_path / "gate"
     s = remotefn.session("local", max_cores=1, forward_output=False)
-    handle = remote(wait_for, block=True, max_workers=1)
-    running = s.submit(handle, str(gate), "first")
-    queued = [s.submit(handle, str(gate), i) for i in range(5)]
-    wait_until(running.running, what="the first call to start")
-    threading.Timer(0.1, gate.touch).start()
-    s.shutdown(wait=True, cancel_futures=True)
-    assert running.result() == "first"
-    # Like ProcessPoolExecutor, a worker is handed its next calls ahead of time (two here);
-    # those are running as far as cancel() is concerned. The rest are cancelled.
-    assert all(f.cancelled() for f in queued[2:])
-    assert all(f.result() == i for i, f in enumerate(queued[:2]))
+    try:
+        handle = remote(wait_for, block=True, max_workers=1)
+        running = s.submit(handle, str(gate), "first")
+        queued = [s.submit(handle, str(gate), i) for i in range(5)]
+        # Like ProcessPoolExecutor, a worker is handed its next calls ahead of time (two
+        # here); those are running as far as cancel() is concerned. The rest wait here.
+        wait_until(queued[1].running, what="the worker to hold three calls")
+        assert not queued[2].running()
+        shutting = threading.Thread(target=s.shutdown, kwargs={"wait": True,
+                                                              "cancel_futures": True})
+        shutting.start()
+        wait_until(queued[-1].cancelled, what="shutdown to cancel the calls not handed out")
+        assert shutting.is_alive()  # it waits for the running calls, which wait for the gate
+        gate.touch()
+        shutting.join(60)
+        assert not shutting.is_alive() and probe(s).stopped
+        assert running.result() == "first"
+        assert all(f.cancelled() for f in queued[2:])
+        assert [f.result() for f in queued[:2]] == [0, 1]
+    finally:
+        gate.touch()
+        s.shutdown()
+
+
+def getpid():
+    return os.getpid()
+
+
+def test_leaving_the_with_block_waits_for_its_calls_then_stops_the_workers(tmp_path):
+    """The gate the calls wait for opens only once the session is being left, so the block
+    must wait: calls running, handed ahead and not yet started all finish, then the workers
+    stop."""
+    gate = tmp_path / "gate"
+    with remotefn.session("local", max_cores=1, forward_output=False) as session:
+        handle = remote(wait_for, block=True, max_workers=1)
+        futures = [handle(str(gate), i) for i in range(4)] + [remote(getpid)()]
+        wait_until(futures[0].running, what="the first call to run")
+        worker = futures[0].info.pid
+
+        def open_gate_once_leaving():
+            wait_until(lambda: session.closed, what="the with block to be left")
+            gate.touch()
+
+        opener = threading.Thread(target=open_gate_once_leaving)
+        opener.start()
+    opener.join(60)
+    assert [f.result(timeout=0) for f in futures[:4]] == [0, 1, 2, 3]
+    assert futures[4].result(timeout=0) != worker  # it had not started when the block ended
+    assert not alive(worker) and probe(session).stopped
+
+
+def test_shutdown_without_waiting_returns_at_once_and_the_calls_still_finish(tmp_path):
+    gate = tmp_path / "gate"
+    s = remotefn.session("local", forward_output=False)
+    try:
+        future = s.submit(wait_for, str(gate), 1)
+        wait_until(future.running, what="the call to run")
+        s.shutdown(wait=False)  # returns while the call waits for the gate
+        assert not future.done() and not probe(s).stopped
+        with pytest.raises(RuntimeError, match="shut down"):
+            s.submit(identity, 1)
+        gate.touch()
+        assert future.result(timeout=60) == 1
+        wait_until(lambda: probe(s).stopped, what="the session to stop its workers")
+    finally:
+        gate.touch()
+        s.shutdown()
 
 
 def test_cancel_a_queued_call(tmp_path):
@@ -119,7 +175,10 @@ def test_handles_submit_to_the_session_of_the_with_block():
         with remotefn.session("local", forward_output=False) as inner:
             assert current() is inner
             assert remote(identity)(1).result(timeout=30) == 1
+            assert (probe(inner).pools, probe(outer).pools) == (1, 0)  # it ran in inner
         assert current() is outer
+        assert remote(identity)(2).result(timeout=30) == 2
+        assert probe(outer).pools == 1
     assert registry.current_session.get() is None
 
 
@@ -156,12 +215,18 @@ def test_futures_carry_where_and_when_the_call_ran(local):
 
 
 def test_resources_reports_capacity_and_workers(local):
-    handle = remote(identity, block=True, max_workers=1)
-    local.submit(handle, 1).result(timeout=30)
+    handle = remote(os.getpid, block=True, max_workers=1)
+    future = local.submit(handle)
+    pid = future.result(timeout=30)
     report = local.resources()
-    assert report["cores"]["total"] == 4
-    assert report["cores"]["in_use"] == 1
-    assert [w["state"] for w in report["workers"]] == ["ready"]
+    assert report["backend"] == "local"
+    assert report["cores"] == {"total": 4, "in_use": 1, "free": 3}
+    assert report["gpus"] == {"total": 0, "in_use": 0, "free": 0}
+    [worker] = report["workers"]
+    assert (worker["state"], worker["pid"], worker["host"]) == ("ready", pid, os.uname().nodename)
+    assert (worker["cores"], worker["gpus"]) == (1, [])
+    assert worker["worker"] == future.info.worker_id and "block pool" in worker["pool"]
+    assert report["running"] == []
 
 
 def test_python_m_remotefn_shows_the_local_capacity():

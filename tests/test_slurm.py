@@ -17,7 +17,7 @@ from remotefn import WorkerDied, WorkerStartError, remote
 from remotefn.backends.slurm import parse_allocation, sanitize, srun_command
 from remotefn.options import resolve
 from sample_module import calc
-from helpers import wait_for_file, wait_until
+from helpers import needs, wait_for_file, wait_until
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -32,7 +32,8 @@ def cluster_reason() -> str | None:
 
 
 _REASON = cluster_reason()
-needs_cluster = pytest.mark.skipif(_REASON is not None, reason=str(_REASON))
+#: Skipped with the reason where there is no cluster; a failure where REQUIRE_SLURM=1.
+needs_cluster = needs("slurm", _REASON)
 
 
 def salloc(*args: str) -> str:
@@ -61,7 +62,7 @@ def job():
 def slurm(job):
     with remotefn.session("slurm", job_id=job, forward_output=False) as session:
         yield session
-    wait_until(lambda: not steps(job), timeout=10, what="no remotefn step left in squeue")
+    wait_until(lambda: not steps(job), what="no remotefn step left in squeue")
 
 
 def where():
@@ -214,7 +215,7 @@ def test_shutdown_leaves_no_step(job, tmp_path):
         wait_until(lambda: len(steps(job)) == 3, what="three steps")
         open(gate, "w").close()
         assert len({f.result(timeout=60) for f in futures}) == 3
-    wait_until(lambda: not steps(job), timeout=10, what="every step to end")
+    wait_until(lambda: not steps(job), what="every step to end")
 
 
 def run_in_salloc(script: str, *salloc_args: str, **popen: object) -> subprocess.Popen:
@@ -246,28 +247,29 @@ def test_seed_example_inside_salloc_uses_the_slurm_backend_by_default():
 @pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "sigkill"])
 def test_interrupted_or_killed_session_leaves_no_step(how):
     script = """
-        import os, sys, time
+        import os, threading
         import remotefn
         from remotefn import remote
 
         def forever():
-            while True:
-                time.sleep(1)
+            threading.Event().wait()
 
         with remotefn.session(forward_output=False):
             remote(forever)()
             remote(forever, block=True)()
             print(os.environ["SLURM_JOB_ID"], flush=True)
-            time.sleep(600)
+            threading.Event().wait()
     """
     caller = run_in_salloc(script, "-n", "2", stdout=subprocess.PIPE,
                            stderr=subprocess.DEVNULL)
     job = caller.stdout.readline().strip()
-    wait_until(lambda: len(steps(job)) == 2, timeout=30, what="both steps to run")
+    wait_until(lambda: len(steps(job)) == 2, timeout=120, what="both steps to run")
     python = [p for p in __import__("psutil").Process(caller.pid).children(recursive=True)
               if p.name().startswith("python")][0]
     os.kill(python.pid, how)
-    wait_until(lambda: not steps(job), timeout=8, what="the steps to end")
+    # A liveness bound: how soon a killed session's workers exit is the watchdog's (see
+    # test_lifetime.test_the_watchdog_gives_up_on_a_silent_session_within_five_seconds).
+    wait_until(lambda: not steps(job), what="the steps to end")
     caller.wait(timeout=30)
 
 

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import os
+import pickle
 import sys
 
 import numpy as np
 import pytest
 
+import remotefn
 from remotefn import remote
 from remotefn.backends.base import THREAD_VARIABLES, WorkerSpec, worker_environment
 from remotefn.backends.local import LocalBackend
 from remotefn.options import resolve
+from remotefn.testing import probe
+from helpers import wait_for_file, wait_until
 
 
 def load():
@@ -122,8 +126,6 @@ def parent_pid():
 def test_single_rank_workers_are_forked_from_the_fork_server():
     import psutil
 
-    import remotefn
-
     with remotefn.session("local", forward_output=False) as session:
         parent = remote(parent_pid)().result(timeout=30)
         server = session.backend.fork_server.process.pid
@@ -136,8 +138,6 @@ def test_single_rank_workers_are_forked_from_the_fork_server():
     ({}, {"env": {"PYTHONHASHSEED": "7"}}),
 ])
 def test_workers_are_exec_ed_when_forking_would_be_wrong(settings, options):
-    import remotefn
-
     with remotefn.session("local", forward_output=False, **settings):
         assert remote(parent_pid, **options)().result(timeout=30) == os.getpid()
 
@@ -176,6 +176,24 @@ def test_a_function_is_pickled_once_and_then_referred_to_by_digest(local):
     assert threading.active_count() == threads  # no thread per call
 
 
+def test_arguments_are_pickled_when_the_call_is_made(local):
+    """Changing an argument after the call does not change what the call receives (the
+    call goes to a pool whose worker is not started yet, so it is sent later)."""
+    table = {"rows": [1, 2]}
+    future = remote(gated, block=True)(table)
+    table["rows"].append(3)
+    assert future.result(timeout=30) == {"rows": [1, 2]}
+
+
+def test_plain_data_goes_through_the_standard_pickler_and_the_rest_through_cloudpickle():
+    from remotefn.protocol import pickling
+
+    plain = (1, "a", [2.0, None], {"k": b"v"})
+    assert pickling.dumps(plain) == [pickle.dumps(plain, protocol=5)]
+    square = pickling.loads(pickling.dumps(lambda x: x * x))  # by value: cloudpickle
+    assert square(3) == 9
+
+
 def test_large_arrays_travel_as_out_of_band_frames():
     from remotefn.protocol import pickling
 
@@ -189,9 +207,47 @@ def test_large_arrays_travel_as_out_of_band_frames():
 
 
 def test_closing_a_session_prints_nothing(capfd):
-    import remotefn
-
     for _ in range(3):
         with remotefn.session("local", forward_output=False):
             [f.result(timeout=30) for f in [remote(parent_pid)() for _ in range(4)]]
     assert "Traceback" not in capfd.readouterr().err
+
+
+def gated(x, gate=None):
+    if gate:
+        wait_for_file(gate)
+    return x
+
+
+def handed_out(session, futures):
+    """Once the hub has placed every call (each one handed to the worker, so running, or
+    waiting in the session): how many the worker holds."""
+    wait_until(lambda: probe(session).queued + sum(f.running() for f in futures) == len(futures),
+               what="the hub to place every call")
+    return sum(f.running() for f in futures)
+
+
+def test_a_block_worker_holds_the_call_it_runs_and_at_most_two_ahead(tmp_path):
+    """Calls of more than about 0.7 ms: the worker is handed two calls ahead of the one it
+    runs (they count as running); the rest wait in the session."""
+    gate = str(tmp_path / "gate")
+    with remotefn.session("local", max_cores=1, forward_output=False) as session:
+        handle = remote(gated, block=True, max_workers=1)
+        assert handle(-1).result(timeout=30) == -1
+        futures = [handle(0, gate), *[handle(i) for i in range(1, 10)]]
+        assert handed_out(session, futures) == 3
+        open(gate, "w").close()
+        assert [f.result(timeout=30) for f in futures] == list(range(10))
+
+
+def test_a_block_worker_of_short_calls_is_handed_at_most_32_at_a_time(tmp_path):
+    """Once the pool's calls are known to be short, a worker holds many calls at once (its
+    batch), never more than 32."""
+    gate = str(tmp_path / "gate")
+    with remotefn.session("local", max_cores=1, forward_output=False) as session:
+        handle = remote(gated, block=True, max_workers=1)
+        assert [f.result(timeout=30) for f in handle.map(range(300))] == list(range(300))
+        futures = [handle(0, gate), *handle.map(range(1, 101))]
+        assert 3 < handed_out(session, futures) <= 32
+        open(gate, "w").close()
+        assert [f.result(timeout=30) for f in futures] == list(range(101))

@@ -1,0 +1,61 @@
+"""The public names: imported on first use, an unknown one refused, and the error hierarchy
+docs/api.md describes."""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+
+import pytest
+
+import remotefn
+from remotefn import errors
+from remotefn.errors import MissingDependency
+
+
+def test_an_unknown_name_is_an_attribute_error_naming_it():
+    with pytest.raises(AttributeError, match="module 'remotefn' has no attribute 'Sesion'"):
+        remotefn.Sesion  # noqa: B018
+    assert not hasattr(remotefn, "nothing_here")
+    with pytest.raises(ImportError, match="nothing_here"):
+        exec("from remotefn import nothing_here")
+
+
+def test_public_names_are_imported_on_first_use():
+    """Importing remotefn loads none of its layers; a worker loads only what it needs."""
+    code = ("import sys, remotefn; before = 'remotefn.sessions.session' in sys.modules; "
+            "remotefn.remote; print(before, 'remotefn.sessions.session' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert out.stdout.split() == ["False", "True"], out.stderr
+    for name in remotefn.__all__:
+        assert getattr(remotefn, name) is not None
+
+
+@pytest.mark.parametrize("error, bases", [
+    (remotefn.WorkerDied, ()),
+    (remotefn.WorkerStartError, ()),
+    (remotefn.ProtocolError, (remotefn.WorkerStartError,)),
+    (remotefn.CallTimeout, (TimeoutError,)),
+    (remotefn.DependencyError, ()),
+    (remotefn.SerializationError, (TypeError,)),
+    (remotefn.RemoteError, ()),
+    (MissingDependency, (ImportError,)),
+], ids=lambda value: value.__name__ if isinstance(value, type) else "")
+def test_the_error_hierarchy(error, bases):
+    """Every remotefn error derives from RemoteFnError; CallTimeout is a TimeoutError,
+    SerializationError a TypeError, ProtocolError a WorkerStartError, MissingDependency an
+    ImportError, so that code catching the standard type catches them too."""
+    assert issubclass(error, remotefn.RemoteFnError)
+    for base in bases:
+        assert issubclass(error, base)
+
+
+def test_every_error_class_remotefn_defines_is_a_remotefn_error():
+    """RemoteTraceback is no error of remotefn's: it only carries the remote traceback as
+    the __cause__ of one, and is never raised."""
+    defined = [value for _, value in inspect.getmembers(errors, inspect.isclass)
+               if issubclass(value, BaseException) and value.__module__ == errors.__name__]
+    assert {e for e in defined if not issubclass(e, remotefn.RemoteFnError)} == {
+        remotefn.RemoteTraceback}
