@@ -4,6 +4,7 @@ exactly what its call asked for, so later steps are never starved by earlier one
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 
 import pytest
@@ -93,14 +94,19 @@ def test_four_gpu_calls_get_distinct_gpus_while_cpu_calls_run_beside_them(alloca
         assert [f.result(timeout=120) for f in without] == [""] * 4
 
 
-def memory_after(gate):
+def step_memory_after(gate):
+    """Inside a step: wait for the gate, then the memory SLURM gave this step."""
     wait_for_file(gate)
-    return os.environ.get("SLURM_MEM_PER_CPU") or os.environ.get("SLURM_MEM_PER_NODE")
+    job, step = os.environ["SLURM_JOB_ID"], os.environ["SLURM_STEP_ID"]
+    shown = subprocess.run(["scontrol", "show", "step", f"{job}.{step}"], capture_output=True,
+                           text=True).stdout
+    return re.search(r"\bTRES=\S*?mem=(\w+)", shown).group(1)
 
 
 def memory_is_consumable() -> bool:
     out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True).stdout
-    return "CR_Core_Memory" in out or "CR_CPU_Memory" in out
+    return any(line.startswith("SelectTypeParameters") and "_MEMORY" in line.upper()
+               for line in out.splitlines())
 
 
 @needs_cluster
@@ -112,8 +118,8 @@ def test_under_consumable_memory_concurrent_steps_share_the_jobs_memory(allocati
     gate = tmp_path / "gate"
     with remotefn.session("slurm", job_id=allocation, start_timeout=60,
                           forward_output=False):
-        calls = [remote(memory_after)(str(gate)) for _ in range(4)]
+        calls = [remote(step_memory_after)(str(gate)) for _ in range(4)]
         wait_until(lambda: all(f.running() for f in calls), timeout=120,
                    what="four steps to run at once")
         gate.touch()
-        assert [f.result(timeout=120) for f in calls] == ["500"] * 4
+        assert [f.result(timeout=120) for f in calls] == ["500M"] * 4
