@@ -140,10 +140,12 @@ def test_singleton_ranks_are_detected(tmp_path):
 
 def test_the_launcher_is_the_setting_else_the_one_beside_python_else_the_one_on_path(
         tmp_path, monkeypatch):
-    """The mpich wheel's mpiexec sits beside the workers' Python; a system MPI on PATH is
-    used where there is none; session(mpiexec=...) picks one."""
+    """The mpich wheel's mpiexec sits beside the workers' Python (its fork-based launcher,
+    mpiexec.gforker, is used where it is there: it listens on no network); a system MPI on
+    PATH is used where there is none; session(mpiexec=...) picks one."""
     beside = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-    assert LocalBackend().launcher() == beside
+    forker = os.path.join(os.path.dirname(os.path.realpath(beside)), "mpiexec.gforker")
+    assert LocalBackend().launcher() == (forker if os.access(forker, os.X_OK) else beside)
     on_path = tmp_path / "bin" / "mpiexec"
     on_path.parent.mkdir()
     on_path.write_text("#!/bin/sh\n")
@@ -164,4 +166,6 @@ def test_open_mpi_is_run_oversubscribed_and_allowed_to_run_as_root(tmp_path):
     assert backend.command(spec) == [str(fake), "--oversubscribe", "-n", "4", "/py", "-m",
                                      "remotefn.worker"]
     assert backend.environment(spec) == {"OMPI_ALLOW_RUN_AS_ROOT": "1",
-                                         "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
+                                         "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+                                         "OMPI_MCA_btl_tcp_if_include": "lo",
+                                         "OMPI_MCA_oob_tcp_if_include": "lo"}

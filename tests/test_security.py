@@ -105,7 +105,7 @@ def misbehave_inside_a_call(marker):
             worker.zmqlink.send(worker.socket, frames)
 
     wrong_key = Channel(b"k" * KEY_SIZE, worker.identity, session_side=False)
-    _, body = messages.result(0, 0, (0, [pickle.dumps(Evil(marker))]))
+    _, body = messages.result(messages.Usage(0, 0, -1, (0.0,)), (0, [pickle.dumps(Evil(marker))]))
     send_raw(wrong_key.seal(Kind.RESULT, body, call_id=1))
     tampered = worker.channel.seal(Kind.OUTPUT, messages.output(1, "tampered\n"), call_id)
     last = bytearray(tampered[-1])
