@@ -55,6 +55,13 @@ def _walk(roots: Any, found: list[Future], leaves: list[Any] | None) -> None:
 
 def find_futures(args: tuple, kwargs: dict[str, Any]) -> list[Future]:
     """The distinct futures in ``args`` and ``kwargs``, in order of first appearance."""
+    atomic = _ATOMIC
+    for item in args:
+        if type(item) not in atomic:
+            break
+    else:
+        if not kwargs or all(type(item) in atomic for item in kwargs.values()):
+            return []  # the common case: plain scalars only
     found: list[Future] = []
     if args:
         _walk(args, found, None)

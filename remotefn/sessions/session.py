@@ -35,6 +35,7 @@ from . import registry
 from .dependencies import Arguments, Waiter, find_futures
 
 logger = logging.getLogger(__name__)
+_FINISHED = "FINISHED"  # concurrent.futures' state of a future with a result or exception
 
 T = TypeVar("T")
 
@@ -292,9 +293,10 @@ class Session(concurrent.futures.Executor):
 
     def _call_done(self, future: RemoteFuture) -> None:
         self._pending.discard(future)
-        if future.cancelled():
+        # Read without the future's lock: it is done, so its state no longer changes.
+        if future._state != _FINISHED:
             kind = "cancelled"
-        elif future.exception() is not None:
+        elif future._exception is not None:
             kind = "failed"
         else:
             kind = "cached" if future.info.from_cache else "finished"
