@@ -14,9 +14,19 @@ import wrapt
 from .future import RemoteFuture
 from .options import DEFAULT_OPTIONS, CallOptions, resolve
 from .protocol.shipping import import_attribute, import_function, importable_name, pickled_by_value
-from .sessions.session import current
 
 R = TypeVar("R")
+
+
+def current() -> Any:
+    """The session a call submits to. The session module (sockets, threads, the hub) is
+    imported on the first call, not when a library that decorates its functions is imported;
+    this function then replaces itself with the session module's."""
+    global current
+    from .sessions.session import current as found
+
+    current = found
+    return found()
 
 #: How a handle found on a class binds (see :meth:`RemoteFunction.__get__`).
 _INSTANCE, _CLASS, _STATIC = "instance", "class", "static"
