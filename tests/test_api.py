@@ -23,12 +23,20 @@ def test_an_unknown_name_is_an_attribute_error_naming_it():
 
 
 def test_public_names_are_imported_on_first_use():
-    """Importing remotefn loads none of its layers; a worker loads only what it needs."""
-    code = ("import sys, remotefn; before = 'remotefn.sessions.session' in sys.modules; "
-            "remotefn.remote; print(before, 'remotefn.sessions.session' in sys.modules)")
+    """Importing remotefn loads none of its layers; decorating loads the decorator but not
+    the session machinery, which loads on the first call."""
+    code = ("import sys, remotefn\n"
+            "loaded = lambda: ['remotefn.decorator' in sys.modules, "
+            "'remotefn.sessions.session' in sys.modules]\n"
+            "print(*loaded())\n"
+            "handle = remotefn.remote(abs)\n"
+            "print(*loaded())\n"
+            "with remotefn.session('local', forward_output=False):\n"
+            "    handle(-1).result(timeout=60)\n"
+            "print(*loaded())\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60)
-    assert out.stdout.split() == ["False", "True"], out.stderr
+                         timeout=120)
+    assert out.stdout.split() == ["False", "False", "True", "False", "True", "True"], out.stderr
     for name in remotefn.__all__:
         assert getattr(remotefn, name) is not None
 
