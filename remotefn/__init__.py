@@ -21,7 +21,7 @@ from ._version import __version__
 _EXPORTS = {
     "remote": "decorator", "RemoteFunction": "decorator",
     "session": "sessions.session", "Session": "sessions.session",
-    "current": "sessions.session", "set_default": "sessions.session",
+    "current": "sessions.defaults", "set_default": "sessions.defaults",
     "RemoteFuture": "future", "CallInfo": "future", "gather": "future",
     "CallOptions": "options", "progress": "progress",
     "RemoteFnError": "errors", "WorkerDied": "errors", "WorkerStartError": "errors",
@@ -36,7 +36,8 @@ if TYPE_CHECKING:
     from .future import CallInfo, RemoteFuture, gather
     from .options import CallOptions
     from .progress import progress
-    from .sessions.session import Session, current, session, set_default
+    from .sessions.defaults import current, set_default
+    from .sessions.session import Session, session
 
 
 def __getattr__(name: str) -> Any:

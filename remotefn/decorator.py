@@ -23,7 +23,7 @@ def current() -> Any:
     imported on the first call, not when a library that decorates its functions is imported;
     this function then replaces itself with the session module's."""
     global current
-    from .sessions.session import current as found
+    from .sessions.defaults import current as found
 
     current = found
     return found()

@@ -14,7 +14,7 @@ import remotefn
 from remotefn import remote
 from remotefn import backends
 from remotefn.sessions import registry
-from remotefn.sessions.session import current, default
+from remotefn.sessions.defaults import current, default
 from remotefn.testing import probe
 from helpers import alive, wait_for_file, wait_until
 

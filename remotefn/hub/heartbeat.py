@@ -30,17 +30,12 @@ class Heartbeats:
     def __init__(self, context: zmq.Context, address: str, curve_secret: bytes) -> None:
         self.socket = context.socket(zmq.ROUTER)
         self.socket.setsockopt(zmq.LINGER, 0)
-        zmqlink.serve_curve(self.socket, curve_secret)
         try:
-            if address.startswith("tcp://") and address.count(":") == 1:
-                self.socket.bind_to_random_port(address)
-            else:
-                self.socket.bind(address)
-        except zmq.ZMQError as error:
+            #: The address workers send their PINGs to.
+            self.address = zmqlink.listen(self.socket, address, curve_secret)
+        except ValueError:
             self.socket.close(linger=0)
-            raise ValueError(f"the session cannot listen on {address}: {error}") from None
-        #: The address workers send their PINGs to.
-        self.address = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
+            raise
         #: Heartbeat identity -> the worker's heartbeat channel. Changed by the hub thread,
         #: read by the heartbeat thread (single dict operations only).
         self.channels: dict[bytes, Channel] = {}

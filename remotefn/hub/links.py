@@ -44,17 +44,12 @@ class Links:
         self.router = self.zmq.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.LINGER, 0)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        zmqlink.serve_curve(self.router, server_secret)
         try:
-            if address.startswith("tcp://") and address.count(":") == 1:
-                self.router.bind_to_random_port(address)
-            else:
-                self.router.bind(address)
-        except zmq.ZMQError as error:
+            #: The address workers connect to.
+            self.address = zmqlink.listen(self.router, address, server_secret)
+        except ValueError:
             self.close()
-            raise ValueError(f"the session cannot listen on {address}: {error}") from None
-        #: The address workers connect to.
-        self.address = self.router.getsockopt_string(zmq.LAST_ENDPOINT)
+            raise
         try:
             self.heartbeats = Heartbeats(self.zmq, _beside(self.address, "heartbeat"),
                                          server_secret)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import pickle
 from typing import Any, Sequence
 
+from ..errors import SerializationError
+
 _PLAIN = frozenset([int, float, str, bytes, bool, type(None), complex])
 
 
@@ -60,3 +62,23 @@ def loads(frames: Sequence[Any]) -> Any:
     buffers = [frame if not memoryview(frame).readonly else bytearray(frame)
                for frame in frames[1:]]
     return pickle.loads(frames[0], buffers=buffers)
+
+
+def dumps_arguments(function: str, args: tuple, kwargs: dict[str, Any]) -> list[Any]:
+    """:func:`dumps` of a call's ``(args, kwargs)``; raises
+    :class:`~remotefn.SerializationError` naming the first argument that does not pickle."""
+    try:
+        return dumps((args, kwargs))
+    except Exception as error:
+        import cloudpickle
+
+        culprit = "the arguments"
+        for where, value in [*((f"argument {i}", a) for i, a in enumerate(args)),
+                             *((f"keyword argument {k!r}", v) for k, v in kwargs.items())]:
+            try:
+                cloudpickle.dumps(value)
+            except Exception:
+                culprit = f"{where} ({type(value).__name__})"
+                break
+        raise SerializationError(f"cannot send {culprit} of {function} to a worker: "
+                                 f"{type(error).__name__}: {error}") from error

@@ -26,13 +26,22 @@ def server_keys() -> tuple[bytes, bytes]:
     return zmq.curve_keypair()
 
 
-def serve_curve(socket: "zmq.Socket", secret: bytes) -> None:
-    """Make ``socket`` (before it binds) accept only peers that complete a CURVE handshake
-    with the session's key pair."""
+def listen(socket: "zmq.Socket", address: str, secret: bytes) -> str:
+    """Bind ``socket`` to ``address`` (a tcp address without a port gets a free one) as a
+    CURVE server with the session's secret key, so that it accepts only peers that complete
+    the handshake; returns the address bound. ``ValueError`` when it cannot bind."""
     import zmq
 
     socket.setsockopt(zmq.CURVE_SERVER, 1)
     socket.setsockopt(zmq.CURVE_SECRETKEY, secret)
+    try:
+        if address.startswith("tcp://") and address.count(":") == 1:
+            socket.bind_to_random_port(address)
+        else:
+            socket.bind(address)
+    except zmq.ZMQError as error:
+        raise ValueError(f"the session cannot listen on {address}: {error}") from None
+    return socket.getsockopt_string(zmq.LAST_ENDPOINT)
 
 
 def connect_curve(socket: "zmq.Socket", server_public: bytes) -> None:

@@ -1,5 +1,6 @@
 """Sessions: where calls go. The :class:`~.session.Session` (an Executor that validates and
-submits calls), the registry of the current and default sessions (:mod:`.registry`), and
+submits calls), which session a call goes to (:mod:`.defaults`), the registry of the
+current and default sessions (:mod:`.registry`), and
 futures inside arguments (:mod:`.dependencies`).
 
 May import: :mod:`remotefn.hub`, :mod:`remotefn.cache`, :mod:`remotefn.backends`,

@@ -2,8 +2,8 @@
 
 The current session lives in a :class:`~contextvars.ContextVar`; threads that do not see it
 (started inside a ``with`` block) find the innermost open ``with`` session. The process-wide
-default session is kept here once :func:`remotefn.sessions.session.current` has created it,
-or :func:`remotefn.sessions.session.set_default` (``Session.activate``) has chosen one.
+default session is kept here once :func:`remotefn.sessions.defaults.current` has created it,
+or :func:`make_default` (``Session.activate``, ``remotefn.set_default``) has chosen one.
 Inside a worker, sessions are confined to the worker's own share (:func:`confine_default`).
 
 Imported by workers, so it imports nothing heavy and never the session module itself.
@@ -65,6 +65,22 @@ def exited(session: "Session") -> None:
             if _open_blocks[index] is session:
                 del _open_blocks[index]
                 return
+
+
+def make_default(session: "Session") -> None:
+    """Make ``session`` the default; ``RuntimeError`` when it was shut down, or when another
+    open session is the default already (activated, or started by an earlier call)."""
+    global default_session
+    if session.closed:
+        raise RuntimeError(f"{session!r} was shut down; open a new session to activate")
+    with lock:
+        previous = default_session
+        if previous is not None and previous is not session and not previous.closed:
+            raise RuntimeError(
+                f"{previous!r} is already the default session; shut it down first "
+                "(remotefn.current().shutdown() outside any with block), or use "
+                "'with remotefn.session(...):' to scope a session to a block")
+        default_session = session
 
 
 def confine_default(backend: str = "local", max_cores: int | None = None,

@@ -1,9 +1,7 @@
 """The session: an :class:`concurrent.futures.Executor` that validates calls, waits for the
 futures in their arguments, answers them from the cache, and hands the rest to its hub.
 
-:func:`current` says which session a handle called now submits to (see :mod:`.registry`);
-with none open it creates the process-wide default session, whose backend is detected from
-the environment (see :func:`remotefn.backends.detect`).
+Which session a handle called now submits to is :mod:`.defaults`' business.
 """
 
 from __future__ import annotations
@@ -18,8 +16,6 @@ import types
 import weakref
 from functools import partial
 from typing import Any, Callable, Iterable, Iterator, TypeVar
-
-import cloudpickle
 
 from .. import backends
 from ..cache.front import CacheFront
@@ -181,8 +177,8 @@ class Session(concurrent.futures.Executor):
         thread), until it is shut down; for notebooks and interactive use. Returns the
         session. Raises ``RuntimeError`` when another session already holds that place (an
         activated one, or the default session an earlier call started); see
-        :func:`set_default`."""
-        set_default(self)
+        :func:`remotefn.set_default`."""
+        registry.make_default(self)
         return self
 
     def __repr__(self) -> str:
@@ -253,7 +249,7 @@ class Session(concurrent.futures.Executor):
         if dependencies:
             pending, arguments = Arguments(args, kwargs, dependencies), None
         else:
-            arguments = _pickle_arguments(ref, args, kwargs)
+            arguments = pickling.dumps_arguments(ref.name, args, kwargs)
         call_id = next(self._call_ids)
         future = RemoteFuture(CallInfo(ref.name, call_id, time.time()))
         self._pending.add(future)
@@ -270,7 +266,7 @@ class Session(concurrent.futures.Executor):
         if future.done():
             return
         try:
-            arguments = _pickle_arguments(ref, args, kwargs)
+            arguments = pickling.dumps_arguments(ref.name, args, kwargs)
         except SerializationError as error:
             future._fail(error)
             return
@@ -374,56 +370,12 @@ class _WaitingCall(Waiter):
         future._fail(error)
 
 
-def current() -> Session:
-    """The session a handle called now submits to: the innermost ``with`` session (see
-    :func:`.registry.innermost`), else the default one, created on first use."""
-    session = registry.innermost()
-    if session is not None:
-        return session
-    return default()
-
-
-def default() -> Session:
-    """The process-wide default session (created on first use, shut down at exit)."""
-    with registry.lock:
-        session = registry.default_session
-        if session is None or session.closed:
-            confined = registry.confined()
-            session = Session(**confined) if confined is not None \
-                else Session(backends.detect(os.environ))
-            registry.default_session = session
-        return session
-
-
-def set_default(session: Session) -> Session:
-    """Make ``session`` the default: handles called outside any ``with`` block submit to it
-    (instead of to a default session of their own) until it is shut down; at interpreter exit
-    it is shut down, waiting for its calls. Returns the session.
-
-    Raises ``RuntimeError`` when another open session is the default already, whether
-    activated or started by an earlier call: shut that one down first.
-    """
-    if not isinstance(session, Session):
-        raise TypeError(f"set_default() takes a Session, got {session!r}")
-    if session.closed:
-        raise RuntimeError(f"{session!r} was shut down; open a new session to activate")
-    with registry.lock:
-        previous = registry.default_session
-        if previous is not None and previous is not session and not previous.closed:
-            raise RuntimeError(
-                f"{previous!r} is already the default session; shut it down first "
-                "(remotefn.current().shutdown() outside any with block), or use "
-                "'with remotefn.session(...):' to scope a session to a block")
-        registry.default_session = session
-    return session
-
-
 def session(backend: str | None = None, **settings: Any) -> Session:
     """Open a session on ``backend`` (``"local"``, ``"slurm"`` or ``"flux"``; default: detected
     from the environment). Use it as a context manager: inside the ``with`` block, calls of
     :func:`~remotefn.remote` handles go to it, and leaving the block waits for them and stops
     the workers (an exception in the block stops them at once). Opening a session changes
-    nothing else: without ``with``, call ``activate()`` on it (see :func:`set_default`) to
+    nothing else: without ``with``, call ``activate()`` on it (see :func:`remotefn.set_default`) to
     make handles use it, in a notebook for example.
 
     Settings: ``forward_output`` (print the calls' output here, default True),
@@ -441,22 +393,6 @@ def session(backend: str | None = None, **settings: Any) -> Session:
 # -- arguments ----------------------------------------------------------------------------------
 
 
-def _pickle_arguments(ref: FunctionRef, args: tuple, kwargs: dict[str, Any]) -> list[Any]:
-    try:
-        return pickling.dumps((args, kwargs))
-    except Exception as error:
-        culprit = "the arguments"
-        for where, value in [*((f"argument {i}", a) for i, a in enumerate(args)),
-                             *((f"keyword argument {k!r}", v) for k, v in kwargs.items())]:
-            try:
-                cloudpickle.dumps(value)
-            except Exception:
-                culprit = f"{where} ({type(value).__name__})"
-                break
-        raise SerializationError(f"cannot send {culprit} of {ref.name} to a worker: "
-                                 f"{type(error).__name__}: {error}") from error
-
-
 def _chunks(items: Iterable[tuple[Any, ...]], size: int) -> Iterator[list[tuple[Any, ...]]]:
     iterator = iter(items)
     while chunk := list(itertools.islice(iterator, size)):
@@ -467,4 +403,4 @@ def _run_chunk(function: Callable[..., Any], chunk: list[tuple[Any, ...]]) -> li
     return [function(*args) for args in chunk]
 
 
-__all__ = ["Session", "current", "default", "session", "set_default"]
+__all__ = ["Session", "session"]
