@@ -10,7 +10,7 @@ $(PY):
 	$(PY) -m pip install --quiet --upgrade pip
 
 install: $(PY)
-	$(PY) -m pip install --quiet -e '.[test,mpi]'
+	$(PY) -m pip install --quiet -e '.[test,mpi,dashboard]'
 
 demo: install
 	$(PY) examples/quickstart.py
@@ -19,7 +19,9 @@ demo: install
 # starts one (and stops it afterwards); otherwise those tests are skipped with the reason.
 # The flux tests run inside a real Flux instance (scripts/flux-tests.sh finds flux-core: ../shared
 # beside the repository, /opt/flux, or a flux on PATH); without one they are skipped, loudly.
-# CPython's own executor tests (tests/test_conformance.py) come from Debian's testsuite package.
+# CPython's own executor tests (tests/test_conformance.py) come from Debian's testsuite package;
+# the dashboard's browser tests drive Debian's chromium through chromium-driver (as root, both
+# are installed here; otherwise those tests are skipped with the reason).
 test-deps: install
 	@version=$$($(PY) -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
 	if [ ! -e /usr/lib/python$$version/test/test_concurrent_futures.py ] && [ "$$(id -u)" = 0 ] \
@@ -28,6 +30,14 @@ test-deps: install
 	  apt-get install -y -q libpython$$version-testsuite > /dev/null \
 	    || { apt-get update -q > /dev/null && apt-get install -y -q libpython$$version-testsuite > /dev/null; } \
 	    || echo "libpython$$version-testsuite is not available: the conformance tests will be skipped"; \
+	fi
+	@if { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; } && [ "$$(id -u)" = 0 ] \
+	    && command -v apt-get > /dev/null; then \
+	  echo "installing chromium and chromium-driver for the dashboard's browser tests"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver > /dev/null \
+	    || { apt-get update -q > /dev/null && DEBIAN_FRONTEND=noninteractive \
+	         apt-get install -y -q chromium chromium-driver > /dev/null; } \
+	    || { echo "could not install chromium and chromium-driver" >&2; exit 1; }; \
 	fi
 
 # With a cluster, REQUIRE_SLURM=1: a SLURM test that skips anyway fails the run.

@@ -5,6 +5,7 @@
     python -m remotefn cache ls DIR [--function F]  the stored results
     python -m remotefn cache show FILE              one entry: metadata and value
     python -m remotefn cache clear DIR [--function F] [--older-than SECONDS]
+    python -m remotefn report RECORD -o run.html    a finished run's report, one HTML file
 """
 
 from __future__ import annotations
@@ -101,6 +102,19 @@ def cache_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def report_command(args: argparse.Namespace) -> int:
+    from .dashboard.report import read_events, write_report
+
+    try:
+        size = write_report(read_events(args.record), args.output,
+                            title=f"remotefn run report: {args.record}")
+    except (OSError, ValueError) as error:
+        print(f"cannot write the report: {error}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.output} ({size / 1e6:.1f} MB)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m remotefn",
                                      description="Show a session's resources, or the cache.")
@@ -117,7 +131,14 @@ def main(argv: list[str] | None = None) -> int:
     cache_parser.add_argument("--function", help="only this function's entries")
     cache_parser.add_argument("--older-than", type=float, metavar="SECONDS",
                               help="clear only entries older than this")
+    report_parser = commands.add_parser("report", help="write a finished run's report (one "
+                                        "HTML file) from its event record")
+    report_parser.add_argument("record", help="the record file (session(record=...))")
+    report_parser.add_argument("-o", "--output", default="run.html",
+                               help="the HTML file to write (default: run.html)")
     args = parser.parse_args(argv)
+    if args.command == "report":
+        return report_command(args)
     if args.command == "cache":
         return cache_command(args)
     if args.command == "status":

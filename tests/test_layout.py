@@ -26,9 +26,11 @@ ALLOWED = {
                      "remotefn.future", "remotefn.errors", "remotefn._version"},
     "remotefn.cache": {"remotefn.protocol", "remotefn.options", "remotefn.future",
                        "remotefn.errors", "remotefn._version"},
+    "remotefn.dashboard": {"remotefn.hub", "remotefn.future", "remotefn.errors",
+                           "remotefn._version"},
     "remotefn.sessions": {"remotefn.hub", "remotefn.cache", "remotefn.backends",
                           "remotefn.protocol", "remotefn.options", "remotefn.future",
-                          "remotefn.errors"},
+                          "remotefn.errors", "remotefn.dashboard"},
     # The fork server preloads the decorator so that forked workers start with it.
     "remotefn.worker": {"remotefn.protocol", "remotefn.errors", "remotefn.sessions.registry",
                         "remotefn.decorator"},

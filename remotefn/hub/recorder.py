@@ -55,6 +55,8 @@ class Recorder:
         self._lock = threading.Lock()
         self._file = open(self.path, "a", encoding="utf-8") if self.path else None
         self._quoted: dict[str, str] = {}
+        #: Where else every event goes, as it happens (the live dashboard's queue).
+        self.tap: deque[Event] | None = None
 
     def emit(self, kind: str, call_id: int = 0, worker: str = "", detail: str = "") -> None:
         """Record an event of ``kind`` (one of :data:`KINDS`)."""
@@ -67,6 +69,9 @@ class Recorder:
             detail = quoted
         event = (time.time_ns(), kind, call_id, worker, detail)
         self.recent.append(event)
+        tap = self.tap
+        if tap is not None:
+            tap.append(event)
         if self._file is not None:
             self._pending.append(event)
             if len(self._pending) >= BATCH:
@@ -86,7 +91,7 @@ class Recorder:
                 templates = _TEMPLATES
                 self._file.write("".join([
                     templates[kind] % (ns // 1_000_000_000, ns // 1000 % 1_000_000, call,
-                                       worker, detail)
+                                       worker, detail or '""')
                     for ns, kind, call, worker, detail in events]))
                 self._file.flush()
 

@@ -10,6 +10,7 @@ import concurrent.futures
 import itertools
 import logging
 import os
+import sys
 import threading
 import time
 import types
@@ -37,7 +38,7 @@ T = TypeVar("T")
 
 #: The settings every session takes, whatever its backend.
 _SESSION_SETTINGS = ("forward_output", "start_timeout", "cache_directory", "cache_by",
-                     "record", "measure_memory")
+                     "record", "measure_memory", "dashboard")
 
 
 class Session(concurrent.futures.Executor):
@@ -46,10 +47,15 @@ class Session(concurrent.futures.Executor):
     def __init__(self, backend: str | None = None, *, forward_output: bool = True,
                  start_timeout: float = 300.0, cache_directory: str | os.PathLike | None = None,
                  cache_by: str = "code", record: str | os.PathLike | None = None,
-                 measure_memory: bool = False, **settings: Any) -> None:
+                 measure_memory: bool = False, dashboard: bool | int = False,
+                 **settings: Any) -> None:
         for name, flag in (("forward_output", forward_output), ("measure_memory", measure_memory)):
             if not isinstance(flag, bool):
                 raise TypeError(f"{name} must be True or False, got {flag!r}")
+        if not isinstance(dashboard, int):
+            raise TypeError(f"dashboard must be True, False or a port, got {dashboard!r}")
+        if not isinstance(dashboard, bool) and not 0 < dashboard <= 65535:
+            raise ValueError(f"dashboard must be a port from 1 to 65535, got {dashboard!r}")
         if record is not None and not isinstance(record, (str, os.PathLike)):
             raise TypeError(f"record must be the path of a file, got {record!r}")
         if isinstance(start_timeout, bool) or not isinstance(start_timeout, (int, float)):
@@ -74,6 +80,11 @@ class Session(concurrent.futures.Executor):
                         start_timeout=float(start_timeout), recorder=self._recorder,
                         measure_memory=measure_memory)
         self._pending: set[concurrent.futures.Future] = set()
+        #: The live dashboard, when the session serves one (``dashboard=True`` or a port).
+        self.dashboard: Any = None
+        self._done_tap: Any = None  # where done futures go for the dashboard
+        if dashboard is not False:
+            self._open_dashboard(0 if dashboard is True else dashboard)
         self._closed = False
         self._lock = threading.Lock()
         self._call_ids = itertools.count(1)
@@ -136,6 +147,7 @@ class Session(concurrent.futures.Executor):
             for future in list(self._pending):
                 future.cancel()
         if threading.current_thread() is self._hub.thread:
+            self._close_dashboard()
             self._hub.stop(kill=False)
             return
         if not wait:
@@ -152,6 +164,7 @@ class Session(concurrent.futures.Executor):
         while self._pending:
             concurrent.futures.wait(list(self._pending))
         self._cache.close()  # results may resolve before their cache entries are written
+        self._close_dashboard()
         self._hub.stop(kill=False)
         self._hub.stopped.wait()
 
@@ -161,6 +174,7 @@ class Session(concurrent.futures.Executor):
             self._closed = True
         for future in list(self._pending):
             future.cancel()
+        self._close_dashboard()
         self._hub.stop(kill=True)
         self._hub.stopped.wait(10)
 
@@ -212,6 +226,39 @@ class Session(concurrent.futures.Executor):
         when (see docs/monitoring.md). The last 100,000 are kept; ``record=PATH`` writes
         them all to a file."""
         return self._recorder.events()
+
+    def report(self, path: str | os.PathLike) -> str:
+        """Write the report of this session so far (the task stream, progress per function,
+        workers, failed calls) to ``path`` as one self-contained HTML file; returns the path.
+        Made from the record file when the session writes one, else from the events kept in
+        memory. Needs ``pip install 'remotefn[dashboard]'``."""
+        from ..dashboard.report import read_events, write_report
+
+        self._recorder.flush()
+        events = (read_events(self._recorder.path) if self._recorder.path
+                  else self._recorder.events())
+        write_report(events, path, title=f"remotefn session ({self.backend.name})")
+        return os.fspath(path)
+
+    def _open_dashboard(self, port: int) -> None:
+        from ..dashboard.server import Dashboard
+
+        try:
+            self.dashboard = Dashboard(port, self._hub.runtime_dir, self.resources,
+                                       self._recorder, title=f"remotefn session "
+                                       f"({self.backend.name}, pid {os.getpid()})")
+        except BaseException:
+            self._hub.stop(kill=True)
+            self._hub.stopped.wait(10)
+            raise
+        self._done_tap = self.dashboard.done
+        print(f"remotefn: the dashboard's address (with its access token) is in "
+              f"{self.dashboard.url_file}", file=sys.stderr)
+
+    def _close_dashboard(self) -> None:
+        dashboard, self.dashboard, self._done_tap = self.dashboard, None, None
+        if dashboard is not None:
+            dashboard.close()
 
     def release(self, handle: Any) -> None:
         """Stop the block pool of ``handle``'s options once it is idle; its cores and GPUs go
@@ -289,6 +336,9 @@ class Session(concurrent.futures.Executor):
 
     def _call_done(self, future: RemoteFuture) -> None:
         self._pending.discard(future)
+        tap = self._done_tap
+        if tap is not None:
+            tap.append(future)
         # Read without the future's lock: it is done, so its state no longer changes.
         if future._state != _FINISHED:
             kind = "cancelled"

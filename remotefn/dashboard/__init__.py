@@ -1,0 +1,11 @@
+"""The live dashboard and the run report: what ran where, when, and what failed.
+
+:mod:`.stream` aggregates calls into a task stream (one bar per call, or per worker and time
+bucket for large runs) and counts per function; :mod:`.page` draws it with Bokeh into one
+self-contained HTML page; :mod:`.report` makes that page from an event record; :mod:`.live`
+keeps the state of a running session, and :mod:`.server` serves it on 127.0.0.1 behind a
+token, in a thread of its own. Everything but :mod:`.stream` needs the ``dashboard`` extra.
+
+May import: :mod:`remotefn.hub` (the event record) and the bottom layer (future, errors,
+_version). Never the session: the session hands the dashboard what it shows.
+"""

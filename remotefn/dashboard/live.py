@@ -1,0 +1,134 @@
+"""The dashboard's view of a running session, kept in the dashboard's own thread.
+
+Who writes and who reads::
+
+    any thread --Recorder.emit--> events (a deque: queued, started, worker events)
+    hub thread --session's done-callback--> done (a deque of finished futures)
+    dashboard thread: drain() both into a Tally; data() for each request
+
+Appending to a deque is all the session's threads do; counting, formatting tracebacks and
+JSON happen here, at most a few times a second.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import traceback
+from collections import deque
+from concurrent.futures import Future
+from typing import Any, Callable
+
+from ..errors import RemoteTraceback
+from .tally import Tally
+
+#: Running calls listed on the page (the longest-running first).
+RUNNING_SHOWN = 50
+
+
+class LiveState:
+    """Counts of the session's calls so far; :meth:`data` is what the page draws."""
+
+    def __init__(self, resources: Callable[[], dict[str, Any]],
+                 origin: float | None = None) -> None:
+        self.resources = resources
+        #: ``(ns, kind, call id, worker, detail)`` tuples appended by the session's recorder.
+        self.events: deque[tuple[int, str, int, str, str]] = deque()
+        #: Futures of done calls, appended by the session.
+        self.done: deque[Future] = deque()
+        self.tally = Tally(origin if origin is not None else time.time())
+        self._lock = threading.Lock()
+        self._names: dict[str, str] = {}
+        self._stream_json = ("", -1)  # (JSON of the task stream, version)
+
+    def drain(self) -> None:
+        """Count what the session appended since the last call."""
+        with self._lock:
+            done = _take(self.done)  # first: these calls' events are all appended already
+            events = _take(self.events)
+            tally = self.tally
+            for ns, kind, call_id, worker, detail in events:
+                if kind in ("finished", "failed", "cancelled", "cached"):
+                    continue  # counted from the future, which says more
+                tally.on(kind, ns / 1e9, call_id, worker, self._name(detail) if detail else "")
+            now = time.time()
+            for future in done:
+                self._count(future, now)
+
+    def _name(self, detail: str) -> str:
+        name = self._names.get(detail)
+        if name is None:
+            if len(self._names) > 10_000:
+                self._names.clear()
+            name = self._names[detail] = json.loads(detail)
+        return name
+
+    def _count(self, future: Future, now: float) -> None:
+        info = future.info  # type: ignore[attr-defined]
+        error = None
+        if future.cancelled():
+            kind = "cancelled"
+        elif future.exception(0) is not None:
+            kind, error = "failed", _describe(future.exception(0))
+        else:
+            kind = "cached" if info.from_cache else "finished"
+        self.tally.done(info.call_id, kind, info.finished or now, info.worker_id or "",
+                        info.function, info.started, info.finished, info.cpu_time,
+                        info.peak_memory, error)
+
+    def data(self, stream_version: int | None = None) -> str:
+        """The page's data as JSON; the task stream only when it changed since
+        ``stream_version``."""
+        self.drain()
+        now = time.time()
+        resources = self.resources()
+        with self._lock:
+            summary = self.tally.summary(now)
+            version = self.tally.stream.calls
+            stream_json, cached_version = self._stream_json
+            if version != cached_version:
+                stream_json = json.dumps(self.tally.stream.columns(), separators=(",", ":"))
+                self._stream_json = (stream_json, version)
+        nodes: dict[str, dict[str, Any]] = {}
+        for worker in resources["workers"]:
+            if worker["state"] in ("stopped", "dead", "died"):
+                continue
+            node = nodes.setdefault(worker["host"] or "(starting)",
+                                    {"host": worker["host"] or "(starting)", "in_use": 0,
+                                     "workers": 0})
+            node["in_use"] += worker["cores"]
+            node["workers"] += 1
+        running = sorted(({"call": r["call"], "worker": r["worker"], "host": r["host"],
+                           "elapsed": now - r["started"] if r["started"] else None}
+                          for r in resources["running"]),
+                         key=lambda r: -(r["elapsed"] or 0))[:RUNNING_SHOWN]
+        head = {"summary": summary, "nodes": sorted(nodes.values(), key=lambda n: n["host"]),
+                "running": running, "cores": resources["cores"], "gpus": resources["gpus"],
+                "allocation": resources["allocation"], "stream_version": version}
+        text = json.dumps(head, separators=(",", ":"), default=str)
+        if stream_version == version:
+            return text[:-1] + ',"stream":null}'
+        return text[:-1] + ',"stream":' + stream_json + "}"
+
+    def page_data(self) -> dict[str, Any]:
+        """The data the page starts with (a dict, the task stream included)."""
+        data = json.loads(self.data())
+        return data
+
+
+def _take(items: deque) -> list:
+    """Everything in ``items`` now, removed from it (other threads may append meanwhile)."""
+    taken = []
+    for _ in range(len(items)):
+        taken.append(items.popleft())
+    return taken
+
+
+def _describe(error: BaseException) -> tuple[str, str]:
+    """A failed call's error line and traceback (the remote one, when it ran remotely)."""
+    message = f"{type(error).__name__}: {error}"
+    cause = error.__cause__
+    if isinstance(cause, RemoteTraceback):
+        return message, cause.text
+    return message, "".join(traceback.format_exception(error))

@@ -1,0 +1,56 @@
+"""The run report: one self-contained HTML file made from an event record.
+
+    python -m remotefn report run.jsonl -o run.html
+
+The file holds the task stream, the progress per function, the workers and the failed calls;
+it loads nothing from elsewhere. The record is read line by line, so a record of a million
+calls needs memory only for the calls not yet done at each point (and the aggregated stream).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Iterable, Iterator
+
+from .tally import Tally
+
+
+def tally_of(events: Iterable[dict[str, Any]]) -> Tally:
+    """The counts of a run from its events, oldest first."""
+    iterator = iter(events)
+    tally: Tally | None = None
+    for entry in iterator:
+        if tally is None:
+            tally = Tally(entry["t"])
+        tally.event(entry)
+    return tally if tally is not None else Tally(0.0)
+
+
+def read_events(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
+    """The events of a record file, oldest first, one at a time; raises ``ValueError``
+    naming the file and line of a line that is not an event."""
+    with open(path, encoding="utf-8") as file:
+        for number, line in enumerate(file, 1):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+                entry["t"], entry["event"]  # noqa: B018 - every event has both
+            except (ValueError, KeyError, TypeError) as error:
+                raise ValueError(f"{os.fspath(path)}, line {number}: not an event of a "
+                                 f"remotefn record ({error})") from None
+            yield entry
+
+
+def write_report(events: Iterable[dict[str, Any]], path: str | os.PathLike,
+                 title: str = "remotefn run report") -> int:
+    """Write the report of ``events`` to ``path``; returns its size in bytes."""
+    from .page import render  # needs Bokeh: pip install 'remotefn[dashboard]'
+
+    tally = tally_of(events)
+    data = {"summary": tally.summary(), "stream": tally.stream.columns()}
+    text = render(data, title, live=False)
+    with open(path, "w", encoding="utf-8") as file:
+        file.write(text)
+    return len(text.encode())
