@@ -37,8 +37,10 @@ def _stream_figure(stream: dict[str, list[Any]]) -> Any:
                   x_axis_label="seconds since the session opened",
                   tools="xpan,xwheel_zoom,box_zoom,reset,save", toolbar_location="above")
     source = ColumnDataSource(stream, name="tasks")
+    # The outline keeps a call shorter than a pixel visible (a quick failure, say).
     bars = plot.hbar(y="worker", left="start", right="end", height=0.8, fill_color="color",
-                     fill_alpha="alpha", line_color=None, source=source)
+                     fill_alpha="alpha", line_color="color", line_alpha="alpha",
+                     line_width=1, source=source)
     plot.add_tools(HoverTool(renderers=[bars], tooltips="@worker: @label"))
     plot.ygrid.grid_line_color = None
     return plot
@@ -58,8 +60,7 @@ def _progress_figure(functions: list[dict[str, Any]]) -> Any:
                                 source=source, legend_label=list(_STATES))
     plot.add_tools(HoverTool(renderers=renderers,
                              tooltips=[("function", "@function"), ("calls", "$name: @$name")]))
-    plot.legend.orientation = "horizontal"
-    plot.legend.location = "bottom_right"
+    plot.add_layout(plot.legend[0], "right")
     plot.x_range.start = 0
     plot.ygrid.grid_line_color = None
     return plot
