@@ -76,6 +76,12 @@ def goals(results: dict[str, dict]) -> list[tuple[str, str, bool | None]]:
                        f"{ours['session_cpu_us_per_call']:.1f} -> "
                        f"{ours['session_cpu_us_per_call_recording']:.1f} us ({more:+.1%})",
                        more < 0.05))
+    closed = ours.get("session_cpu_us_per_call_dashboard_closed")
+    opened = ours.get("session_cpu_us_per_call_dashboard_open")
+    if closed and opened:
+        more = opened / closed - 1
+        checks.append(("live dashboard open: < 5% more session CPU per call",
+                       f"{closed:.1f} -> {opened:.1f} us ({more:+.1%})", more < 0.05))
     scaling = ours.get("queue_scaling")
     if scaling:
         sizes = sorted(scaling, key=int)

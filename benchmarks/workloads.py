@@ -9,6 +9,7 @@ import os
 import shutil
 import statistics
 import subprocess
+import sys
 import time
 import tracemalloc
 from typing import Any
@@ -16,6 +17,8 @@ from typing import Any
 import numpy as np
 
 import tasks
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def _median(samples: list[float]) -> float:
@@ -142,21 +145,35 @@ def remotefn_only(quick: bool) -> dict[str, Any]:
         results["graph_nodes_per_s"] = made / (time.perf_counter() - begun)
     results.update(cache_rows(quick))
     results.update(recording_row(quick))
+    results.update(dashboard_row(quick))
     results.update(slurm_row(quick))
     return results
 
 
-def _session_cpu_per_call(record: str | None, calls: int) -> float:
-    """CPU seconds of this process (the session: caller and hub threads) per no-op call."""
+def _session_cpu_per_call(record: str | None, calls: int, dashboard: bool = False) -> float:
+    """CPU seconds of this process (the session: caller and hub threads, and the dashboard's
+    when it is open) per no-op call. With ``dashboard``, another process asks for the
+    dashboard's data as an open page does."""
     import remotefn
     from remotefn import remote
 
-    with remotefn.session("local", max_cores=2, record=record, forward_output=False):
-        handle = remote(tasks.noop, block=True, max_workers=2)
-        concurrent.futures.wait([handle(i) for i in range(1000)])  # workers up, pool measured
-        begun = time.process_time()
-        concurrent.futures.wait([handle(i) for i in range(calls)])
-        return (time.process_time() - begun) / calls
+    with remotefn.session("local", max_cores=2, record=record, forward_output=False,
+                          dashboard=dashboard) as session:
+        viewer = None
+        if dashboard:
+            viewer = subprocess.Popen([sys.executable, os.path.join(HERE, "viewer.py"),
+                                       session.dashboard.url_file], stdout=subprocess.PIPE)
+            viewer.stdout.readline()  # the page is open: measure what it costs while open
+        try:
+            handle = remote(tasks.noop, block=True, max_workers=2)
+            concurrent.futures.wait([handle(i) for i in range(1000)])  # workers up, pool known
+            begun = time.process_time()
+            concurrent.futures.wait([handle(i) for i in range(calls)])
+            return (time.process_time() - begun) / calls
+        finally:
+            if viewer is not None:
+                viewer.terminate()
+                viewer.wait()
 
 
 def recording_row(quick: bool) -> dict[str, Any]:
@@ -174,6 +191,24 @@ def recording_row(quick: bool) -> dict[str, Any]:
                 samples.append(_session_cpu_per_call(record, calls))
     return {"session_cpu_us_per_call": _median(off) * 1e6,
             "session_cpu_us_per_call_recording": _median(on) * 1e6}
+
+
+def dashboard_row(quick: bool) -> dict[str, Any]:
+    """The session's CPU per call with its live dashboard open (a page asking for data twice
+    a second) and without one, as the median of interleaved runs."""
+    import importlib.util
+
+    if importlib.util.find_spec("bokeh") is None:
+        return {}
+    calls = 5000 if quick else 20_000
+    closed, opened = [], []
+    for run in range(5):
+        pair = [(closed, False), (opened, True)] if run % 2 == 0 else [(opened, True),
+                                                                       (closed, False)]
+        for samples, dashboard in pair:
+            samples.append(_session_cpu_per_call(None, calls, dashboard))
+    return {"session_cpu_us_per_call_dashboard_closed": _median(closed) * 1e6,
+            "session_cpu_us_per_call_dashboard_open": _median(opened) * 1e6}
 
 
 def cache_rows(quick: bool) -> dict[str, Any]:

@@ -16,13 +16,14 @@ import json
 import threading
 import time
 import traceback
-from collections import deque
+from collections import Counter, deque
 from concurrent.futures import Future
 from typing import Any, Callable
 
 from ..errors import RemoteTraceback
 from .tally import Tally
 
+_FINISHED = "FINISHED"  # concurrent.futures' state of a future with a result or exception
 #: Running calls listed on the page (the longest-running first).
 RUNNING_SHOWN = 50
 
@@ -45,16 +46,34 @@ class LiveState:
     def drain(self) -> None:
         """Count what the session appended since the last call."""
         with self._lock:
-            done = _take(self.done)  # first: these calls' events are all appended already
+            done = _take(self.done)
             events = _take(self.events)
             tally = self.tally
+            # Calls are counted when queued and when done; which are running, the session
+            # says (resources()), so "started" events need no work here.
+            for detail, number in Counter([e[4] for e in events if e[1] == "queued"]).items():
+                tally.counts(self._name(detail)).submitted += number
             for ns, kind, call_id, worker, detail in events:
-                if kind in ("finished", "failed", "cancelled", "cached"):
-                    continue  # counted from the future, which says more
-                tally.on(kind, ns / 1e9, call_id, worker, self._name(detail) if detail else "")
+                if kind[0] in "wp":  # worker ... and pool ...
+                    tally.on(kind, ns / 1e9, call_id, worker, self._name(detail) if detail
+                             else "")
             now = time.time()
+            ran, finished = tally.ran, tally.finished
             for future in done:
-                self._count(future, now)
+                info = future.info  # type: ignore[attr-defined]
+                # Read without the future's lock: it is done, so its state no longer changes.
+                if future._state != _FINISHED:  # type: ignore[attr-defined]
+                    ran("cancelled", info.function, now, None, None, None)
+                elif future._exception is not None:  # type: ignore[attr-defined]
+                    ran("failed", info.function, info.finished or now, info.worker_id,
+                        info.started, info.finished, info.cpu_time, info.peak_memory,
+                        _describe(future._exception), info.call_id)  # type: ignore
+                elif info.from_cache:
+                    ran("cached", info.function, now, None, None, None)
+                else:
+                    cpu = info.cpu_times
+                    finished(info.function, info.worker_id, info.started, info.finished,
+                             sum(cpu) if cpu else None, info.peak_memory, info.call_id)
 
     def _name(self, detail: str) -> str:
         name = self._names.get(detail)
@@ -64,18 +83,12 @@ class LiveState:
             name = self._names[detail] = json.loads(detail)
         return name
 
-    def _count(self, future: Future, now: float) -> None:
-        info = future.info  # type: ignore[attr-defined]
-        error = None
-        if future.cancelled():
-            kind = "cancelled"
-        elif future.exception(0) is not None:
-            kind, error = "failed", _describe(future.exception(0))
-        else:
-            kind = "cached" if info.from_cache else "finished"
-        self.tally.done(info.call_id, kind, info.finished or now, info.worker_id or "",
-                        info.function, info.started, info.finished, info.cpu_time,
-                        info.peak_memory, error)
+    def _running(self, running: list[dict[str, Any]]) -> None:
+        """Set each function's running and queued counts from the session's running calls."""
+        by_function = Counter(r["call"].rsplit(" (call ", 1)[0] for r in running)
+        for name, counts in self.tally.functions.items():
+            counts.running = by_function.get(name, 0)
+            counts.queued = max(0, counts.submitted - counts.done - counts.running)
 
     def data(self, stream_version: int | None = None) -> str:
         """The page's data as JSON; the task stream only when it changed since
@@ -84,6 +97,7 @@ class LiveState:
         now = time.time()
         resources = self.resources()
         with self._lock:
+            self._running(resources["running"])
             summary = self.tally.summary(now)
             version = self.tally.stream.calls
             stream_json, cached_version = self._stream_json
@@ -119,10 +133,8 @@ class LiveState:
 
 def _take(items: deque) -> list:
     """Everything in ``items`` now, removed from it (other threads may append meanwhile)."""
-    taken = []
-    for _ in range(len(items)):
-        taken.append(items.popleft())
-    return taken
+    pop = items.popleft
+    return [pop() for _ in range(len(items))]
 
 
 def _describe(error: BaseException) -> tuple[str, str]:

@@ -89,6 +89,11 @@ class _Server(http.server.HTTPServer):
         self.dashboard = dashboard
         super().__init__(address, handler)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A page closed mid-answer is no error; anything else is logged (without the
+        request line, which holds the token)."""
+        logger.debug("dashboard request failed", exc_info=True)
+
     def service_actions(self) -> None:
         self.dashboard.state.drain()  # keeps the queues short while no page is open
 

@@ -92,26 +92,42 @@ class TaskStream:
     def add(self, worker: str, function: str, start: float, end: float, failed: bool,
             call_id: int = 0) -> None:
         """A call that ran on ``worker`` from ``start`` to ``end``."""
-        w, f = self.worker_index(worker), self.function_index(function)
-        end = max(end, start)
+        w = self.workers.get(worker)
+        if w is None:
+            w = self.worker_index(worker)
+        f = self.functions.get(function)
+        if f is None:
+            f = self.function_index(function)
+        if end < start:
+            end = start
         self.calls += 1
-        self.end = max(self.end, end)
+        if end > self.end:
+            self.end = end
         if self.bars is not None:
             if len(self.bars) < self.bar_limit:
                 self.bars.append((w, f, start, end, failed, call_id))
             else:
                 self.bars = None
-        first = max(0, int((start - self.origin) / self.width))
-        last = max(0, int((end - self.origin) / self.width))
+        first = int((start - self.origin) / self.width)
+        last = int((end - self.origin) / self.width)
+        if first < 0:
+            first = 0
+            last = max(last, 0)
         while last >= self.span_limit:
             self._widen()
             first, last = first // 2, last // 2
         buckets = self.buckets
-        if first == last:
+        if first == last:  # the common case, written out: it runs for every call
             bucket = buckets.get((w, first))
             if bucket is None:
                 bucket = buckets[(w, first)] = _Bucket()
-            bucket.add(f, end - start, 1, failed)
+            busy = end - start
+            bucket.calls += 1
+            bucket.busy += busy
+            if failed:
+                bucket.failed += 1
+            by_function = bucket.by_function
+            by_function[f] = by_function.get(f, 0.0) + busy
             return
         for index in range(first, last + 1):  # a long call: its time split over its buckets
             low = max(start, self.origin + index * self.width)
@@ -119,8 +135,8 @@ class TaskStream:
             bucket = buckets.get((w, index))
             if bucket is None:
                 bucket = buckets[(w, index)] = _Bucket()
-            bucket.add(f, max(0.0, high - low), int(index == first), int(failed and
-                                                                          index == first))
+            bucket.add(f, max(0.0, high - low), int(index == first),
+                       int(failed and index == first))
 
     def _widen(self) -> None:
         self.width *= 2

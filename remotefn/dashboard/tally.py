@@ -112,24 +112,27 @@ class Tally:
         counts.queued -= 1
         counts.running += 1
 
-    def done(self, call_id: int, kind: str, t: float, worker: str = "", function: str = "",
-             start: float | None = None, end: float | None = None, cpu: float | None = None,
-             memory: int | None = None, error: tuple[str, str] | None = None) -> None:
-        """A call is done (``kind`` finished, failed, cancelled or cached); what the event
-        does not say (start, end, CPU, memory, error) may come from the call's future."""
+    def done(self, call_id: int, kind: str, t: float, worker: str = "") -> None:
+        """A call's last event (``kind`` finished, failed, cancelled or cached) at ``t``."""
         entry = self.pending.pop(call_id, None)
-        if entry is not None:
-            function = entry[0]
-            counts = self.counts(function)
-            if entry[1] is None:
-                counts.queued -= 1
-            else:
-                counts.running -= 1
-            start = start if start is not None else entry[1]
-            worker = worker or entry[2]
+        if entry is None:
+            self.counts("?").submitted += 1  # never queued: cached, or a dependency failed
+            self.ran(kind, "?", t, worker, None, None, call_id=call_id)
+            return
+        function, start, where = entry
+        counts = self.counts(function)
+        if start is None:
+            counts.queued -= 1
         else:
-            counts = self.counts(function or "?")
-            counts.submitted += 1  # never queued: cached, or its dependencies failed
+            counts.running -= 1
+        self.ran(kind, function, t, worker or where, start, None, call_id=call_id)
+
+    def ran(self, kind: str, function: str, t: float, worker: str | None, start: float | None,
+            end: float | None, cpu: float | None = None, memory: int | None = None,
+            error: tuple[str, str] | None = None, call_id: int = 0) -> None:
+        """Count a done call (``kind`` finished, failed, cancelled or cached) that ran on
+        ``worker`` from ``start`` to ``end`` (or ``t``), if it ran at all."""
+        counts = self.counts(function)
         if kind == "cached":
             counts.cached += 1
             return
@@ -140,26 +143,53 @@ class Tally:
         if failed:
             counts.failed += 1
             message, text = error if error is not None else ("failed", "")
-            self.errors.append(Error(t, function, call_id, worker, message, text))
+            self.errors.append(Error(t, function, call_id, worker or "", message, text))
         else:
             counts.finished += 1
         if start is None or not worker:
             return  # it never ran (a dependency failed, say)
         end = end if end is not None else t
-        stats = self.worker(worker)
+        stats = self.workers.get(worker) or self.worker(worker)
         # A worker runs one call at a time: one handed to it early starts when the last ends.
-        start = max(start, min(stats.free_at, end))
-        stats.free_at = max(stats.free_at, end)
-        busy = max(0.0, end - start)
+        if start < stats.free_at:
+            start = min(stats.free_at, end)
+        if end > stats.free_at:
+            stats.free_at = end
+        busy = end - start if end > start else 0.0
         counts.busy += busy
         stats.calls += 1
-        stats.failed += failed
         stats.busy += busy
+        if failed:
+            stats.failed += 1
         if cpu is not None:
             stats.cpu = (stats.cpu or 0.0) + cpu
         if memory is not None:
             stats.peak_memory = max(stats.peak_memory or 0, memory)
         self.stream.add(worker, function, start, end, failed, call_id)
+
+    def finished(self, function: str, worker: str | None, start: float | None,
+                 end: float | None, cpu: float | None, memory: int | None,
+                 call_id: int) -> None:
+        """:meth:`ran` for a call that succeeded, written out: the dashboard calls it for
+        nearly every call."""
+        counts = self.functions.get(function) or self.counts(function)
+        counts.finished += 1
+        if start is None or end is None or not worker:
+            return
+        stats = self.workers.get(worker) or self.worker(worker)
+        if start < stats.free_at:  # see ran()
+            start = stats.free_at if stats.free_at < end else end
+        if end > stats.free_at:
+            stats.free_at = end
+        busy = end - start
+        counts.busy += busy
+        stats.calls += 1
+        stats.busy += busy
+        if cpu is not None:
+            stats.cpu = (stats.cpu or 0.0) + cpu
+        if memory is not None and memory > (stats.peak_memory or 0):
+            stats.peak_memory = memory
+        self.stream.add(worker, function, start, end, False, call_id)
 
     def feed(self, entries: Iterable[dict[str, Any]]) -> "Tally":
         for entry in entries:

@@ -43,6 +43,7 @@ def _template(kind: str) -> str:
 KINDS = ("queued", "started", "finished", "failed", "cancelled", "cached", "worker started",
          "worker ready", "worker stopped", "worker died", "pool grown", "pool shrunk")
 _TEMPLATES = {kind: _template(kind) for kind in KINDS}
+_UNTAPPED = frozenset(("started", "finished", "failed", "cancelled", "cached"))
 
 
 class Recorder:
@@ -55,7 +56,8 @@ class Recorder:
         self._lock = threading.Lock()
         self._file = open(self.path, "a", encoding="utf-8") if self.path else None
         self._quoted: dict[str, str] = {}
-        #: Where else every event goes, as it happens (the live dashboard's queue).
+        #: Where else events go as they happen (the live dashboard's queue): all but a call's
+        #: start and end, which it learns from the session's futures.
         self.tap: deque[Event] | None = None
 
     def emit(self, kind: str, call_id: int = 0, worker: str = "", detail: str = "") -> None:
@@ -70,7 +72,7 @@ class Recorder:
         event = (time.time_ns(), kind, call_id, worker, detail)
         self.recent.append(event)
         tap = self.tap
-        if tap is not None:
+        if tap is not None and kind not in _UNTAPPED:
             tap.append(event)
         if self._file is not None:
             self._pending.append(event)
