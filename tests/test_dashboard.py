@@ -184,7 +184,9 @@ def test_the_report_command_names_a_file_that_is_not_a_record(tmp_path):
                            str(tmp_path / "run.html")], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 1
-    assert f"{bad}, line 2: not an event of a remotefn record" in done.stderr
+    assert done.stderr.strip() == (f"cannot write the report: {bad}, line 2: not an event of "
+                                   f"a remotefn record (Expecting value: line 1 column 1 "
+                                   f"(char 0))")
 
 
 def test_the_task_stream_keeps_a_bar_per_call_then_a_bounded_number_of_buckets():

@@ -78,10 +78,11 @@ def test_the_dashboard_in_a_browser_shows_each_call_and_the_running_one(chromium
     with remotefn.session("local", max_cores=3, forward_output=False,
                           dashboard=True) as session:
         url = open(session.dashboard.url_file).read().strip()
+        chromium.get(url)  # before the calls: the page must follow the run as it goes
+        wait_until(lambda: bokeh_ready(chromium), what="Bokeh to draw the dashboard")
+        assert chromium.execute_script(BAR_COUNT) == 0
         futures = run_known_calls()
         held = remote(wait_at)(gate)
-        chromium.get(url)
-        wait_until(lambda: bokeh_ready(chromium), what="Bokeh to draw the dashboard")
         wait_until(lambda: chromium.execute_script(BAR_COUNT) == len(futures),
                    what="one bar per finished call")
         wait_until(lambda: "wait_at" in chromium.execute_script(
