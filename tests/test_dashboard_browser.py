@@ -66,7 +66,8 @@ def bokeh_ready(driver) -> bool:
 def screenshot(driver, name: str) -> str:
     os.makedirs(ARTIFACTS, exist_ok=True)
     height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(1280, max(800, height + 40))
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {  # the whole page
+        "width": 1280, "height": height, "deviceScaleFactor": 1, "mobile": False})
     path = os.path.join(ARTIFACTS, name)
     driver.save_screenshot(path)
     assert os.path.getsize(path) > 10_000

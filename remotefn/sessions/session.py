@@ -433,7 +433,10 @@ def session(backend: str | None = None, **settings: Any) -> Session:
     ``cache_by`` (``"code"``, default: a change to a function's code, or to the user code it
     reaches, invalidates its entries; ``"name"``: only its qualified name counts; see
     docs/cache.md for what the key holds),
-    ``start_timeout`` (seconds a worker may take to connect, default 300) and the backend's
+    ``start_timeout`` (seconds a worker may take to connect, default 300),
+    ``record`` (write the event record to this file), ``measure_memory``, ``dashboard``
+    (True or a port: serve the live dashboard on 127.0.0.1; see docs/monitoring.md) and the
+    backend's
     own (local: ``max_cores``, ``max_gpus``/``gpu_ids``, ``python``, ``mpiexec``,
     ``transport``, ``interface``, ``fork_server``; see docs/ for slurm and flux).
     """
