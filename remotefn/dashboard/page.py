@@ -15,7 +15,7 @@ from typing import Any
 
 from bokeh.embed import components
 from bokeh.layouts import column
-from bokeh.models import ColumnDataSource, FactorRange, HoverTool, Range1d
+from bokeh.models import ColumnDataSource, DataRange1d, FactorRange, HoverTool, Range1d
 from bokeh.plotting import figure
 from bokeh.resources import Resources
 
@@ -32,8 +32,9 @@ def _stream_figure(stream: dict[str, list[Any]]) -> Any:
     end = max(stream["end"], default=1.0) or 1.0
     plot = figure(name="stream", title="Task stream: one bar per call per worker "
                   "(red: failed)", height=max(220, 40 + 26 * len(workers)),
-                  sizing_mode="stretch_width", y_range=FactorRange(*workers, name="workers"),
-                  x_range=Range1d(0, end * 1.02, name="time"),
+                  sizing_mode="stretch_width",
+                  y_range=FactorRange(factors=list(workers), name="workers"),
+                  x_range=Range1d(start=0, end=end * 1.02, name="time"),
                   x_axis_label="seconds since the session opened",
                   tools="xpan,xwheel_zoom,box_zoom,reset,save", toolbar_location="above")
     source = ColumnDataSource(stream, name="tasks")
@@ -41,7 +42,7 @@ def _stream_figure(stream: dict[str, list[Any]]) -> Any:
     bars = plot.hbar(y="worker", left="start", right="end", height=0.8, fill_color="color",
                      fill_alpha="alpha", line_color="color", line_alpha="alpha",
                      line_width=1, source=source)
-    plot.add_tools(HoverTool(renderers=[bars], tooltips="@worker: @label"))
+    plot.add_tools(HoverTool(renderers=list[Any]([bars]), tooltips="@worker: @label"))
     plot.ygrid.grid_line_color = None
     return plot
 
@@ -53,15 +54,16 @@ def _progress_figure(functions: list[dict[str, Any]]) -> Any:
         data[state] = [row[state] for row in functions] or [0]
     plot = figure(name="progress", title="Progress per function: calls by state",
                   height=max(160, 60 + 30 * len(names)), sizing_mode="stretch_width",
-                  y_range=FactorRange(*names, name="functions"), toolbar_location=None,
+                  y_range=FactorRange(factors=list(names), name="functions"),
+                  x_range=DataRange1d(start=0), toolbar_location=None,
                   tools="")
     source = ColumnDataSource(data, name="progress_data")
-    renderers = plot.hbar_stack(list(_STATES), y="function", height=0.7, color=_STATE_COLORS,
-                                source=source, legend_label=list(_STATES))
+    renderers: list[Any] = plot.hbar_stack(list(_STATES), y="function", height=0.7,
+                                           color=_STATE_COLORS, source=source,
+                                           legend_label=list(_STATES))
     plot.add_tools(HoverTool(renderers=renderers,
                              tooltips=[("function", "@function"), ("calls", "$name: @$name")]))
     plot.add_layout(plot.legend[0], "right")
-    plot.x_range.start = 0
     plot.ygrid.grid_line_color = None
     return plot
 
@@ -72,12 +74,12 @@ def _nodes_figure(nodes: list[dict[str, Any]]) -> Any:
             "workers": [row["workers"] for row in nodes] or [0]}
     plot = figure(name="nodes", title="Allocation: cores in use per node",
                   height=max(140, 60 + 30 * len(hosts)), sizing_mode="stretch_width",
-                  y_range=FactorRange(*hosts, name="hosts"), toolbar_location=None, tools="")
+                  y_range=FactorRange(factors=list(hosts), name="hosts"),
+                  x_range=DataRange1d(start=0), toolbar_location=None, tools="")
     source = ColumnDataSource(data, name="nodes_data")
     bars = plot.hbar(y="host", right="in_use", height=0.6, color="#1f77b4", source=source)
-    plot.add_tools(HoverTool(renderers=[bars], tooltips="@host: @in_use cores in use by "
+    plot.add_tools(HoverTool(renderers=list[Any]([bars]), tooltips="@host: @in_use cores in use by "
                              "@workers workers"))
-    plot.x_range.start = 0
     plot.ygrid.grid_line_color = None
     return plot
 
