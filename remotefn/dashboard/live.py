@@ -3,7 +3,7 @@
 Who writes and who reads::
 
     any thread --Recorder.emit--> events (a deque: queued, started, worker events)
-    hub thread --session's done-callback--> done (a deque of finished futures)
+    hub thread --session's done-callback--> done (a deque of done calls)
     dashboard thread: drain() both into a Tally; data() for each request
 
 Appending to a deque is all the session's threads do; counting, formatting tracebacks and
@@ -17,13 +17,11 @@ import threading
 import time
 import traceback
 from collections import Counter, deque
-from concurrent.futures import Future
 from typing import Any, Callable
 
 from ..errors import RemoteTraceback
 from .tally import Tally
 
-_FINISHED = "FINISHED"  # concurrent.futures' state of a future with a result or exception
 #: Running calls listed on the page (the longest-running first).
 RUNNING_SHOWN = 50
 
@@ -36,8 +34,9 @@ class LiveState:
         self.resources = resources
         #: ``(ns, kind, call id, worker, detail)`` tuples appended by the session's recorder.
         self.events: deque[tuple[int, str, int, str, str]] = deque()
-        #: Futures of done calls, appended by the session.
-        self.done: deque[Future] = deque()
+        #: Done calls, appended by the session: a finished call's CallInfo, else
+        #: ``(kind, future)`` (failed, cancelled or cached).
+        self.done: deque[Any] = deque()
         self.tally = Tally(origin if origin is not None else time.time())
         self._lock = threading.Lock()
         self._names: dict[str, str] = {}
@@ -59,21 +58,20 @@ class LiveState:
                              else "")
             now = time.time()
             ran, finished = tally.ran, tally.finished
-            for future in done:
-                info = future.info  # type: ignore[attr-defined]
-                # Read without the future's lock: it is done, so its state no longer changes.
-                if future._state != _FINISHED:  # type: ignore[attr-defined]
-                    ran("cancelled", info.function, now, None, None, None)
-                elif future._exception is not None:  # type: ignore[attr-defined]
+            for item in done:
+                if type(item) is not tuple:  # a finished call's CallInfo: nearly every call
+                    cpu = item.cpu_times
+                    finished(item.function, item.worker_id, item.started, item.finished,
+                             sum(cpu) if cpu else None, item.peak_memory, item.call_id)
+                    continue
+                kind, future = item
+                info = future.info
+                if kind == "failed":
                     ran("failed", info.function, info.finished or now, info.worker_id,
                         info.started, info.finished, info.cpu_time, info.peak_memory,
-                        _describe(future._exception), info.call_id)  # type: ignore
-                elif info.from_cache:
-                    ran("cached", info.function, now, None, None, None)
-                else:
-                    cpu = info.cpu_times
-                    finished(info.function, info.worker_id, info.started, info.finished,
-                             sum(cpu) if cpu else None, info.peak_memory, info.call_id)
+                        _describe(future.exception(0)), info.call_id)
+                else:  # cancelled, or answered from the cache
+                    ran(kind, info.function, now, None, None, None)
 
     def _name(self, detail: str) -> str:
         name = self._names.get(detail)

@@ -336,9 +336,6 @@ class Session(concurrent.futures.Executor):
 
     def _call_done(self, future: RemoteFuture) -> None:
         self._pending.discard(future)
-        tap = self._done_tap
-        if tap is not None:
-            tap.append(future)
         # Read without the future's lock: it is done, so its state no longer changes.
         if future._state != _FINISHED:
             kind = "cancelled"
@@ -347,6 +344,9 @@ class Session(concurrent.futures.Executor):
         else:
             kind = "cached" if future.info.from_cache else "finished"
         self._recorder.emit(kind, future.info.call_id, future.info.worker_id or "")
+        tap = self._done_tap
+        if tap is not None:  # the dashboard's: a finished call's info, or (kind, future)
+            tap.append(future.info if kind == "finished" else (kind, future))
 
     def _check_fits(self, options: CallOptions) -> None:
         cpus, gpus = options.cpus, options.total_gpus
