@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import threading
 import types
-from typing import (Any, Callable, Coroutine, Generic, Iterable, Protocol, SupportsIndex,
+from typing import (Any, Callable, Coroutine, Generic, Iterable, Mapping, Protocol, SupportsIndex,
                     TypeVar, overload)
 
 import cloudpickle  # type: ignore[import-untyped]
@@ -77,12 +77,29 @@ class RemoteFunction(wrapt.ObjectProxy, Generic[R]):  # type: ignore[misc]
         return RemoteFunction(self.__wrapped__, resolve(overrides, self._self_options),
                               self._self_binding)
 
-    def map(self, *iterables: Iterable[Any], **keyword_iterables: Iterable[Any]
-            ) -> list[RemoteFuture[R]]:
+    def map(self, *iterables: Iterable[Any], progress: bool | Mapping[str, Any] = False,
+            **keyword_iterables: Iterable[Any]) -> list[RemoteFuture[R]]:
         """Submit one call per element of ``zip(*iterables, *keyword_iterables.values())``;
         the futures, in order. Each keyword is an iterable too, giving that keyword argument
         of each call; for a keyword that is the same in every call, pass
-        ``itertools.repeat(value)``. Returns without waiting."""
+        ``itertools.repeat(value)``. Returns without waiting, unless ``progress`` is set:
+        then it shows a progress bar until every call is done, as :func:`remotefn.progress`
+        does (``progress`` may be a dict of keywords for the bar, such as ``desc``). A
+        function argument named ``progress`` is mapped positionally."""
+        if not isinstance(progress, (bool, Mapping)):
+            raise TypeError(f"map() progress must be True, False or a dict of progress bar "
+                            f"keywords, got {progress!r} (to map a function argument named "
+                            f"'progress', pass its values positionally)")
+        futures = self._submit_each(iterables, keyword_iterables)
+        if progress is False:
+            return futures
+        bar = {"desc": getattr(self.__wrapped__, "__name__", None)}
+        bar.update(progress if isinstance(progress, Mapping) else {})
+        from .progress import progress as show_progress
+        return show_progress(futures, **bar)
+
+    def _submit_each(self, iterables: tuple[Iterable[Any], ...],
+                     keyword_iterables: dict[str, Iterable[Any]]) -> list[RemoteFuture[R]]:
         if not keyword_iterables:
             return [self(*args) for args in zip(*iterables)]
         names = list(keyword_iterables)

@@ -186,6 +186,28 @@ def test_a_progress_bar_counts_done_failed_and_cached_calls(tmp_path):
     assert "6/6" in final and "failed=3" in final and "cached=1" in final
 
 
+def test_map_with_progress_shows_a_bar_that_counts_every_call(tmp_path):
+    import io
+
+    with remotefn.session("local", cache_directory=str(tmp_path / "cache"),
+                          forward_output=False):
+        handle = remote(fail_if_odd, block=True, cache=True)
+        assert handle(2).result(timeout=60) == 2
+        shown = io.StringIO()
+        futures = handle.map(range(5), progress={"file": shown, "mininterval": 0})
+        assert [f.done() for f in futures] == [True] * 5  # it waited for every call
+        assert [f.result() for f in futures[::2]] == [0, 2, 4]
+    final = shown.getvalue().strip().split("\r")[-1]
+    assert final.startswith("fail_if_odd") and "5/5" in final, final
+    assert "failed=2" in final and "cached=1" in final, final
+
+
+def test_map_progress_must_be_a_flag_or_bar_settings():
+    handle = remote(fail_if_odd)
+    with pytest.raises(TypeError, match=r"progress must be .*\[1, 2\].*positionally"):
+        handle.map(progress=[1, 2])
+
+
 def test_the_log_has_a_line_per_worker_start_and_stop(caplog):
     import logging
 
