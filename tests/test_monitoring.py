@@ -137,6 +137,38 @@ def test_status_from_another_process_shows_a_running_sessions_calls(tmp_path):
     assert "1 running, 1 queued" in out.stdout
 
 
+def load_table():
+    return {"table": 1}
+
+
+def use_table(table):
+    return table
+
+
+def test_status_tells_pools_apart_by_the_options_that_make_them(tmp_path):
+    import json
+
+    with remotefn.session("local", forward_output=False):
+        plain = remote(identity_of, block=True, max_workers=1)(1)
+        loaded = remote(use_table, block=True, max_workers=1, init=load_table)()
+        tuned = remote(identity_of, block=True, max_workers=1, env={"MODE": "fast"},
+                       timeout=30)(2)
+        assert (plain.result(60), loaded.result(60), tuned.result(60)) == (1, 1, 2)
+        out = _status("--json", str(os.getpid()))
+    assert out.returncode == 0, out.stderr
+    [snapshot] = json.loads(out.stdout)
+    pools = sorted(pool["pool"] for pool in snapshot["pools"])
+    assert pools == [
+        "block pool (1 ranks x 1 threads per rank, max_workers=1)",
+        "block pool (1 ranks x 1 threads per rank, max_workers=1, env=MODE, timeout=30s)",
+        "block pool (1 ranks x 1 threads per rank, max_workers=1, init=load_table)",
+    ], pools
+
+
+def identity_of(x):
+    return x
+
+
 def test_status_refuses_another_users_process(tmp_path):
     import shutil
     import stat
