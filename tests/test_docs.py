@@ -4,6 +4,7 @@ and each has a docstring, and the notebook of examples/ runs from top to bottom.
 
 from __future__ import annotations
 
+import ast
 import inspect
 import os
 import re
@@ -103,3 +104,35 @@ def test_callinfo_names_each_of_its_fields():
     doc = remotefn.CallInfo.__doc__
     for name in inspect.signature(remotefn.CallInfo).parameters:
         assert f"``{name}``" in doc, name
+
+
+def test_the_notebook_runs_and_shows_what_it_says(tmp_path):
+    """examples/tour.ipynb, executed as Jupyter would (nbclient, an ipykernel kernel): each
+    tagged cell shows the value its text promises."""
+    import nbclient
+    import nbformat
+
+    notebook = nbformat.read(os.path.join(ROOT, "examples", "tour.ipynb"), as_version=4)
+    assert all(not cell.get("outputs") for cell in notebook.cells), "saved with outputs"
+    nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    shown: dict[str, str] = {}
+    printed: dict[str, str] = {}
+    for cell in notebook.cells:
+        for tag in cell.metadata.get("tags", []):
+            shown[tag] = "".join(output["data"]["text/plain"] for output in cell.outputs
+                                 if output["output_type"] == "execute_result")
+            printed[tag] = "".join(output.get("text", "") for output in cell.outputs
+                                   if output["output_type"] == "stream")
+    assert shown["call"] == "49"
+    assert shown["elsewhere"] == "True"
+    assert shown["map"] == "[0, 1, 4, 9, 16]"
+    assert "squares: 100%" in printed["map"] and "20/20" in printed["map"]
+    assert "failed=0, cached=1" in printed["map"]  # square(7) was stored by the first call
+    assert shown["chain"] == "25"
+    assert shown["cache"] == "(True, True)"
+    assert shown["entries"] == "['add', 'energy', 'square']"
+    assert shown["info"] == "(True, True, 1, True)"
+    assert set(ast.literal_eval(shown["resources"])) == {"total", "in_use", "free"}
+    assert {"queued", "started", "finished", "cached"} <= set(ast.literal_eval(shown["events"]))
+    assert shown["shutdown"] == "True"
