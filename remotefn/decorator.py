@@ -50,7 +50,9 @@ class RemoteFunction(wrapt.ObjectProxy, Generic[R]):  # type: ignore[misc]
         self._self_binding = binding
 
     def __call__(self, *args: Any, **kwargs: Any) -> RemoteFuture[R]:
-        """Submit the call to the current session; returns a future at once."""
+        """Submit the call to the current session (see :func:`remotefn.current`); returns a
+        future at once. Raises :class:`~remotefn.SerializationError` when an argument does
+        not pickle, ``ValueError`` when the call can never fit in the session."""
         return current()._submit(self.__wrapped__, self._self_options, args, kwargs)
 
     def __get__(self, instance: Any, owner: type | None = None) -> "RemoteFunction[R]":
@@ -73,7 +75,8 @@ class RemoteFunction(wrapt.ObjectProxy, Generic[R]):  # type: ignore[misc]
         return self._self_options
 
     def options(self, **overrides: Any) -> "RemoteFunction[R]":
-        """A new handle with some options changed; this one is left as it is."""
+        """A new handle with some options changed; this one is left as it is. Raises
+        ``TypeError`` or ``ValueError`` for a bad option, as :func:`remote` does."""
         return RemoteFunction(self.__wrapped__, resolve(overrides, self._self_options),
                               self._self_binding)
 
@@ -149,7 +152,9 @@ class BoundRemoteFunction(RemoteFunction[R]):
         self._self_target = target
 
     def __call__(self, *args: Any, **kwargs: Any) -> RemoteFuture[R]:
-        """Submit the call to the current session; returns a future at once."""
+        """Submit the call to the current session (see :func:`remotefn.current`); returns a
+        future at once. Raises :class:`~remotefn.SerializationError` when an argument does
+        not pickle, ``ValueError`` when the call can never fit in the session."""
         return current()._submit(self._self_function, self._self_options,
                                  (self._self_target, *args), kwargs)
 

@@ -108,8 +108,10 @@ class Session(concurrent.futures.Executor):
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
             chunksize: int = 1) -> Iterator[Any]:
-        """Like :meth:`concurrent.futures.Executor.map`: results in order; ``chunksize`` > 1
-        sends that many calls to a worker at a time."""
+        """Like :meth:`concurrent.futures.Executor.map`: submits every call at once and
+        returns an iterator of the results in order, which blocks on each in turn (raising
+        its exception, or ``TimeoutError`` once ``timeout`` seconds have passed since the
+        call of ``map``); ``chunksize`` > 1 sends that many calls to a worker at a time."""
         if isinstance(chunksize, bool) or not isinstance(chunksize, int):
             raise TypeError(f"chunksize must be an int, got {chunksize!r}")
         if chunksize < 1:
