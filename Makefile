@@ -20,8 +20,8 @@ demo: install
 # The flux tests run inside a real Flux instance (scripts/flux-tests.sh finds flux-core: ../shared
 # beside the repository, /opt/flux, or a flux on PATH); without one they are skipped, loudly.
 # CPython's own executor tests (tests/test_conformance.py) come from Debian's testsuite package.
-test-deps: install
-	$(PY) -m pip install --quiet -e '.[docs]'
+test-deps: $(PY)
+	$(PY) -m pip install --quiet -e '.[test,mpi,docs]'
 	@version=$$($(PY) -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
 	if [ ! -e /usr/lib/python$$version/test/test_concurrent_futures.py ] && [ "$$(id -u)" = 0 ] \
 	    && command -v apt-get > /dev/null; then \
@@ -32,8 +32,9 @@ test-deps: install
 	fi
 
 # The site (mkdocs.yml) from docs/, README.md and the docstrings; any warning fails it.
-docs: install
-	$(PY) -m pip install --quiet -e '.[docs]'
+docs: $(PY)
+	@$(PY) -c 'import remotefn, mkdocs, mkdocstrings_handlers.python' 2> /dev/null \
+	    || $(PY) -m pip install --quiet -e '.[docs]'
 	$(PY) -m mkdocs build --strict
 
 # With a cluster, REQUIRE_SLURM=1: a SLURM test that skips anyway fails the run.
