@@ -289,10 +289,11 @@ def remote(function: Callable[..., Any] | None = None, /, **options: Any) -> Any
 
     An ``async def`` function runs in the worker's event loop (one per worker, kept between
     calls); its future's value is the coroutine's, and ``await handle(...)`` works in asyncio
-    code since a :class:`RemoteFuture` is awaitable.
+    code since a :class:`~remotefn.RemoteFuture` is awaitable.
 
     Options are validated here: ``TypeError`` for an unknown option or a wrong type,
-    ``ValueError`` for a wrong value. See :mod:`remotefn.options` for the table.
+    ``ValueError`` for a wrong value. Each is a field of :class:`~remotefn.CallOptions`; the
+    options table of docs/api.md gives their defaults and meaning.
     """
     if function is not None and isinstance(function, RemoteFunction):
         return function.options(**options)

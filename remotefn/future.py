@@ -137,7 +137,7 @@ def gather(futures: Iterable[Future[T]], timeout: float | None = None) -> list[T
     until all are done, or until one fails: then raises its exception (the first in the list,
     if several have failed), or ``CancelledError`` for a cancelled one. Raises
     ``TimeoutError`` when ``timeout`` seconds pass first, and ``RuntimeError`` in a
-    done-callback of a remote future (see :meth:`RemoteFuture.result`)."""
+    done-callback of a remote future (see :meth:`~remotefn.RemoteFuture.result`)."""
     futures = list(futures)
     if session_thread.active and not all(future.done() for future in futures):
         raise RuntimeError(_WAITING_HERE)

@@ -41,7 +41,7 @@ _SESSION_SETTINGS = ("forward_output", "start_timeout", "cache_directory", "cach
 
 
 class Session(concurrent.futures.Executor):
-    """Runs calls on workers that its backend launches; see :func:`session`."""
+    """Runs calls on workers that its backend launches; see :func:`~remotefn.session`."""
 
     def __init__(self, backend: str | None = None, *, forward_output: bool = True,
                  start_timeout: float = 300.0, cache_directory: str | os.PathLike | None = None,
