@@ -22,7 +22,7 @@ import docblocks
 import remotefn
 from remotefn import CallTimeout, WorkerDied, WorkerStartError, remote
 from sample_module import calc
-from helpers import wait_for_file, wait_until
+from helpers import needs, wait_for_file, wait_until
 
 try:
     import flux
@@ -320,6 +320,7 @@ def test_killed_session_leaves_no_mpi_job(tmp_path):
     assert time.monotonic() - killed < FLUX_EXIT_TIMEOUT / 2
 
 
+@needs("flux", _REASON)
 @pytest.mark.parametrize("page", [page for page in docblocks.pages()
                                   if docblocks.runnable(page, "flux")])
 def test_the_flux_blocks_of_each_page_run(page):
