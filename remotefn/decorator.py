@@ -50,7 +50,9 @@ class RemoteFunction(wrapt.ObjectProxy, Generic[R]):  # type: ignore[misc]
         self._self_binding = binding
 
     def __call__(self, *args: Any, **kwargs: Any) -> RemoteFuture[R]:
-        """Submit the call to the current session; returns a future at once."""
+        """Submit the call to the current session (see :func:`remotefn.current`); returns a
+        future at once. Raises :class:`~remotefn.SerializationError` when an argument does
+        not pickle, ``ValueError`` when the call can never fit in the session."""
         return current()._submit(self.__wrapped__, self._self_options, args, kwargs)
 
     def __get__(self, instance: Any, owner: type | None = None) -> "RemoteFunction[R]":
@@ -73,7 +75,8 @@ class RemoteFunction(wrapt.ObjectProxy, Generic[R]):  # type: ignore[misc]
         return self._self_options
 
     def options(self, **overrides: Any) -> "RemoteFunction[R]":
-        """A new handle with some options changed; this one is left as it is."""
+        """A new handle with some options changed; this one is left as it is. Raises
+        ``TypeError`` or ``ValueError`` for a bad option, as :func:`remote` does."""
         return RemoteFunction(self.__wrapped__, resolve(overrides, self._self_options),
                               self._self_binding)
 
@@ -166,7 +169,9 @@ class BoundRemoteFunction(RemoteFunction[R]):
         self._self_target = target
 
     def __call__(self, *args: Any, **kwargs: Any) -> RemoteFuture[R]:
-        """Submit the call to the current session; returns a future at once."""
+        """Submit the call to the current session (see :func:`remotefn.current`); returns a
+        future at once. Raises :class:`~remotefn.SerializationError` when an argument does
+        not pickle, ``ValueError`` when the call can never fit in the session."""
         return current()._submit(self._self_function, self._self_options,
                                  (self._self_target, *args), kwargs)
 
@@ -301,10 +306,11 @@ def remote(function: Callable[..., Any] | None = None, /, **options: Any) -> Any
 
     An ``async def`` function runs in the worker's event loop (one per worker, kept between
     calls); its future's value is the coroutine's, and ``await handle(...)`` works in asyncio
-    code since a :class:`RemoteFuture` is awaitable.
+    code since a :class:`~remotefn.RemoteFuture` is awaitable.
 
     Options are validated here: ``TypeError`` for an unknown option or a wrong type,
-    ``ValueError`` for a wrong value. See :mod:`remotefn.options` for the table.
+    ``ValueError`` for a wrong value. Each is a field of :class:`~remotefn.CallOptions`; the
+    options table of docs/api.md gives their defaults and meaning.
     """
     if function is not None and isinstance(function, RemoteFunction):
         return function.options(**options)
