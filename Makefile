@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-deps bench install clean
+.PHONY: demo test test-deps docs bench install clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,8 @@ demo: install
 # CPython's own executor tests (tests/test_conformance.py) come from Debian's testsuite package;
 # the dashboard's browser tests drive Debian's chromium through chromium-driver (as root, both
 # are installed here; otherwise those tests are skipped with the reason).
-test-deps: install
+test-deps: $(PY)
+	$(PY) -m pip install --quiet -e '.[test,mpi,docs,dashboard]'
 	@version=$$($(PY) -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
 	if [ ! -e /usr/lib/python$$version/test/test_concurrent_futures.py ] && [ "$$(id -u)" = 0 ] \
 	    && command -v apt-get > /dev/null; then \
@@ -40,8 +41,14 @@ test-deps: install
 	    || { echo "could not install chromium and chromium-driver" >&2; exit 1; }; \
 	fi
 
+# The site (mkdocs.yml) from docs/, README.md and the docstrings; any warning fails it.
+docs: $(PY)
+	@$(PY) -c 'import remotefn, mkdocs, mkdocstrings_handlers.python' 2> /dev/null \
+	    || $(PY) -m pip install --quiet -e '.[docs]'
+	$(PY) -m mkdocs build --strict
+
 # With a cluster, REQUIRE_SLURM=1: a SLURM test that skips anyway fails the run.
-test: test-deps
+test: test-deps docs
 	@started=0; \
 	if sinfo -h > /dev/null 2>&1; then echo "using the running SLURM"; export REQUIRE_SLURM=1; \
 	elif [ "$$(id -u)" = 0 ]; then bash scripts/test-cluster.sh up && started=1 || exit 1; \
@@ -63,4 +70,4 @@ bench: install
 	    --out benchmarks/results-flux.json
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build site *.egg-info
