@@ -203,3 +203,18 @@ def test_the_task_stream_keeps_a_bar_per_call_then_a_bounded_number_of_buckets()
     assert len(columns["worker"]) <= 2 * 2 * 50  # two workers, at most 2 x 50 buckets each
     assert columns["end"][-1] >= 2000.0 > columns["start"][-1]  # the run's whole span
     assert "#d62728" in columns["color"]  # the bucket holding the failure stays red
+
+
+def test_a_port_in_use_is_named_and_the_session_leaves_nothing_running():
+    import socket
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    port = taken.getsockname()[1]
+    try:
+        with pytest.raises(OSError, match=f"the dashboard cannot listen on 127.0.0.1:{port}: "
+                                          "Address already in use"):
+            remotefn.session("local", max_cores=1, dashboard=port)
+    finally:
+        taken.close()

@@ -13,7 +13,19 @@ import json
 import os
 from typing import Any, Iterable, Iterator
 
+from ..errors import MissingDependency
 from .tally import Tally
+
+
+def page_module() -> Any:
+    """:mod:`.page`, which needs Bokeh; raises :class:`~remotefn.errors.MissingDependency`
+    without it."""
+    try:
+        from . import page
+    except ImportError:
+        raise MissingDependency("the dashboard and the report need Bokeh: pip install "
+                                "'remotefn[dashboard]' (or pip install bokeh)") from None
+    return page
 
 
 def tally_of(events: Iterable[dict[str, Any]]) -> Tally:
@@ -45,9 +57,9 @@ def read_events(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
 
 def write_report(events: Iterable[dict[str, Any]], path: str | os.PathLike,
                  title: str = "remotefn run report") -> int:
-    """Write the report of ``events`` to ``path``; returns its size in bytes."""
-    from .page import render  # needs Bokeh: pip install 'remotefn[dashboard]'
-
+    """Write the report of ``events`` to ``path``; returns its size in bytes. Raises
+    :class:`~remotefn.errors.MissingDependency` without Bokeh."""
+    render = page_module().render
     tally = tally_of(events)
     data = {"summary": tally.summary(), "stream": tally.stream.columns()}
     text = render(data, title, live=False)

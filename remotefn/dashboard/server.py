@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
 from .live import LiveState
+from .report import page_module
 
 if TYPE_CHECKING:
     from ..hub.recorder import Recorder
@@ -39,10 +40,15 @@ class Dashboard:
                  recorder: "Recorder", title: str = "remotefn session") -> None:
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise ValueError(f"dashboard must be True, False or a port (0-65535), got {port!r}")
+        self._page = page_module()  # before anything starts: Bokeh must be there
         self.state = LiveState(resources)
         self.token = secrets.token_urlsafe(32)
         self.title = title
-        self.httpd = _Server(("127.0.0.1", port), _Handler, self)
+        try:
+            self.httpd = _Server(("127.0.0.1", port), _Handler, self)
+        except OSError as error:
+            raise OSError(error.errno, f"the dashboard cannot listen on 127.0.0.1:{port}: "
+                          f"{error.strerror}") from None
         self.port: int = self.httpd.server_address[1]
         self.url_file = os.path.join(run_dir, URL_FILE)
         descriptor = os.open(self.url_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -71,9 +77,7 @@ class Dashboard:
         return hmac.compare_digest(given.encode(), self.token.encode())
 
     def page(self) -> bytes:
-        from .page import render
-
-        return render(self.state.page_data(), self.title, live=True).encode()
+        return self._page.render(self.state.page_data(), self.title, live=True).encode()
 
     def close(self) -> None:
         """Stop serving and stop counting (the session's recorder no longer feeds it)."""
