@@ -104,11 +104,12 @@ def cache_command(args: argparse.Namespace) -> int:
 
 def report_command(args: argparse.Namespace) -> int:
     from .dashboard.report import read_events, write_report
+    from .errors import MissingDependency
 
     try:
         size = write_report(read_events(args.record), args.output,
                             title=f"remotefn run report: {args.record}")
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, MissingDependency) as error:
         print(f"cannot write the report: {error}", file=sys.stderr)
         return 1
     print(f"wrote {args.output} ({size / 1e6:.1f} MB)")
