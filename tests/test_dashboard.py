@@ -97,6 +97,7 @@ def test_the_dashboard_refuses_a_request_without_its_token(watched):
 def test_the_dashboard_listens_on_the_loopback_address_only(watched):
     session, url = watched
     assert session.dashboard.httpd.server_address[0] == "127.0.0.1"
+    assert session.dashboard.thread.name == "remotefn-dashboard"  # not the hub's thread
     assert url.startswith(f"http://127.0.0.1:{session.dashboard.port}/")
 
 

@@ -16,7 +16,7 @@ import time
 import types
 import weakref
 from functools import partial
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, TypeVar
 
 from .. import backends
 from ..cache.front import CacheFront
@@ -30,6 +30,9 @@ from ..protocol import pickling
 from ..protocol.shipping import FunctionRef, function_ref
 from . import registry
 from .dependencies import Arguments, Waiter, find_futures
+
+if TYPE_CHECKING:  # the dashboard is imported when a session serves one
+    from ..dashboard.server import Dashboard
 
 logger = logging.getLogger(__name__)
 _FINISHED = "FINISHED"  # concurrent.futures' state of a future with a result or exception
@@ -81,8 +84,8 @@ class Session(concurrent.futures.Executor):
                         measure_memory=measure_memory)
         self._pending: set[concurrent.futures.Future] = set()
         #: The live dashboard, when the session serves one (``dashboard=True`` or a port).
-        self.dashboard: Any = None
-        self._done_tap: Any = None  # where done futures go for the dashboard
+        self.dashboard: Dashboard | None = None
+        self._done_tap: Any = None  # where done calls go for the dashboard
         if dashboard is not False:
             self._open_dashboard(0 if dashboard is True else dashboard)
         self._closed = False
@@ -233,7 +236,8 @@ class Session(concurrent.futures.Executor):
         """Write the report of this session so far (the task stream, progress per function,
         workers, failed calls) to ``path`` as one self-contained HTML file; returns the path.
         Made from the record file when the session writes one, else from the events kept in
-        memory. Needs ``pip install 'remotefn[dashboard]'``."""
+        memory. Raises :class:`~remotefn.errors.MissingDependency` without Bokeh
+        (``pip install 'remotefn[dashboard]'``)."""
         from ..dashboard.report import read_events, write_report
 
         self._recorder.flush()
