@@ -15,6 +15,7 @@ import re
 import signal
 import subprocess
 import sys
+import textwrap
 import threading
 import warnings
 from dataclasses import dataclass
@@ -192,9 +193,14 @@ def starts(log):
     return open(log).read().count("start") if os.path.exists(log) else 0
 
 
-HANG = "import os\nif os.path.exists(os.environ['HANG']):\n" \
-       "    open(os.environ['PIDFILE'], 'w').write(str(os.getpid()))\n" \
-       "    import threading; threading.Event().wait()\n"
+#: A sitecustomize.py that makes an interpreter hang as it starts (before a worker could
+#: connect) while the file $HANG exists, its pid in $PIDFILE.
+HANG = textwrap.dedent("""
+    import os, threading
+    if os.path.exists(os.environ["HANG"]):
+        open(os.environ["PIDFILE"], "w").write(str(os.getpid()))
+        threading.Event().wait()
+""")
 
 FAULTS = {
     "argument-does-not-pickle": Fault(
@@ -253,6 +259,7 @@ def small_disk(tmp_path):
 
 
 def matrix():
+    """The test's parameters: each row on each worker start and kind of call it applies to."""
     for name, fault in FAULTS.items():
         for fork_server in fault.starts:
             for block in fault.blocks:
@@ -262,6 +269,7 @@ def matrix():
 
 
 def pids_of(value):
+    """The pids a "pid" call returned (a list for an MPI call, one per rank)."""
     return set(value) if isinstance(value, list) else {value}
 
 
@@ -304,7 +312,7 @@ def test_what_happens_when(name, fork_server, block, tmp_path, request):
 
         if fault.error is None:
             value = cause()
-            assert value == future.info.pid if args[0] == "pid" else len(value) == 1 << 20
+            assert (value == future.info.pid) if args[0] == "pid" else (len(value) == 1 << 20)
         else:
             with pytest.raises(fault.error, match=fault.gist) as raised:
                 cause()
