@@ -330,16 +330,18 @@ _GRANDCHILD_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT],
+                         ids=["SIGKILL", "SIGTERM", "Ctrl-C"])
 @pytest.mark.parametrize("start", ["fork", "exec"])
-def test_killing_the_session_ends_the_processes_its_calls_started(tmp_path, start):
+def test_killing_the_session_ends_the_processes_its_calls_started(tmp_path, start, signum):
     pids = tmp_path / "pids"
     script = subprocess.Popen([sys.executable, "-c", _GRANDCHILD_SCRIPT, str(pids), start],
                               env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
                               stderr=subprocess.DEVNULL)
     wait_until(pids.exists, timeout=60, what="the call to start its child")
     worker, grandchild = map(int, pids.read_text().split())
-    script.kill()
-    script.wait(timeout=60)
+    script.send_signal(signum)
+    assert script.wait(timeout=60) != 0
     wait_until(lambda: not alive(worker) and not alive(grandchild), timeout=30,
                what="the worker and the process its call started to end")
 
