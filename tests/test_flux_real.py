@@ -354,6 +354,7 @@ with remotefn.session("flux", forward_output=False):
 def test_a_killed_session_leaves_no_process_of_its_calls(tmp_path, signum):
     """A session killed while a block call and a one-shot call run, each with a process it
     started (`sleep 600`): the workers, those processes and the jobs all end."""
+    wait_until(lambda: not active_jobs(), timeout=60, what="earlier tests' jobs to end")
     files = [str(tmp_path / "block"), str(tmp_path / "one-shot")]
     script = subprocess.Popen([sys.executable, "-c", GRANDCHILDREN, *files],
                               stderr=subprocess.DEVNULL)
