@@ -232,7 +232,7 @@ FAULTS = {
     "worker-never-connects": Fault(
         ("pid",), WorkerStartError, r"signal 9 \(SIGKILL\) before it was ready", REPLACED,
         # exec'ed only: a forked worker runs none of the user's code before it connects
-        settings=(("start_timeout", 3),), blocks=(False,), starts=(False,)),
+        settings=(("start_timeout", 5),), blocks=(False,), starts=(False,)),
     "mpi-rank-dies": Fault(("rank 1 exits", "path"), WorkerDied, "exit code 3", REPLACED,
                            options=(("cores", 2),), starts=(True,)),
     "disk-full-while-caching": Fault(
