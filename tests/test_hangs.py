@@ -55,10 +55,15 @@ def test_a_chain_of_ten_thousand_links_fails_entirely_when_its_head_does(tmp_pat
         if how == "is cancelled":
             assert head.cancel()
         gate.touch()
+        messages = set()
         for future in futures[1:]:
-            with pytest.raises(DependencyError):
+            with pytest.raises(DependencyError) as raised:
                 future.result(timeout=60)
+            messages.add(str(raised.value))
         assert blocker.result(timeout=60) == 0
+    # Every link says what happened at the head, however deep it is.
+    [message] = messages
+    assert ("the head of the chain failed" if how == "fails" else "was cancelled") in message
 
 
 def test_a_chain_of_ten_thousand_links_completes():
