@@ -22,7 +22,7 @@ import docblocks
 import remotefn
 from remotefn import CallTimeout, WorkerDied, WorkerStartError, remote
 from sample_module import calc
-from helpers import needs, wait_for_file, wait_until
+from helpers import alive, needs, wait_for_file, wait_until
 
 try:
     import flux
@@ -326,3 +326,51 @@ def test_killed_session_leaves_no_mpi_job(tmp_path):
 def test_the_flux_blocks_of_each_page_run(page):
     """The code blocks of docs/ marked `<!-- docs: needs flux -->` (see docblocks.py)."""
     docblocks.run(page, "flux")
+
+
+GRANDCHILDREN = """
+import os, subprocess, sys, threading
+import remotefn
+from remotefn import remote
+
+
+def start_grandchild(path):
+    child = subprocess.Popen(["sleep", "600"])
+    with open(path + ".tmp", "w") as file:
+        file.write(f"{os.getpid()} {child.pid}")
+    os.rename(path + ".tmp", path)
+    threading.Event().wait()
+
+
+with remotefn.session("flux", forward_output=False):
+    remote(start_grandchild, block=True)(sys.argv[1])
+    remote(start_grandchild)(sys.argv[2])
+    threading.Event().wait()
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT],
+                         ids=["SIGKILL", "SIGTERM", "Ctrl-C"])
+def test_a_killed_session_leaves_no_process_of_its_calls(tmp_path, signum):
+    """A session killed while a block call and a one-shot call run, each with a process it
+    started (`sleep 600`): the workers, those processes and the jobs all end."""
+    wait_until(lambda: not active_jobs(), timeout=60, what="earlier tests' jobs to end")
+    files = [str(tmp_path / "block"), str(tmp_path / "one-shot")]
+    script = subprocess.Popen([sys.executable, "-c", GRANDCHILDREN, *files],
+                              stderr=subprocess.DEVNULL)
+    try:
+        pids = []
+        for path in files:
+            wait_until(lambda: os.path.exists(path) or script.poll() is not None,
+                       timeout=120, what="the calls to start their children")
+            assert script.poll() is None
+            pids += map(int, open(path).read().split())
+        assert all(alive(pid) for pid in pids) and len(active_jobs()) == 2
+        script.send_signal(signum)
+        assert script.wait(timeout=60) != 0
+    finally:
+        script.kill()
+        script.wait()
+    wait_until(lambda: not any(alive(pid) for pid in pids), timeout=60,
+               what="the workers and the processes their calls started to end")
+    wait_until(lambda: not active_jobs(), timeout=60, what="the killed session's jobs to end")

@@ -55,10 +55,15 @@ def test_a_chain_of_ten_thousand_links_fails_entirely_when_its_head_does(tmp_pat
         if how == "is cancelled":
             assert head.cancel()
         gate.touch()
+        messages = set()
         for future in futures[1:]:
-            with pytest.raises(DependencyError):
+            with pytest.raises(DependencyError) as raised:
                 future.result(timeout=60)
+            messages.add(str(raised.value))
         assert blocker.result(timeout=60) == 0
+    # Every link says what happened at the head, however deep it is.
+    [message] = messages
+    assert ("the head of the chain failed" if how == "fails" else "was cancelled") in message
 
 
 def test_a_chain_of_ten_thousand_links_completes():
@@ -330,16 +335,18 @@ _GRANDCHILD_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT],
+                         ids=["SIGKILL", "SIGTERM", "Ctrl-C"])
 @pytest.mark.parametrize("start", ["fork", "exec"])
-def test_killing_the_session_ends_the_processes_its_calls_started(tmp_path, start):
+def test_killing_the_session_ends_the_processes_its_calls_started(tmp_path, start, signum):
     pids = tmp_path / "pids"
     script = subprocess.Popen([sys.executable, "-c", _GRANDCHILD_SCRIPT, str(pids), start],
                               env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
                               stderr=subprocess.DEVNULL)
     wait_until(pids.exists, timeout=60, what="the call to start its child")
     worker, grandchild = map(int, pids.read_text().split())
-    script.kill()
-    script.wait(timeout=60)
+    script.send_signal(signum)
+    assert script.wait(timeout=60) != 0
     wait_until(lambda: not alive(worker) and not alive(grandchild), timeout=30,
                what="the worker and the process its call started to end")
 

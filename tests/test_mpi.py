@@ -8,13 +8,13 @@ import sys
 import pytest
 
 import remotefn
-from remotefn import WorkerDied, WorkerStartError, remote
+from remotefn import WorkerStartError, remote
 from remotefn.backends.base import WorkerSpec
 from remotefn.backends.local import LocalBackend
 from remotefn.options import resolve
 from remotefn.errors import MissingDependency
 from sample_module import calc
-from helpers import alive, live_children, read_pid, wait_for_file, wait_until, write_pid
+from helpers import alive, live_children
 
 pytest.importorskip("mpi4py")
 
@@ -31,19 +31,6 @@ def fail_on_rank(bad_rank):
     if MPI.COMM_WORLD.Get_rank() == bad_rank:
         raise ArithmeticError(f"rank {bad_rank} is unhappy")
     return "fine"
-
-
-def die_on_rank(bad_rank, directory):
-    """Every rank writes its pid to ``directory``; ``bad_rank`` then dies, once the other
-    rank has written its own, while that one waits in a barrier the dead rank never joins."""
-    from mpi4py import MPI
-
-    rank = MPI.COMM_WORLD.Get_rank()
-    write_pid(os.path.join(directory, f"rank{rank}"))
-    if rank == bad_rank:
-        wait_for_file(os.path.join(directory, f"rank{1 - bad_rank}"))
-        os._exit(7)
-    MPI.COMM_WORLD.Barrier()
 
 
 def rank_init():
@@ -89,17 +76,6 @@ def test_exception_on_one_rank_keeps_its_type_and_names_the_rank(mpi_session):
     with pytest.raises(ArithmeticError, match="rank 1 is unhappy") as raised:
         remote(fail_on_rank, cores=2)(1).result(timeout=60)
     assert "MPI rank 1 of 2" in raised.value.__cause__.text
-
-
-@pytest.mark.parametrize("block", [False, True], ids=["one-shot", "block"])
-def test_a_dead_rank_fails_the_call_with_worker_died_and_the_launcher_ends_the_other_ranks(
-        mpi_session, block, tmp_path):
-    with pytest.raises(WorkerDied) as raised:
-        remote(die_on_rank, cores=2, block=block)(1, str(tmp_path)).result(timeout=60)
-    assert "die_on_rank" in str(raised.value)
-    survivor = read_pid(str(tmp_path / "rank0"))
-    wait_until(lambda: not alive(survivor), what="rank 0 to be ended by the launcher")
-    assert remote(calc, cores=2, block=block)(0).result(timeout=60)[1][1] == 2
 
 
 def test_mpi_workers_hold_their_ranks_in_the_ledger(mpi_session):

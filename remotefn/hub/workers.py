@@ -313,8 +313,7 @@ class Workers:
         if pool.one_shot:
             return
         pool.failed_starts += 1
-        others_alive = any(w is not worker and w.state is not State.STOPPING for w in pool.workers)
-        if not others_alive or pool.failed_starts >= MAX_FAILED_STARTS:
+        if pool.failed_starts >= MAX_FAILED_STARTS:
             pool.failed_starts = 0
             while pool.queue:
                 call = pool.queue.popleft()

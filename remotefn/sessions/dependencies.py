@@ -170,8 +170,12 @@ class Waiter(abc.ABC):
             error.__cause__ = CancelledError()
         elif future.exception() is not None:
             upstream = future.exception()
+            # Down a chain, quoting the upstream DependencyError would grow each link's
+            # message by the one before it (quadratic in the chain's length): every link
+            # says what happened at the head instead, and __cause__ still leads there.
             error = DependencyError(
-                f"an argument's future failed with {type(upstream).__name__}: {upstream}")
+                upstream.args[0] if isinstance(upstream, DependencyError) and upstream.args
+                else f"an argument's future failed with {type(upstream).__name__}: {upstream}")
             error.__cause__ = upstream
         with self._lock:
             if self._left < 0:
