@@ -1,0 +1,74 @@
+"""Faults inside a real SLURM allocation: a killed session, a node that goes down."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import psutil
+import pytest
+
+from helpers import alive, read_pid, wait_until
+from test_slurm import needs_cluster, salloc, steps
+
+
+def run_in_job(job: str, script: str) -> subprocess.Popen:
+    """``script`` in a Python of its own inside ``job``, as a batch script's Python runs."""
+    env = {**os.environ, "SLURM_JOB_ID": job, "PYTHONPATH": os.pathsep.join(sys.path)}
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)], env=env,
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+
+
+def run_under_salloc(script: str) -> subprocess.Popen:
+    """``script`` as salloc's command: when it dies, salloc ends the job and its steps."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    return subprocess.Popen(["salloc", "-J", "remotefn-tests", "-n2", sys.executable, "-c",
+                             textwrap.dedent(script)], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+
+
+def session_python(process: subprocess.Popen) -> psutil.Process:
+    if process.args[0] == sys.executable:
+        return psutil.Process(process.pid)
+    return [p for p in psutil.Process(process.pid).children(recursive=True)
+            if p.name().startswith("python")][0]
+
+
+@needs_cluster
+@pytest.mark.parametrize("where", ["the job lives on", "salloc ends the job"])
+def test_a_killed_session_leaves_no_process_of_its_calls_behind(where, tmp_path):
+    pid_file = tmp_path / "sleep.pid"
+    script = f"""
+        import os, subprocess, threading
+        import remotefn
+        from remotefn import remote
+
+        def start_sleep(path):
+            sleeper = subprocess.Popen(["sleep", "600"], start_new_session=True)
+            with open(path + ".tmp", "w") as file:
+                file.write(str(sleeper.pid))
+            os.rename(path + ".tmp", path)
+            threading.Event().wait()
+
+        with remotefn.session(forward_output=False):
+            remote(start_sleep)({str(pid_file)!r})
+            threading.Event().wait()
+    """
+    job = salloc("-N1", "-n2") if where == "the job lives on" else None
+    caller = run_in_job(job, script) if job else run_under_salloc(script)
+    try:
+        sleeper = read_pid(str(pid_file), timeout=120, process=caller)
+        job = job or psutil.Process(sleeper).environ()["SLURM_JOB_ID"]
+        assert alive(sleeper) and steps(job)
+        session_python(caller).kill()  # SIGKILL: the session can do nothing about it
+        # Liveness bounds: the worker's watchdog gives up on a silent session within 5 s.
+        wait_until(lambda: not alive(sleeper), timeout=30, what=f"sleep (pid {sleeper}) to end")
+        wait_until(lambda: not steps(job), timeout=30, what="no step left in squeue -s")
+    finally:
+        caller.kill()
+        caller.wait(timeout=30)
+        if job:
+            subprocess.run(["scancel", job])
