@@ -13,8 +13,8 @@ from typing import Any, Mapping, Sequence
 
 from ..errors import MissingDependency
 from ..options import CallOptions, check_int
-from .base import (Backend, Capacity, LaunchedWorker, WorkerSpec, default_interface,
-                   worker_environment)
+from .addresses import is_loopback, reachable_address
+from .base import Backend, Capacity, LaunchedWorker, WorkerSpec, worker_environment
 
 #: Inherited from salloc/sbatch, these would make every step take the whole allocation.
 _INHERITED = re.compile(r"^SLURM_(NTASKS.*|NPROCS|NNODES|TASKS_PER_NODE|CPUS_PER_TASK|GPUS.*|"
@@ -108,7 +108,7 @@ class SlurmBackend(Backend):
     Settings: ``job_id`` (default: ``SLURM_JOB_ID``), ``mpi`` (the ``srun --mpi`` plugin for
     MPI functions: ``"pmi2"`` for the mpich wheel, the default, or ``"pmix"`` for Open MPI),
     ``python`` (the workers' interpreter), ``srun`` (its path), ``interface`` (the address the
-    session listens on; default: this node's address) and ``max_cores`` (use fewer cores than
+    session listens on; default: this node's first address that is not loopback) and ``max_cores`` (use fewer cores than
     the allocation has).
     """
 
@@ -131,8 +131,11 @@ class SlurmBackend(Backend):
         self.mpi = mpi
         self.python = python or sys.executable
         self.srun = srun
-        self.interface = interface or default_interface()
         self.job = read_allocation(job)
+        if interface is not None and is_loopback(interface) and self.job.nodes > 1:
+            raise ValueError(f"interface={interface!r} is a loopback address, which workers on "
+                             f"the other {self.job.nodes - 1} nodes of job {job} cannot reach")
+        self.interface = interface or reachable_address()
         self.max_cores = max_cores
 
     def describe(self) -> dict[str, Any]:
