@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import ipaddress
+import os
+import subprocess
 
 import pytest
 
 import remotefn
 from remotefn import remote
+from remotefn.backends import Capacity, Node
 from remotefn.backends.addresses import pick_address
+from remotefn.backends.slurm import expand_hostlist, parse_allocation
+from remotefn.hub.ledger import Demand, Ledger
 from remotefn.testing import probe
-from test_slurm import job, needs_cluster, node_of_rank  # noqa: F401 (job: a fixture)
+from helpers import wait_for_file, wait_until
+from test_slurm import job, needs_cluster, node_of_rank, salloc, steps  # noqa: F401 (job)
 
 
 @pytest.mark.parametrize("resolved, interfaces, expected", [
@@ -35,3 +41,106 @@ def test_a_slurm_session_listens_on_an_address_other_nodes_reach(job):
         assert not ipaddress.ip_address(host).is_loopback
         nodes = remote(node_of_rank, cores=3, extras={"nodes": 3})().result(timeout=60)
         assert sorted(nodes) == ["n1", "n2", "n3"]
+
+
+def wait_then_node(gate):
+    wait_for_file(gate)
+    return os.environ["SLURMD_NODENAME"]
+
+
+@needs_cluster
+def test_a_call_that_fits_no_node_now_stays_queued_with_the_reason(tmp_path):
+    job = salloc("-N2", "--ntasks-per-node=2")
+    gate = str(tmp_path / "gate")
+    try:
+        with remotefn.session("slurm", job_id=job, forward_output=False) as session:
+            # One rank on each node: 2 CPUs are free, but no node has 2.
+            spread = remote(wait_then_node, cores=2, extras={"nodes": 2})(gate)
+            wait_until(spread.running, timeout=60, what="the spread call to run")
+            wide = remote(wait_then_node, threads_per_core=2)(gate)
+            wait_until(lambda: session.resources()["queued"], what="a queued call")
+            (queued,) = session.resources()["queued"]
+            assert queued["call"] == wide.info.function + f" (call {wide.info.call_id})"
+            assert "2 CPUs on one node" in queued["reason"]
+            assert "n1 1 CPUs" in queued["reason"] and "n2 1 CPUs" in queued["reason"]
+            assert not wide.running() and len(steps(job)) == 1
+            open(gate, "w").close()
+            assert sorted(spread.result(timeout=60)) == ["n1", "n2"]
+            assert wide.result(timeout=60) in ("n1", "n2")
+    finally:
+        subprocess.run(["scancel", job])
+
+
+# -- the allocation's shape, node by node ----------------------------------------------------
+
+SHOW_JOB = """JobId=7 JobName=x
+   NodeList=n[1-3],gpu01
+   NumNodes=4 NumCPUs=13 NumTasks=13 CPUs/Task=1 ReqB:S:C:T=0:0:*:*
+   TRES=cpu=13,mem=6500M,node=4,billing=13
+   JOB_GRES=gpu:5
+     Nodes=n[1-2] CPU_IDs=0-3 Mem=2000 GRES=gpu:2(IDX:0-1)
+     Nodes=n3 CPU_IDs=0,2-4 Mem=2000 GRES=
+     Nodes=gpu01 CPU_IDs=0 Mem=500 GRES=gpu:a100:1(IDX:3)
+   MinCPUsNode=1
+"""
+
+
+def test_each_nodes_cpus_gpus_and_memory_are_read_from_scontrol():
+    job = parse_allocation("7", SHOW_JOB)
+    assert job.shape == (Node("n1", 4, (0, 1), 2000), Node("n2", 4, (0, 1), 2000),
+                         Node("n3", 4, (), 2000), Node("gpu01", 1, (0,), 500))
+    assert job.memory_per_cpu == 500  # the smallest share, so that every CPU can be used
+
+
+def test_hostlists_expand_like_scontrol_show_hostnames():
+    assert expand_hostlist("n[1-3,7],gpu01,a[08-10]") == [
+        "n1", "n2", "n3", "n7", "gpu01", "a08", "a09", "a10"]
+
+
+def ledger(*cpus_per_node, gpus=0):
+    nodes = tuple(Node(f"n{i + 1}", cpus, tuple(range(gpus)))
+                  for i, cpus in enumerate(cpus_per_node))
+    return Ledger(Capacity(sum(cpus_per_node), tuple(range(gpus * len(nodes))), nodes))
+
+
+def test_a_worker_goes_on_one_node_where_it_fits_else_spreads_in_node_order():
+    book = ledger(2, 4)
+    share = book.take(Demand(3))
+    assert book.node_names(share) == ("n2",)
+    assert book.node_names(book.take(Demand(3))) == ("n1", "n2")
+    assert book.take(Demand(1)) is None
+    assert book.why_waiting(Demand(1)) == ("waiting for 1 x 1 CPUs on one node; free: "
+                                           "n1 0 CPUs 0 GPUs, n2 0 CPUs 0 GPUs")
+
+
+def test_nodes_asks_for_that_many_nodes_and_gpus_count_per_node():
+    book = ledger(4, 4, 4, gpus=1)
+    share = book.take(Demand(3, gpus=1, nodes=3))
+    assert book.node_names(share) == ("n1", "n2", "n3") and book.take(Demand(1, gpus=1)) is None
+    book.give_back(share)
+    assert book.take(Demand(2, cpus=3, nodes=2)).places == ((0, 3, (), 0), (1, 3, (), 0))
+
+
+def test_a_lost_node_leaves_the_ledger():
+    book = ledger(2, 2)
+    share = book.take(Demand(2))
+    assert book.lose("n1") and book.report()["cores"]["total"] == 2
+    book.give_back(share)
+    assert book.take(Demand(2)).places == ((1, 2, (), 0),)
+    assert book.take(Demand(1)) is None
+
+
+def test_a_rank_larger_than_every_node_never_fits():
+    assert "does not fit on the session's nodes" in ledger(2, 2).never_fits(Demand(1, cpus=3))
+    assert ledger(2, 2).never_fits(Demand(2, cpus=2)) is None
+
+
+@needs_cluster
+def test_a_rank_larger_than_every_node_is_refused_at_submission(tmp_path):
+    job = salloc("-N2", "--ntasks-per-node=2")
+    try:
+        with remotefn.session("slurm", job_id=job, forward_output=False):
+            with pytest.raises(ValueError, match="does not fit on the session's nodes"):
+                remote(node_of_rank, threads_per_core=3)()
+    finally:
+        subprocess.run(["scancel", job])

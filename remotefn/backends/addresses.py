@@ -58,7 +58,7 @@ def reachable_address() -> str:
     host = socket.gethostname()
     try:
         resolved = list(dict.fromkeys(
-            info[4][0] for info in socket.getaddrinfo(host, None, socket.AF_INET)))
+            str(info[4][0]) for info in socket.getaddrinfo(host, None, socket.AF_INET)))
     except OSError:
         resolved = []
     return pick_address(host, resolved, interface_addresses())

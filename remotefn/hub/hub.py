@@ -165,16 +165,30 @@ class Hub:
                 running.append({"call": call.describe(), "worker": worker.worker_id,
                                 "host": worker.host, "started": call.future.info.started,
                                 **launched})
-        return {**self.ledger.report(), "workers": workers, "running": running}
+        return {**self.ledger.report(), "workers": workers, "running": running,
+                "queued": self._queued()}
+
+    def _queued(self) -> list[dict[str, Any]]:
+        """The first 100 queued calls of each pool, each with why it waits."""
+        queued: list[dict[str, Any]] = []
+        for pool in list(self.scheduler.pools.values()):
+            calls = list(pool.queue)[:100]
+            if not calls:
+                continue
+            reason = self.ledger.why_waiting(pool.demand)
+            if reason is None or not pool.one_shot and len(pool.workers) >= pool.limit:
+                reason = ("waiting for a worker of its pool" if pool.workers
+                          else "waiting for a worker to start")
+            queued.extend({"call": call.describe(), "pool": pool.describe(),
+                           "queued": call.future.info.queued, "reason": reason}
+                          for call in calls)
+        return queued
 
     def _snapshot(self) -> dict[str, Any]:
         """What ``python -m remotefn status`` shows (built in the hub thread)."""
-        pools, queued = [], []
-        for pool in self.scheduler.pools.values():
-            pools.append({"pool": pool.describe(), "workers": len(pool.workers),
-                          "queued": len(pool.queue)})
-            queued.extend({"call": call.describe(), "queued": call.future.info.queued}
-                          for call in list(pool.queue)[:100])
+        pools = [{"pool": pool.describe(), "workers": len(pool.workers),
+                  "queued": len(pool.queue)} for pool in self.scheduler.pools.values()]
+        queued = self._queued()
         for worker in self.workers.all:  # calls handed to a worker behind the one it runs
             queued.extend({"call": call.describe(), "queued": call.future.info.queued,
                            "worker": worker.worker_id} for call in list(worker.inflight)[1:])
@@ -218,7 +232,7 @@ class Hub:
             pool = start.pool
             for worker in start.make_room:
                 self.workers.stop(worker)
-            share = self.ledger.take(pool.cpus, pool.gpus)
+            share = self.ledger.take(pool.demand)
             assert share is not None, "the scheduler started a worker that does not fit"
             logger.debug("starting a worker for %s: %d calls queued, %d workers, %d stopped "
                          "to make room", pool.describe(), len(pool.queue), len(pool.workers),

@@ -74,7 +74,8 @@ class Workers:
                        launch.SERVER_KEY: self.links.server_public.decode()}
         if self.measure_memory:
             session_env[launch.MEASURE_MEMORY] = "1"
-        spec = WorkerSpec(worker_id, pool.options, session_env, share.gpu_ids)
+        spec = WorkerSpec(worker_id, pool.options, session_env, share.gpu_ids,
+                          self.ledger.node_names(share))
         try:
             process = self.backend.launch(spec)
         except (OSError, ValueError, subprocess.SubprocessError, RemoteFnError) as error:
