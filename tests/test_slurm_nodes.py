@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -12,7 +13,7 @@ import remotefn
 from remotefn import remote
 from remotefn.backends import Capacity, Node
 from remotefn.backends.addresses import pick_address
-from remotefn.backends.slurm import expand_hostlist, parse_allocation
+from remotefn.backends.slurm import expand_hostlist, parse_allocation, pending_step
 from remotefn.hub.ledger import Demand, Ledger
 from remotefn.testing import probe
 from helpers import wait_for_file, wait_until
@@ -144,3 +145,45 @@ def test_a_rank_larger_than_every_node_is_refused_at_submission(tmp_path):
                 remote(node_of_rank, threads_per_core=3)()
     finally:
         subprocess.run(["scancel", job])
+
+
+# -- steps SLURM holds back ------------------------------------------------------------------
+
+
+@needs_cluster
+def test_a_step_slurm_holds_back_is_shown_pending_and_outlives_start_timeout(tmp_path):
+    job = salloc("-N1", "-n2")
+    gate = tmp_path / "gate"
+    # A step remotefn does not know of takes the job's CPUs until the gate opens.
+    other = subprocess.Popen(["srun", f"--jobid={job}", "--exact", "-n2", "--gres=none",
+                              "--mem-per-cpu=100M", "bash", "-c",
+                              f"until [ -e {gate} ]; do sleep 0.05; done"])
+    try:
+        wait_until(lambda: subprocess.run(["squeue", "-h", "-s", "-j", job], capture_output=True,
+                                          text=True).stdout.strip(), what="the other step")
+        with remotefn.session("slurm", job_id=job, start_timeout=3,
+                              forward_output=False) as session:
+            future = remote(node_of_rank)()
+            def pending():
+                return [w for w in session.resources()["workers"] if w["state"] == "pending"]
+            wait_until(pending, what="the worker to be shown pending")
+            assert "pending" in pending()[0]["reason"]
+            (queued,) = session.resources()["queued"]
+            assert f"SLURM holds step {job}.TDB pending" in queued["reason"]
+            held_since = time.monotonic()
+            wait_until(lambda: time.monotonic() - held_since > 4, what="start_timeout to pass")
+            assert pending() and not future.done()  # still pending, not killed
+            gate.touch()
+            assert future.result(timeout=60) == "n1"
+    finally:
+        gate.touch()
+        other.wait(timeout=60)
+        subprocess.run(["scancel", job])
+
+
+def test_a_pending_step_is_found_by_its_sruns_host_and_pid():
+    shown = ("StepId=77.0 UserId=0\n   State=RUNNING NodeList=n1\n   SrunHost:Pid=vm:22704\n\n"
+             "StepId=77.TDB UserId=0\n   State=PENDING NodeList=n1\n   SrunHost:Pid=vm:22731\n")
+    assert pending_step(shown, "vm", 22731).startswith("SLURM holds step 77.TDB pending")
+    assert pending_step(shown, "vm", 22704) is None
+    assert pending_step(shown, "vm", 2273) is None

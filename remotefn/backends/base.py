@@ -140,6 +140,11 @@ class LaunchedWorker:
         (SIGKILL)'); a backend that knows more (its scheduler's reason, a job id) says it."""
         return describe_exit(code)
 
+    def held(self) -> str | None:
+        """Why the scheduler holds this worker back before it runs, or None: it is not held,
+        or the backend cannot tell. May block for as long as asking the scheduler takes."""
+        return None
+
     def final_stderr(self) -> bytes:
         """What the worker wrote to stderr that did not come through ``stderr_fd``."""
         return b""

@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass, replace
@@ -132,9 +133,20 @@ class SrunWorker(LaunchedWorker):
     """An srun process: a kill first asks srun to end the step (SIGTERM, which srun forwards
     to its tasks), and only a second one kills srun itself."""
 
-    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+    def __init__(self, popen: subprocess.Popen[bytes], job_id: str) -> None:
         super().__init__(popen)
+        self.job_id = job_id
         self._terminating = False
+
+    def held(self) -> str | None:
+        """Whether SLURM holds this srun's step pending (``scontrol show step`` lists a step
+        ``<job>.TDB`` with ``State=PENDING`` and this srun's host and pid)."""
+        try:
+            shown = subprocess.run(["scontrol", "show", "step", self.job_id],
+                                   capture_output=True, text=True, timeout=30).stdout
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return pending_step(shown, socket.gethostname().split(".")[0], self.pid)
 
     def signal(self, signum: int) -> None:
         if self.popen.returncode is not None:
@@ -233,7 +245,20 @@ class SlurmBackend(Backend):
         environment = sanitize(worker_environment(spec, os.environ))
         popen = subprocess.Popen(self.command(spec), env=environment, stdin=subprocess.DEVNULL,
                                  stderr=subprocess.PIPE, start_new_session=True)
-        return SrunWorker(popen)
+        return SrunWorker(popen, self.job_id)
+
+
+def pending_step(shown: str, host: str, pid: int) -> str | None:
+    """From ``scontrol show step`` output, why the step of srun ``pid`` on ``host`` waits, or
+    None when it is not pending (a pure function)."""
+    for block in shown.split("\n\n"):
+        if re.search(rf"\bSrunHost:Pid={re.escape(host)}:{pid}\b", block) and \
+                "State=PENDING" in block:
+            step = re.search(r"StepId=(\S+)", block)
+            return (f"SLURM holds step {step.group(1) if step else '?'} pending: the CPUs, GPUs "
+                    "or memory it asks for are busy in the job (steps this session did not "
+                    "start, or more than it counted)")
+    return None
 
 
 def sanitize(environment: Mapping[str, str]) -> dict[str, str]:

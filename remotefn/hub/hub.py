@@ -35,7 +35,7 @@ from .events import EventLoop
 from .ledger import Ledger
 from .recorder import Recorder
 from .links import Links
-from .records import Call, WorkerRecord
+from .records import Call, State, WorkerRecord
 from .results import Results
 from .scheduler import Scheduler
 from .status import StatusServer
@@ -156,8 +156,13 @@ class Hub:
         for worker in list(self.workers.all):
             share = worker.share
             launched = worker.process.describe()
+            state = worker.state.value
+            if worker.state is State.STARTING:
+                held = worker.process.held()
+                if held is not None:
+                    state, launched = "pending", {**launched, "reason": held}
             workers.append({"worker": worker.worker_id, "host": worker.host, "pid": worker.pid,
-                            "state": worker.state.value, "pool": worker.pool.describe(),
+                            "state": state, "pool": worker.pool.describe(),
                             "cores": share.cpus if share else 0,
                             "gpus": list(share.gpu_ids) if share else [],
                             **launched})
@@ -182,6 +187,14 @@ class Hub:
             queued.extend({"call": call.describe(), "pool": pool.describe(),
                            "queued": call.future.info.queued, "reason": reason}
                           for call in calls)
+        for worker in list(self.workers.all):  # one-shot calls whose worker is starting
+            call = worker.assigned
+            if call is not None and worker.state is State.STARTING:
+                reason = (worker.process.held()
+                          or "waiting for its worker to start")
+                queued.append({"call": call.describe(), "pool": worker.pool.describe(),
+                               "queued": call.future.info.queued, "reason": reason,
+                               "worker": worker.worker_id})
         return queued
 
     def _snapshot(self) -> dict[str, Any]:

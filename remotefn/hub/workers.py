@@ -111,7 +111,13 @@ class Workers:
         return worker
 
     def _check_started(self, worker: WorkerRecord) -> None:
-        if worker in self.all and worker.state is State.STARTING:
+        if worker not in self.all or worker.state is not State.STARTING:
+            return
+        held = worker.process.held()
+        if held is not None:  # start_timeout counts from when the scheduler lets it start
+            logger.info("%s is pending: %s", worker.describe(), held)
+            self.loop.later(self.start_timeout, self._check_started, worker)
+        else:
             logger.warning("%s did not connect within start_timeout=%g s; killing it",
                            worker.describe(), self.start_timeout)
             worker.process.signal(signal.SIGKILL)
