@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -11,7 +10,9 @@ import textwrap
 import psutil
 import pytest
 
-from helpers import alive, read_pid, wait_until
+import remotefn
+from remotefn import WorkerDied, remote
+from helpers import alive, read_pid, wait_for_file, wait_until
 from test_slurm import needs_cluster, salloc, steps
 
 
@@ -72,3 +73,48 @@ def test_a_killed_session_leaves_no_process_of_its_calls_behind(where, tmp_path)
         caller.wait(timeout=30)
         if job:
             subprocess.run(["scancel", job])
+
+
+def wait_then_node(gate):
+    wait_for_file(gate)
+    return os.environ["SLURMD_NODENAME"]
+
+
+def node_state(node: str) -> str:
+    return subprocess.run(["sinfo", "-h", "-N", "-n", node, "-o", "%t"], capture_output=True,
+                          text=True).stdout.strip()
+
+
+@needs_cluster
+def test_a_node_set_down_fails_its_calls_naming_it_and_retries_run_on_a_node_that_is_up(
+        tmp_path):
+    job = salloc("--no-kill", "-N3", "--ntasks-per-node=2")
+    gate = str(tmp_path / "gate")
+    try:
+        with remotefn.session("slurm", job_id=job, forward_output=False) as session:
+            # Two calls fill n1; the next two run on n2: one plain, one of a block pool
+            # with retries; n3 stays free.
+            fillers = [remote(wait_then_node)(gate) for _ in range(2)]
+            dies = remote(wait_then_node)(gate)
+            wait_until(lambda: all(f.running() for f in [*fillers, dies]), what="three calls")
+            pool = remote(wait_then_node, block=True, max_workers=1, retries=1)
+            rerun = pool(gate)
+            wait_until(rerun.running, what="the pool's call to run")
+            on = {w["worker"]: w["nodes"] for w in session.resources()["workers"]}
+            assert on[dies.info.worker_id] == ["n2"] and on[rerun.info.worker_id] == ["n2"]
+            first_worker = rerun.info.worker_id
+
+            subprocess.run(["scontrol", "update", "NodeName=n2", "State=DOWN", "Reason=test"],
+                           check=True)
+            with pytest.raises(WorkerDied, match="node n2 failed"):
+                dies.result(timeout=60)
+            wait_until(lambda: rerun.info.worker_id != first_worker, what="the rerun")
+            assert [n["state"] for n in session.resources()["nodes"]] == ["up", "lost", "up"]
+            open(gate, "w").close()
+            assert rerun.result(timeout=60) == "n3"  # the pool refilled on a node that is up
+            assert pool(gate).result(timeout=60) == "n3"
+            assert [f.result(timeout=60) for f in fillers] == ["n1", "n1"]
+    finally:
+        subprocess.run(["scancel", job])
+        subprocess.run(["scontrol", "update", "NodeName=n2", "State=RESUME"])
+        wait_until(lambda: node_state("n2") == "idle", what="n2 to be back")

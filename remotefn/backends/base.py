@@ -195,6 +195,11 @@ class Backend(abc.ABC):
         """What this backend knows of its allocation, for ``session.resources()``."""
         return {}
 
+    def failed_nodes(self, stderr: str) -> list[str]:
+        """The nodes a dead worker's launcher reported as failed in ``stderr`` (a pure
+        function); the session stops placing workers there."""
+        return []
+
     def check_options(self, options: CallOptions) -> None:
         """Raise at submission when this backend cannot run calls with ``options``."""
 

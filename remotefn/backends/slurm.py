@@ -133,10 +133,19 @@ class SrunWorker(LaunchedWorker):
     """An srun process: a kill first asks srun to end the step (SIGTERM, which srun forwards
     to its tasks), and only a second one kills srun itself."""
 
-    def __init__(self, popen: subprocess.Popen[bytes], job_id: str) -> None:
+    def __init__(self, popen: subprocess.Popen[bytes], job_id: str,
+                 nodes: Sequence[str] = ()) -> None:
         super().__init__(popen)
         self.job_id = job_id
+        self.nodes = tuple(nodes)
         self._terminating = False
+
+    def describe(self) -> dict[str, Any]:
+        return {"pid": self.pid, "nodes": list(self.nodes)}
+
+    def describe_exit(self, code: int | None) -> str:
+        where = f" (its step on {', '.join(self.nodes)})" if self.nodes else ""
+        return f"{super().describe_exit(code)}{where}"
 
     def held(self) -> str | None:
         """Whether SLURM holds this srun's step pending (``scontrol show step`` lists a step
@@ -219,6 +228,10 @@ class SlurmBackend(Backend):
                             python=self.python, name=f"remotefn-{spec.worker_id}",
                             memory_per_cpu=self.job.memory_per_cpu, nodes=spec.nodes)
 
+    def failed_nodes(self, stderr: str) -> list[str]:
+        """srun says ``srun: error: Node failure on n2`` when a node of its step goes down."""
+        return list(dict.fromkeys(re.findall(r"Node failure on (\S+)", stderr)))
+
     def check_extras(self, extras: Sequence[tuple[str, Any]]) -> None:
         for name, value in extras:
             if name not in EXTRAS:
@@ -245,7 +258,7 @@ class SlurmBackend(Backend):
         environment = sanitize(worker_environment(spec, os.environ))
         popen = subprocess.Popen(self.command(spec), env=environment, stdin=subprocess.DEVNULL,
                                  stderr=subprocess.PIPE, start_new_session=True)
-        return SrunWorker(popen, self.job_id)
+        return SrunWorker(popen, self.job_id, spec.nodes)
 
 
 def pending_step(shown: str, host: str, pid: int) -> str | None:

@@ -264,6 +264,9 @@ class Workers:
             self.recorder.emit("worker died", 0, worker.worker_id, worker.process.describe_exit(code))
         worker.read_status()  # before _forget closes the pipe
         self.retire(worker)
+        for node in self.backend.failed_nodes(worker.stderr_text()):
+            if self.ledger.lose(node):
+                logger.warning("node %s failed; no worker is placed there any more", node)
         self._forget(worker)
         pool = worker.pool
         if was_starting:
@@ -297,11 +300,13 @@ class Workers:
                 f"the session was shut down while {call.describe()} ran"))
             call.finish()
         elif started and call.retries_left == 0:
+            failed = self.backend.failed_nodes(worker.stderr_text())
+            cause = (f"node {', '.join(failed)} failed" if failed else
+                     "This can be caused by a segmentation fault, os._exit, a kill signal or the "
+                     "worker running out of memory")
             call.future._fail(WorkerDied(
                 f"{worker.describe()} died with {worker.process.describe_exit(code)} while "
-                f"running {call.describe()}. This can be caused by a segmentation fault, os._exit, "
-                f"a kill signal or the worker running out of memory.\n"
-                f"{worker.stderr_text()}".rstrip()))
+                f"running {call.describe()}. {cause}.\n{worker.stderr_text()}".rstrip()))
             call.finish()
         else:
             if started:
