@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import shutil
 import subprocess
 import time
 
@@ -16,7 +17,7 @@ from remotefn.backends.addresses import pick_address
 from remotefn.backends.slurm import expand_hostlist, parse_allocation, pending_step
 from remotefn.hub.ledger import Demand, Ledger
 from remotefn.testing import probe
-from helpers import wait_for_file, wait_until
+from helpers import needs, wait_for_file, wait_until
 from test_slurm import job, needs_cluster, node_of_rank, salloc, steps  # noqa: F401 (job)
 
 
@@ -187,3 +188,40 @@ def test_a_pending_step_is_found_by_its_sruns_host_and_pid():
     assert pending_step(shown, "vm", 22731).startswith("SLURM holds step 77.TDB pending")
     assert pending_step(shown, "vm", 22704) is None
     assert pending_step(shown, "vm", 2273) is None
+
+
+# -- MPI across nodes: the mpich wheel under pmi2, Debian's Open MPI under pmix --------------
+
+
+def mpi_library():
+    from mpi4py import MPI
+
+    world, version = MPI.COMM_WORLD, MPI.Get_library_version()
+    return (os.environ["SLURMD_NODENAME"], world.allreduce(world.Get_rank() + 1),
+            "Open MPI" if version.startswith("Open MPI") else version.split()[0])
+
+
+#: The mpi4py wheel loads Open MPI's libmpi when told to; Open MPI's shared-memory transport
+#: would mistake emulated nodes on one host for one node, so it talks TCP.
+OPEN_MPI = {"MPI4PY_MPIABI": "openmpi", "OMPI_MCA_btl": "self,tcp"}
+
+
+def open_mpi_reason() -> str | None:
+    if shutil.which("srun") is None:
+        return None  # needs_cluster says why
+    plugins = subprocess.run(["srun", "--mpi=list"], capture_output=True, text=True)
+    if shutil.which("mpiexec.openmpi") is None or "pmix" not in plugins.stdout + plugins.stderr:
+        return "no Debian Open MPI or no pmix plugin: scripts/test-cluster.sh up installs both"
+    return None
+
+
+@needs_cluster
+@pytest.mark.parametrize("mpi, env, library", [
+    ("pmi2", {}, "MPICH"),
+    pytest.param("pmix", OPEN_MPI, "Open MPI",
+                 marks=needs("slurm", open_mpi_reason())),
+], ids=["mpich-pmi2", "openmpi-pmix"])
+def test_an_mpi_call_spans_two_nodes(job, mpi, env, library):
+    with remotefn.session("slurm", job_id=job, mpi=mpi, forward_output=False):
+        ranks = remote(mpi_library, cores=2, extras={"nodes": 2}, env=env)().result(timeout=60)
+    assert ranks == [("n1", 3, library), ("n2", 3, library)]
