@@ -225,3 +225,16 @@ def test_an_mpi_call_spans_two_nodes(job, mpi, env, library):
     with remotefn.session("slurm", job_id=job, mpi=mpi, forward_output=False):
         ranks = remote(mpi_library, cores=2, extras={"nodes": 2}, env=env)().result(timeout=60)
     assert ranks == [("n1", 3, library), ("n2", 3, library)]
+
+
+@needs_cluster
+def test_the_allocations_shape_is_read_node_by_node_from_slurm():
+    job = salloc("-n10")  # more than one 8-CPU node holds: SLURM spreads it unevenly
+    try:
+        with remotefn.session("slurm", job_id=job, forward_output=False) as session:
+            nodes = session.resources()["nodes"]
+        cores = [node["cores"]["total"] for node in nodes]
+        assert len(cores) > 1 and sum(cores) == 10 and max(cores) <= 8
+        assert all(node["memory"]["total"] == node["cores"]["total"] * 500 for node in nodes)
+    finally:
+        subprocess.run(["scancel", job])
