@@ -175,7 +175,9 @@ def test_a_step_slurm_holds_back_is_shown_pending_and_outlives_start_timeout(tmp
             wait_until(lambda: time.monotonic() - held_since > 4, what="start_timeout to pass")
             assert pending() and not future.done()  # still pending, not killed
             gate.touch()
-            assert future.result(timeout=60) == "n1"
+            node = subprocess.run(["squeue", "-h", "-j", job, "-o", "%N"], capture_output=True,
+                                  text=True).stdout.strip()
+            assert future.result(timeout=60) == node
     finally:
         gate.touch()
         other.wait(timeout=60)
