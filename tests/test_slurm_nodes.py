@@ -62,13 +62,14 @@ def test_a_call_that_fits_no_node_now_stays_queued_with_the_reason(tmp_path):
             wide = remote(wait_then_node, threads_per_core=2)(gate)
             wait_until(lambda: session.resources()["queued"], what="a queued call")
             (queued,) = session.resources()["queued"]
+            first, second = [node["node"] for node in session.resources()["nodes"]]
             assert queued["call"] == wide.info.function + f" (call {wide.info.call_id})"
             assert "2 CPUs on one node" in queued["reason"]
-            assert "n1 1 CPUs" in queued["reason"] and "n2 1 CPUs" in queued["reason"]
+            assert f"{first} 1 CPUs" in queued["reason"] and f"{second} 1 CPUs" in queued["reason"]
             assert not wide.running() and len(steps(job)) == 1
             open(gate, "w").close()
-            assert sorted(spread.result(timeout=60)) == ["n1", "n2"]
-            assert wide.result(timeout=60) in ("n1", "n2")
+            assert sorted(spread.result(timeout=60)) == [first, second]
+            assert wide.result(timeout=60) in (first, second)
     finally:
         subprocess.run(["scancel", job])
 
