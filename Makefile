@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-deps bench install clean
+.PHONY: demo test test-deps docs bench install clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,8 @@ demo: install
 # The flux tests run inside a real Flux instance (scripts/flux-tests.sh finds flux-core: ../shared
 # beside the repository, /opt/flux, or a flux on PATH); without one they are skipped, loudly.
 # CPython's own executor tests (tests/test_conformance.py) come from Debian's testsuite package.
-test-deps: install
+test-deps: $(PY)
+	$(PY) -m pip install --quiet -e '.[test,mpi,docs]'
 	@version=$$($(PY) -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
 	if [ ! -e /usr/lib/python$$version/test/test_concurrent_futures.py ] && [ "$$(id -u)" = 0 ] \
 	    && command -v apt-get > /dev/null; then \
@@ -30,8 +31,14 @@ test-deps: install
 	    || echo "libpython$$version-testsuite is not available: the conformance tests will be skipped"; \
 	fi
 
+# The site (mkdocs.yml) from docs/, README.md and the docstrings; any warning fails it.
+docs: $(PY)
+	@$(PY) -c 'import remotefn, mkdocs, mkdocstrings_handlers.python' 2> /dev/null \
+	    || $(PY) -m pip install --quiet -e '.[docs]'
+	$(PY) -m mkdocs build --strict
+
 # With a cluster, REQUIRE_SLURM=1: a SLURM test that skips anyway fails the run.
-test: test-deps
+test: test-deps docs
 	@started=0; \
 	if sinfo -h > /dev/null 2>&1; then echo "using the running SLURM"; export REQUIRE_SLURM=1; \
 	elif [ "$$(id -u)" = 0 ]; then bash scripts/test-cluster.sh up && started=1 || exit 1; \
@@ -53,4 +60,4 @@ bench: install
 	    --out benchmarks/results-flux.json
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build site *.egg-info

@@ -27,12 +27,14 @@ _EXPORTS = {
     "RemoteFnError": "errors", "WorkerDied": "errors", "WorkerStartError": "errors",
     "CallTimeout": "errors", "DependencyError": "errors", "SerializationError": "errors",
     "ProtocolError": "errors", "RemoteError": "errors", "RemoteTraceback": "errors",
+    "MissingDependency": "errors",
 }
 
 if TYPE_CHECKING:
     from .decorator import RemoteFunction, remote
-    from .errors import (CallTimeout, DependencyError, ProtocolError, RemoteError, RemoteFnError,
-                         RemoteTraceback, SerializationError, WorkerDied, WorkerStartError)
+    from .errors import (CallTimeout, DependencyError, MissingDependency, ProtocolError,
+                         RemoteError, RemoteFnError, RemoteTraceback, SerializationError,
+                         WorkerDied, WorkerStartError)
     from .future import CallInfo, RemoteFuture, gather
     from .options import CallOptions
     from .progress import progress

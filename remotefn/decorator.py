@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import threading
 import types
-from typing import (Any, Callable, Coroutine, Generic, Iterable, Protocol, SupportsIndex,
+from typing import (Any, Callable, Coroutine, Generic, Iterable, Mapping, Protocol, SupportsIndex,
                     TypeVar, overload)
 
 import cloudpickle  # type: ignore[import-untyped]
@@ -50,7 +50,9 @@ class RemoteFunction(wrapt.ObjectProxy, Generic[R]):  # type: ignore[misc]
         self._self_binding = binding
 
     def __call__(self, *args: Any, **kwargs: Any) -> RemoteFuture[R]:
-        """Submit the call to the current session; returns a future at once."""
+        """Submit the call to the current session (see :func:`remotefn.current`); returns a
+        future at once. Raises :class:`~remotefn.SerializationError` when an argument does
+        not pickle, ``ValueError`` when the call can never fit in the session."""
         return current()._submit(self.__wrapped__, self._self_options, args, kwargs)
 
     def __get__(self, instance: Any, owner: type | None = None) -> "RemoteFunction[R]":
@@ -73,16 +75,34 @@ class RemoteFunction(wrapt.ObjectProxy, Generic[R]):  # type: ignore[misc]
         return self._self_options
 
     def options(self, **overrides: Any) -> "RemoteFunction[R]":
-        """A new handle with some options changed; this one is left as it is."""
+        """A new handle with some options changed; this one is left as it is. Raises
+        ``TypeError`` or ``ValueError`` for a bad option, as :func:`remote` does."""
         return RemoteFunction(self.__wrapped__, resolve(overrides, self._self_options),
                               self._self_binding)
 
-    def map(self, *iterables: Iterable[Any], **keyword_iterables: Iterable[Any]
-            ) -> list[RemoteFuture[R]]:
+    def map(self, *iterables: Iterable[Any], progress: bool | Mapping[str, Any] = False,
+            **keyword_iterables: Iterable[Any]) -> list[RemoteFuture[R]]:
         """Submit one call per element of ``zip(*iterables, *keyword_iterables.values())``;
         the futures, in order. Each keyword is an iterable too, giving that keyword argument
         of each call; for a keyword that is the same in every call, pass
-        ``itertools.repeat(value)``. Returns without waiting."""
+        ``itertools.repeat(value)``. Returns without waiting, unless ``progress`` is set:
+        then it shows a progress bar until every call is done, as :func:`remotefn.progress`
+        does (``progress`` may be a dict of keywords for the bar, such as ``desc``). A
+        function argument named ``progress`` is mapped positionally."""
+        if not isinstance(progress, (bool, Mapping)):
+            raise TypeError(f"map() progress must be True, False or a dict of progress bar "
+                            f"keywords, got {progress!r} (to map a function argument named "
+                            f"'progress', pass its values positionally)")
+        futures = self._submit_each(iterables, keyword_iterables)
+        if progress is False:
+            return futures
+        bar = {"desc": getattr(self.__wrapped__, "__name__", None)}
+        bar.update(progress if isinstance(progress, Mapping) else {})
+        from .progress import progress as show_progress
+        return show_progress(futures, **bar)
+
+    def _submit_each(self, iterables: tuple[Iterable[Any], ...],
+                     keyword_iterables: dict[str, Iterable[Any]]) -> list[RemoteFuture[R]]:
         if not keyword_iterables:
             return [self(*args) for args in zip(*iterables)]
         names = list(keyword_iterables)
@@ -149,7 +169,9 @@ class BoundRemoteFunction(RemoteFunction[R]):
         self._self_target = target
 
     def __call__(self, *args: Any, **kwargs: Any) -> RemoteFuture[R]:
-        """Submit the call to the current session; returns a future at once."""
+        """Submit the call to the current session (see :func:`remotefn.current`); returns a
+        future at once. Raises :class:`~remotefn.SerializationError` when an argument does
+        not pickle, ``ValueError`` when the call can never fit in the session."""
         return current()._submit(self._self_function, self._self_options,
                                  (self._self_target, *args), kwargs)
 
@@ -284,10 +306,11 @@ def remote(function: Callable[..., Any] | None = None, /, **options: Any) -> Any
 
     An ``async def`` function runs in the worker's event loop (one per worker, kept between
     calls); its future's value is the coroutine's, and ``await handle(...)`` works in asyncio
-    code since a :class:`RemoteFuture` is awaitable.
+    code since a :class:`~remotefn.RemoteFuture` is awaitable.
 
     Options are validated here: ``TypeError`` for an unknown option or a wrong type,
-    ``ValueError`` for a wrong value. See :mod:`remotefn.options` for the table.
+    ``ValueError`` for a wrong value. Each is a field of :class:`~remotefn.CallOptions`; the
+    options table of docs/api.md gives their defaults and meaning.
     """
     if function is not None and isinstance(function, RemoteFunction):
         return function.options(**options)

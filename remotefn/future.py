@@ -26,7 +26,15 @@ _WAITING_HERE = ("waiting for a remote call inside a done-callback (or anything 
 
 @dataclass(slots=True)
 class CallInfo:
-    """Where and when a call ran. Times are ``time.time()`` seconds; None until known."""
+    """Where and when a call ran, and what it used: a future's ``info``.
+
+    ``function`` (its name) and ``call_id`` (its number in the session); ``queued``,
+    ``started`` and ``finished``, ``time.time()`` seconds when it was submitted, began and
+    ended; ``worker_id``, ``host`` and ``pid`` of the worker that ran it; ``cpu_times``
+    (CPU seconds, one per rank) and ``peak_memory`` (bytes, with
+    ``session(measure_memory=True)``); ``from_cache``; ``output``, what it printed. A field
+    is None until it is known.
+    """
 
     function: str
     call_id: int
@@ -92,10 +100,12 @@ class RemoteFuture(Future[R], Generic[R]):
 
     @property
     def stdout(self) -> str:
+        """What the call printed to its standard output so far."""
         return "".join(text for stream, text in self.info.output or () if stream == 1)
 
     @property
     def stderr(self) -> str:
+        """What the call wrote to its standard error so far."""
         return "".join(text for stream, text in self.info.output or () if stream == 2)
 
     def _add_output(self, stream: int, text: str) -> None:
@@ -127,7 +137,7 @@ def gather(futures: Iterable[Future[T]], timeout: float | None = None) -> list[T
     until all are done, or until one fails: then raises its exception (the first in the list,
     if several have failed), or ``CancelledError`` for a cancelled one. Raises
     ``TimeoutError`` when ``timeout`` seconds pass first, and ``RuntimeError`` in a
-    done-callback of a remote future (see :meth:`RemoteFuture.result`)."""
+    done-callback of a remote future (see :meth:`~remotefn.RemoteFuture.result`)."""
     futures = list(futures)
     if session_thread.active and not all(future.done() for future in futures):
         raise RuntimeError(_WAITING_HERE)

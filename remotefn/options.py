@@ -155,7 +155,9 @@ ALIASES: dict[str, str] = {"gpus_per_core": "gpus"}
 
 @dataclass(frozen=True)
 class CallOptions:
-    """The validated options of a call; hashable, so equal options share a block pool."""
+    """The validated options of a call: one field per option of the table in docs/api.md.
+    Made by :func:`remotefn.remote` and ``handle.options()`` (``handle.remote_options``
+    shows them); hashable, so equal options share a block pool."""
 
     cores: int = 1
     threads_per_core: int = 1

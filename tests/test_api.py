@@ -3,7 +3,11 @@ docs/api.md describes."""
 
 from __future__ import annotations
 
+import ast
+import builtins
 import inspect
+import os
+import re
 import subprocess
 import sys
 
@@ -12,6 +16,8 @@ import pytest
 import remotefn
 from remotefn import errors
 from remotefn.errors import MissingDependency
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_an_unknown_name_is_an_attribute_error_naming_it():
@@ -50,6 +56,7 @@ def test_public_names_are_imported_on_first_use():
     (remotefn.SerializationError, (TypeError,)),
     (remotefn.RemoteError, ()),
     (MissingDependency, (ImportError,)),
+    (remotefn.MissingDependency, (ImportError,)),
 ], ids=lambda value: value.__name__ if isinstance(value, type) else "")
 def test_the_error_hierarchy(error, bases):
     """Every remotefn error derives from RemoteFnError; CallTimeout is a TimeoutError,
@@ -67,3 +74,72 @@ def test_every_error_class_remotefn_defines_is_a_remotefn_error():
                if issubclass(value, BaseException) and value.__module__ == errors.__name__]
     assert {e for e in defined if not issubclass(e, remotefn.RemoteFnError)} == {
         remotefn.RemoteTraceback}
+
+
+def raised_names() -> dict[str, list[str]]:
+    """The exception class named by every ``raise`` in remotefn/: name -> where it is."""
+    found: dict[str, list[str]] = {}
+    for folder, _, files in os.walk(os.path.join(ROOT, "remotefn")):
+        for name in files:
+            if not name.endswith(".py"):
+                continue
+            path = os.path.join(folder, name)
+            for node in ast.walk(ast.parse(open(path).read())):
+                if not isinstance(node, ast.Raise) or node.exc is None:
+                    continue
+                exc = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
+                if isinstance(exc, ast.Name):
+                    where = f"{os.path.relpath(path, ROOT)}:{node.lineno}"
+                    found.setdefault(exc.id, []).append(where)
+    return found
+
+
+def error_tables() -> dict[str, set[str]]:
+    """The exception names of docs/api.md's Errors section, by the header of their table."""
+    text = open(os.path.join(ROOT, "docs", "api.md")).read()
+    section = text.split("\n## Errors\n", 1)[1].split("\n## ", 1)[0]
+    tables: dict[str, set[str]] = {}
+    header = None
+    for line in section.splitlines():
+        if not line.startswith("|"):
+            header = None
+            continue
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if header is None:
+            header = cells[0]
+            tables[header] = set()
+        elif not set(cells[0]) <= {"-"}:
+            column = cells[1] if header == "what happened" else cells[0]
+            tables[header].update(re.findall(r"`([A-Za-z]+)`", column)[:1])
+    return tables
+
+
+def test_every_exception_remotefn_raises_is_in_the_errors_tables_of_the_docs():
+    """Each raise names a RemoteFnError, a standard exception of the second table, or an
+    internal one of the third; and the tables name nothing that is never raised."""
+    raised = raised_names()
+    tables = error_tables()
+    assert set(tables) == {"what happened", "standard exception", "internal exception"}
+    own = {name for name in raised if name in remotefn.__all__ and issubclass(
+        getattr(remotefn, name), remotefn.RemoteFnError)}
+    standard = {name for name in raised
+                if isinstance(getattr(builtins, name, None), type) and name not in own}
+    internal = set(raised) - own - standard
+    assert {name: raised[name] for name in own - tables["what happened"]} == {}
+    undocumented = standard - {"OSError"} - tables["standard exception"]
+    assert {name: raised[name] for name in undocumented} == {}
+    assert tables["standard exception"] <= standard, "the table names one that is never raised"
+    assert internal | {"OSError"} == tables["internal exception"], {
+        name: raised[name] for name in internal}
+    assert tables["standard exception"] <= {"TypeError", "ValueError", "RuntimeError",
+                                            "TimeoutError", "AttributeError"}
+
+
+def test_internal_exceptions_are_no_remotefn_errors_and_never_public():
+    from remotefn.cache.store import DamagedEntry
+    from remotefn.protocol.framing import AuthenticationError
+    from remotefn.protocol.socketpair import StreamClosed
+
+    for error in (AuthenticationError, StreamClosed, DamagedEntry):
+        assert error.__name__ not in remotefn.__all__
+    assert issubclass(DamagedEntry, ValueError)

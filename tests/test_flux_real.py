@@ -18,10 +18,11 @@ import time
 
 import pytest
 
+import docblocks
 import remotefn
 from remotefn import CallTimeout, WorkerDied, WorkerStartError, remote
 from sample_module import calc
-from helpers import wait_for_file, wait_until
+from helpers import needs, wait_for_file, wait_until
 
 try:
     import flux
@@ -317,3 +318,11 @@ def test_killed_session_leaves_no_mpi_job(tmp_path):
         script.wait()
     wait_until(lambda: not active_jobs(), timeout=60, what="the killed session's job to end")
     assert time.monotonic() - killed < FLUX_EXIT_TIMEOUT / 2
+
+
+@needs("flux", _REASON)
+@pytest.mark.parametrize("page", [page for page in docblocks.pages()
+                                  if docblocks.runnable(page, "flux")])
+def test_the_flux_blocks_of_each_page_run(page):
+    """The code blocks of docs/ marked `<!-- docs: needs flux -->` (see docblocks.py)."""
+    docblocks.run(page, "flux")

@@ -137,6 +137,38 @@ def test_status_from_another_process_shows_a_running_sessions_calls(tmp_path):
     assert "1 running, 1 queued" in out.stdout
 
 
+def load_table():
+    return {"table": 1}
+
+
+def use_table(table):
+    return table
+
+
+def test_status_tells_pools_apart_by_the_options_that_make_them(tmp_path):
+    import json
+
+    with remotefn.session("local", forward_output=False):
+        plain = remote(identity_of, block=True, max_workers=1)(1)
+        loaded = remote(use_table, block=True, max_workers=1, init=load_table)()
+        tuned = remote(identity_of, block=True, max_workers=1, env={"MODE": "fast"},
+                       timeout=30)(2)
+        assert (plain.result(60), loaded.result(60), tuned.result(60)) == (1, 1, 2)
+        out = _status("--json", str(os.getpid()))
+    assert out.returncode == 0, out.stderr
+    [snapshot] = json.loads(out.stdout)
+    pools = sorted(pool["pool"] for pool in snapshot["pools"])
+    assert pools == [
+        "block pool (1 ranks x 1 threads per rank, max_workers=1)",
+        "block pool (1 ranks x 1 threads per rank, max_workers=1, env=MODE, timeout=30s)",
+        "block pool (1 ranks x 1 threads per rank, max_workers=1, init=load_table)",
+    ], pools
+
+
+def identity_of(x):
+    return x
+
+
 def test_status_refuses_another_users_process(tmp_path):
     import shutil
     import stat
@@ -184,6 +216,28 @@ def test_a_progress_bar_counts_done_failed_and_cached_calls(tmp_path):
     assert all(future.done() for future in futures)
     final = shown.getvalue().strip().split("\r")[-1]
     assert "6/6" in final and "failed=3" in final and "cached=1" in final
+
+
+def test_map_with_progress_shows_a_bar_that_counts_every_call(tmp_path):
+    import io
+
+    with remotefn.session("local", cache_directory=str(tmp_path / "cache"),
+                          forward_output=False):
+        handle = remote(fail_if_odd, block=True, cache=True)
+        assert handle(2).result(timeout=60) == 2
+        shown = io.StringIO()
+        futures = handle.map(range(5), progress={"file": shown, "mininterval": 0})
+        assert [f.done() for f in futures] == [True] * 5  # it waited for every call
+        assert [f.result() for f in futures[::2]] == [0, 2, 4]
+    final = shown.getvalue().strip().split("\r")[-1]
+    assert final.startswith("fail_if_odd") and "5/5" in final, final
+    assert "failed=2" in final and "cached=1" in final, final
+
+
+def test_map_progress_must_be_a_flag_or_bar_settings():
+    handle = remote(fail_if_odd)
+    with pytest.raises(TypeError, match=r"progress must be .*\[1, 2\].*positionally"):
+        handle.map(progress=[1, 2])
 
 
 def test_the_log_has_a_line_per_worker_start_and_stop(caplog):

@@ -247,8 +247,8 @@ class SlurmBackend(Backend):
 
     def check_options(self, options: CallOptions) -> None:
         if options.nested:
-            raise NotImplementedError("nested=True is supported by the flux and local "
-                                      "backends; on SLURM, run `flux start` in the step")
+            raise ValueError("nested=True is supported by the flux and local backends, not "
+                             "slurm; on SLURM, run `flux start` in the step")
         if options.cores > 1 and self.mpi == "none":
             raise ValueError(f"cores={options.cores} needs MPI, but the session has mpi='none'")
 

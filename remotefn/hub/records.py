@@ -94,9 +94,27 @@ class Pool:
         return queue[self.starting]
 
     def describe(self) -> str:
+        """The pool's kind and shape, and every other option that sets it apart."""
+        options = self.options
         kind = "block pool" if not self.one_shot else "one-shot workers"
-        return (f"{kind} ({self.options.cores} ranks x {self.options.threads_per_core} threads "
-                f"per rank)")
+        parts = [f"{options.cores} ranks x {options.threads_per_core} threads per rank"]
+        if options.gpus:
+            parts.append(f"{options.gpus} GPUs per rank")
+        if options.max_workers is not None:
+            parts.append(f"max_workers={options.max_workers}")
+        if options.init is not None:
+            parts.append(f"init={getattr(options.init, '__qualname__', options.init)!s}")
+        if options.env:
+            parts.append("env=" + ",".join(name for name, _ in options.env))
+        if options.cwd is not None:
+            parts.append(f"cwd={options.cwd}")
+        if options.timeout is not None:
+            parts.append(f"timeout={options.timeout:g}s")
+        if options.nested:
+            parts.append("nested")
+        if options.extras:
+            parts.append(f"extras={dict(options.extras)}")
+        return f"{kind} ({', '.join(parts)})"
 
 
 class WorkerRecord:

@@ -14,8 +14,9 @@ from .session import Session
 
 
 def current() -> Session:
-    """The session a handle called now submits to: the innermost ``with`` session (see
-    :func:`.registry.innermost`), else the default one, created on first use."""
+    """The session a handle called now submits to: the innermost ``with`` session (in this
+    context, else in any thread), else the default one, which this creates on first use.
+    Does not block."""
     session = registry.innermost()
     if session is not None:
         return session

@@ -13,6 +13,7 @@ another in the thread that finished the first, never nested.
 
 from __future__ import annotations
 
+import abc
 import copy
 import threading
 from collections import deque
@@ -139,7 +140,7 @@ def run_flat(action: Callable[[], None]) -> None:
         _local.queued = None
 
 
-class Waiter:
+class Waiter(abc.ABC):
     """Registered on every future in a call's arguments: calls :meth:`ready` with the resolved
     arguments once all are done, or :meth:`failed` as soon as one fails or is cancelled. Runs
     in whichever thread finishes the last future. Subclasses say what ready and failed do."""
@@ -154,11 +155,13 @@ class Waiter:
         for future in arguments.futures:
             future.add_done_callback(self)
 
+    @abc.abstractmethod
     def ready(self, args: tuple, kwargs: dict[str, Any]) -> None:
-        raise NotImplementedError
+        """Every future is done: run the call with these arguments."""
 
+    @abc.abstractmethod
     def failed(self, error: BaseException) -> None:
-        raise NotImplementedError
+        """A future failed or was cancelled: fail the call with ``error``."""
 
     def __call__(self, future: Future) -> None:
         error: BaseException | None = None

@@ -42,7 +42,7 @@ _SESSION_SETTINGS = ("forward_output", "start_timeout", "cache_directory", "cach
 
 
 class Session(concurrent.futures.Executor):
-    """Runs calls on workers that its backend launches; see :func:`session`."""
+    """Runs calls on workers that its backend launches; see :func:`~remotefn.session`."""
 
     def __init__(self, backend: str | None = None, *, forward_output: bool = True,
                  start_timeout: float = 300.0, cache_directory: str | os.PathLike | None = None,
@@ -109,8 +109,10 @@ class Session(concurrent.futures.Executor):
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
             chunksize: int = 1) -> Iterator[Any]:
-        """Like :meth:`concurrent.futures.Executor.map`: results in order; ``chunksize`` > 1
-        sends that many calls to a worker at a time."""
+        """Like :meth:`concurrent.futures.Executor.map`: submits every call at once and
+        returns an iterator of the results in order, which blocks on each in turn (raising
+        its exception, or ``TimeoutError`` once ``timeout`` seconds have passed since the
+        call of ``map``); ``chunksize`` > 1 sends that many calls to a worker at a time."""
         if isinstance(chunksize, bool) or not isinstance(chunksize, int):
             raise TypeError(f"chunksize must be an int, got {chunksize!r}")
         if chunksize < 1:
