@@ -241,3 +241,9 @@ def test_the_allocations_shape_is_read_node_by_node_from_slurm():
         assert all(node["memory"]["total"] == node["cores"]["total"] * 500 for node in nodes)
     finally:
         subprocess.run(["scancel", job])
+
+
+def test_without_named_nodes_nodes_is_left_to_the_backends_scheduler():
+    book = Ledger(Capacity(8))  # a Flux instance: one pool of CPUs for the ledger
+    assert book.never_fits(Demand(2, nodes=2, per_node=1)) is None
+    assert book.take(Demand(2, nodes=2)).cpus == 2

@@ -94,7 +94,10 @@ class Ledger:
         return min(fit, demand.per_node or fit)
 
     def _place(self, demand: Demand, free: list[_Free]) -> list[tuple[int, int]] | None:
-        """``(node index, ranks)`` for each node the worker would use, or None."""
+        """``(node index, ranks)`` for each node the worker would use, or None. Without named
+        nodes, where the ranks go is the backend's scheduler's business (Flux's ``nodes``)."""
+        if not self.capacity.nodes and (demand.nodes or demand.per_node):
+            demand = Demand(demand.ranks, demand.cpus, demand.gpus)
         room = [self._ranks_on(f, demand) for f in free]
         if demand.nodes is None:
             for index, fit in enumerate(room):
