@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
@@ -150,12 +151,30 @@ class SrunWorker(LaunchedWorker):
     def held(self) -> str | None:
         """Whether SLURM holds this srun's step pending (``scontrol show step`` lists a step
         ``<job>.TDB`` with ``State=PENDING`` and this srun's host and pid)."""
-        try:
-            shown = subprocess.run(["scontrol", "show", "step", self.job_id],
-                                   capture_output=True, text=True, timeout=30).stdout
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return pending_step(shown, socket.gethostname().split(".")[0], self.pid)
+        shown = show_steps(self.job_id)
+        return pending_step(shown, socket.gethostname().split(".")[0], self.pid) if shown \
+            else None
+
+
+#: The last ``scontrol show step`` of each job and when it was read: one answers for every
+#: starting worker that asks within STEPS_FRESH seconds.
+_STEPS: dict[str, tuple[float, str]] = {}
+STEPS_FRESH = 0.5
+
+
+def show_steps(job_id: str) -> str | None:
+    """``scontrol show step <job>`` (at most STEPS_FRESH seconds old); None if it failed."""
+    now = time.monotonic()
+    last = _STEPS.get(job_id)
+    if last is not None and now - last[0] < STEPS_FRESH:
+        return last[1]
+    try:
+        shown = subprocess.run(["scontrol", "show", "step", job_id], capture_output=True,
+                               text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    _STEPS[job_id] = (now, shown)
+    return shown
 
     def signal(self, signum: int) -> None:
         if self.popen.returncode is not None:
