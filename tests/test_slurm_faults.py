@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 import remotefn
-from remotefn import WorkerDied, remote
+from remotefn import WorkerDied, WorkerStartError, remote
 from helpers import alive, read_pid, wait_for_file, wait_until
 from test_slurm import needs_cluster, salloc, steps
 
@@ -119,3 +119,30 @@ def test_a_node_set_down_fails_its_calls_naming_it_and_retries_run_on_a_node_tha
         subprocess.run(["scontrol", "update", "NodeName=n2", "State=RESUME"])
         wait_until(lambda: not node_state("n2").startswith(("down", "drain", "fail")),
                    what="n2 to be back up")
+
+
+@needs_cluster
+def test_a_queued_call_that_only_the_failed_node_could_hold_fails_instead_of_waiting(tmp_path):
+    job = salloc("--no-kill", "-N2", "--ntasks-per-node=2")
+    gate = str(tmp_path / "gate")
+    try:
+        with remotefn.session("slurm", job_id=job, forward_output=False) as session:
+            first, second = [node["node"] for node in session.resources()["nodes"]]
+            running = remote(wait_then_node, cores=2, extras={"nodes": 2})(gate)
+            wait_until(running.running, what="a call on both nodes")
+            waiting = remote(wait_then_node, cores=4, extras={"nodes": 2})(gate)
+            wait_until(lambda: session.resources()["queued"], what="the second to queue")
+            subprocess.run(["scontrol", "update", f"NodeName={second}", "State=DOWN",
+                            "Reason=test"], check=True)
+            with pytest.raises(WorkerDied, match=f"node {second} failed"):
+                running.result(timeout=60)
+            with pytest.raises(WorkerStartError, match=f"can no longer start.*{second} failed"):
+                waiting.result(timeout=60)
+            open(gate, "w").close()
+            assert remote(wait_then_node)(gate).result(timeout=60) == first
+    finally:
+        subprocess.run(["scancel", job])
+        subprocess.run(["scontrol", "update", "NodeName=" + ",".join(("n1", "n2", "n3")),
+                        "State=RESUME"], capture_output=True)
+        wait_until(lambda: not any(node_state(n).startswith(("down", "drain", "fail"))
+                                   for n in ("n1", "n2", "n3")), what="the nodes to be up")

@@ -134,7 +134,9 @@ def test_a_lost_node_leaves_the_ledger():
 
 
 def test_a_rank_larger_than_every_node_never_fits():
-    assert "does not fit on the session's nodes" in ledger(2, 2).never_fits(Demand(1, cpus=3))
+    assert ledger(2, 2).never_fits(Demand(1, cpus=3)) == (
+        "1 ranks of 3 CPUs each, which the session's nodes cannot hold (the largest, n1, has "
+        "2 CPUs and 0 GPUs)")
     assert ledger(2, 2).never_fits(Demand(2, cpus=2)) is None
 
 
@@ -143,7 +145,7 @@ def test_a_rank_larger_than_every_node_is_refused_at_submission(tmp_path):
     job = salloc("-N2", "--ntasks-per-node=2")
     try:
         with remotefn.session("slurm", job_id=job, forward_output=False):
-            with pytest.raises(ValueError, match="does not fit on the session's nodes"):
+            with pytest.raises(ValueError, match="the session's nodes cannot hold"):
                 remote(node_of_rank, threads_per_core=3)()
     finally:
         subprocess.run(["scancel", job])

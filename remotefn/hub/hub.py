@@ -26,7 +26,7 @@ import time
 from typing import Any
 
 from ..backends import Backend
-from ..errors import RemoteFnError
+from ..errors import RemoteFnError, WorkerStartError
 from ..future import session_thread
 from ..protocol import messages
 from ..protocol.framing import new_key
@@ -76,6 +76,7 @@ class Hub:
             raise
         self.links = links
         self.ledger = Ledger(capacity)
+        self._lost_seen = 0
         self.scheduler = Scheduler(capacity, self.ledger)
         self.recorder = recorder if recorder is not None else Recorder()
         self.workers = Workers(backend, self.links, self.loop, self.ledger, self.key,
@@ -234,6 +235,8 @@ class Hub:
         """Ready workers take queued calls, released pools stop idle workers, then new
         workers start for waiting calls, in the order the scheduler gives."""
         scheduler = self.scheduler
+        if len(self.ledger.lost) != self._lost_seen:
+            self._fail_what_no_longer_fits()
         for worker, calls in scheduler.hand_out():
             if len(calls) == 1:
                 self._send_call(worker, calls[0])
@@ -254,6 +257,22 @@ class Hub:
             if self.workers.start(pool, share, assigned) is None and not pool.one_shot:
                 # Stop growing a pool whose workers fail to launch; one may replace the last.
                 pool.limit = max(1, len(pool.workers))
+
+    def _fail_what_no_longer_fits(self) -> None:
+        """After a node failed: queued calls that no remaining node can hold fail, instead
+        of waiting for ever."""
+        self._lost_seen = len(self.ledger.lost)
+        for pool in self.scheduler.pools.values():
+            why = self.ledger.never_fits(pool.demand) if pool.queue else None
+            if why is None:
+                continue
+            lost = ", ".join(self.ledger.lost)
+            while pool.queue:
+                call = pool.queue.popleft()
+                call.future._fail(WorkerStartError(
+                    f"{call.describe()} can no longer start: it asks for {why} now that "
+                    f"node {lost} failed"))
+                call.finish()
 
     def _enqueue(self, call: Call) -> None:
         if self.workers.stopping:

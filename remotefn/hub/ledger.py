@@ -69,6 +69,8 @@ class Ledger:
         self.nodes: tuple[Node, ...] = capacity.nodes or (
             Node("", capacity.cpus, capacity.gpu_ids),)
         self.free = [_Free(node) for node in self.nodes]
+        #: The nodes that failed, in the order they did.
+        self.lost: list[str] = []
 
     @property
     def cpus_in_use(self) -> int:
@@ -176,6 +178,7 @@ class Ledger:
         for node, free in zip(self.nodes, self.free):
             if node.name == name and free.up:
                 free.up = False
+                self.lost.append(name)
                 return True
         return False
 
@@ -191,9 +194,11 @@ class Ledger:
             return f"{gpus} GPUs but the session has {total_gpus}"
         if self._place(demand, [_Free(node) for node, _ in up]) is None:
             largest = max(up, key=lambda pair: pair[0].cpus)[0]
-            return (f"{demand.describe()} per rank does not fit on the session's nodes "
-                    f"(the largest, {largest.name or 'this node'}, has {largest.cpus} CPUs and "
-                    f"{len(largest.gpu_ids)} GPUs)")
+            gpus = f" and {demand.gpus} GPUs" if demand.gpus else ""
+            spread = f" on {demand.nodes} nodes" if demand.nodes else ""
+            return (f"{demand.ranks} ranks of {demand.cpus} CPUs{gpus} each{spread}, which the "
+                    f"session's nodes cannot hold (the largest, {largest.name or 'this node'}, "
+                    f"has {largest.cpus} CPUs and {len(largest.gpu_ids)} GPUs)")
         return None
 
     def why_waiting(self, demand: Demand) -> str | None:
