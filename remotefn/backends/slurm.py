@@ -194,8 +194,8 @@ class SlurmBackend(Backend):
     Settings: ``job_id`` (default: ``SLURM_JOB_ID``), ``mpi`` (the ``srun --mpi`` plugin for
     MPI functions: ``"pmi2"`` for the mpich wheel, the default, or ``"pmix"`` for Open MPI),
     ``python`` (the workers' interpreter), ``srun`` (its path), ``interface`` (the address the
-    session listens on; default: this node's first address that is not loopback) and ``max_cores`` (use fewer cores than
-    the allocation has).
+    session listens on; default: this node's first address that is not loopback) and
+    ``max_cores`` (use fewer cores than the allocation has).
     """
 
     name = "slurm"

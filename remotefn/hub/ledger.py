@@ -194,10 +194,10 @@ class Ledger:
             return f"{gpus} GPUs but the session has {total_gpus}"
         if self._place(demand, [_Free(node) for node, _ in up]) is None:
             largest = max(up, key=lambda pair: pair[0].cpus)[0]
-            gpus = f" and {demand.gpus} GPUs" if demand.gpus else ""
+            with_gpus = f" and {demand.gpus} GPUs" if demand.gpus else ""
             spread = f" on {demand.nodes} nodes" if demand.nodes else ""
-            return (f"{demand.ranks} ranks of {demand.cpus} CPUs{gpus} each{spread}, which the "
-                    f"session's nodes cannot hold (the largest, {largest.name or 'this node'}, "
+            return (f"{demand.ranks} ranks of {demand.cpus} CPUs{with_gpus} each{spread}, "
+                    f"which the session's nodes cannot hold (the largest, {largest.name or 'this node'}, "
                     f"has {largest.cpus} CPUs and {len(largest.gpu_ids)} GPUs)")
         return None
 
