@@ -251,7 +251,8 @@ def cache_rows(quick: bool) -> dict[str, Any]:
 
 
 def slurm_row(quick: bool) -> dict[str, Any]:
-    """Non-block calls/s against bare srun steps, and block latency, inside a fresh allocation."""
+    """Non-block calls/s against bare srun steps, steps that import the worker and connect,
+    and executorlib's SLURM executor, and block latency, inside a fresh allocation."""
     if shutil.which("salloc") is None or subprocess.run(
             ["sinfo", "-h"], capture_output=True).returncode != 0:
         return {"slurm": "skipped: no SLURM cluster answering"}

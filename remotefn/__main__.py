@@ -77,7 +77,8 @@ def _print_status(snapshot: dict, detail: bool) -> None:
         print(f"  running {call['call']} on {call['worker']}: {elapsed}")
     for call in snapshot["queued"]:
         held = f" (held by {call['worker']})" if "worker" in call else ""
-        print(f"  queued {call['call']}{held}: waiting {now - call['queued']:.1f} s")
+        why = f" ({call['reason']})" if "reason" in call else ""
+        print(f"  queued {call['call']}{held}: waiting {now - call['queued']:.1f} s{why}")
 
 
 def cache_command(args: argparse.Namespace) -> int:

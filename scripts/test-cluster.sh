@@ -4,8 +4,9 @@
 # `up` installs Debian's slurmctld, slurmd, slurm-client and munge if missing, writes
 # /etc/slurm, starts munged, slurmctld and one slurmd per emulated node (n1..nN, all on this
 # host, more CPUs declared than the machine has, fake GPUs as GRES, memory a consumable
-# resource as on most GPU clusters: CR_Core_Memory, 500 MB per CPU unless a job asks) and waits
-# until the nodes are idle. `down` cancels the jobs and stops exactly the daemons `up` started. Needs root.
+# resource as on most GPU clusters: CR_Core_Memory, 500 MB per CPU unless a job asks; the pmix
+# MPI plugin usable with Debian's Open MPI) and waits until the nodes are idle. `down` cancels
+# the jobs and stops exactly the daemons `up` started. Needs root.
 #
 #   REMOTEFN_CLUSTER_DIR    state, logs and pid files   (default /tmp/remotefn-cluster)
 #   REMOTEFN_CLUSTER_NODES  emulated nodes              (default 3)
@@ -43,7 +44,9 @@ stop() {
 
 install_packages() {
     local missing="" package
-    for package in slurmctld slurmd slurm-client munge; do
+    # libpmix-dev: SLURM's mpi/pmix plugin loads the unversioned libpmix.so it ships;
+    # openmpi-bin: Debian's Open MPI, whose ranks srun starts with --mpi=pmix.
+    for package in slurmctld slurmd slurm-client munge libpmix-dev openmpi-bin; do
         dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" \
             || missing="$missing $package"
     done
@@ -100,6 +103,7 @@ SlurmUser=root
 SlurmdUser=root
 StateSaveLocation=$DIR/state
 SlurmdSpoolDir=$DIR/spool/%n
+TmpFS=$DIR/tmp/%n
 SlurmctldPidFile=$DIR/run/slurmctld.pid
 SlurmdPidFile=$DIR/run/slurmd-%n.pid
 SlurmctldLogFile=$DIR/log/slurmctld.log
@@ -134,7 +138,9 @@ up() {
     write_config
     /usr/sbin/slurmctld
     for _ in $(seq 100); do scontrol ping 2>/dev/null | grep -q UP && break; sleep 0.1; done
-    for i in $(seq 1 "$NODES"); do mkdir -p "$DIR/spool/n$i"; /usr/sbin/slurmd -N "n$i"; done
+    for i in $(seq 1 "$NODES"); do  # each node its own spool and TmpFS (pmix keeps files there)
+        mkdir -p "$DIR/spool/n$i" "$DIR/tmp/n$i"; /usr/sbin/slurmd -N "n$i"
+    done
     for _ in $(seq 300); do
         [ "$(sinfo -h -N -o '%t' | sort -u)" = idle ] && break
         sleep 0.2

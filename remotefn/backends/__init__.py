@@ -11,7 +11,7 @@ import importlib
 import inspect
 from typing import Any, Iterable, Mapping
 
-from .base import Backend, Capacity, LaunchedWorker, WorkerSpec
+from .base import Backend, Capacity, LaunchedWorker, Node, WorkerSpec
 
 #: Every backend: its name, its module here, and the environment variable that says a script
 #: runs inside its allocation (None: never detected). A default session takes the first
@@ -60,5 +60,5 @@ def create(name: str, settings: dict[str, Any], also_valid: Iterable[str] = ()) 
     return backend_class(**settings)
 
 
-__all__ = ["BACKENDS", "Backend", "Capacity", "LaunchedWorker", "WorkerSpec", "create",
+__all__ = ["BACKENDS", "Backend", "Capacity", "LaunchedWorker", "Node", "WorkerSpec", "create",
            "detect"]

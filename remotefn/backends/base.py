@@ -20,11 +20,24 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"
 
 
 @dataclass(frozen=True)
+class Node:
+    """One node of an allocation: its name, CPUs, GPU ids and memory in MB (0: not counted)."""
+
+    name: str
+    cpus: int
+    gpu_ids: tuple[int, ...] = ()
+    memory: int = 0
+
+
+@dataclass(frozen=True)
 class Capacity:
-    """What a session may use at once."""
+    """What a session may use at once; ``nodes`` where it knows them one by one (then a
+    worker's ranks are placed on them), and the memory a CPU brings with it, in MB."""
 
     cpus: int
     gpu_ids: tuple[int, ...] = ()
+    nodes: tuple[Node, ...] = ()
+    memory_per_cpu: int = 0
 
 
 @dataclass(frozen=True)
@@ -37,6 +50,8 @@ class WorkerSpec:
     session_env: Mapping[str, str] = field(default_factory=dict)
     #: GPUs the ledger gave this worker, ``options.gpus`` per rank in rank order.
     gpu_ids: tuple[int, ...] = ()
+    #: The nodes the ledger placed the worker on, for backends that name them.
+    nodes: tuple[str, ...] = ()
 
 
 def worker_environment(spec: WorkerSpec, base: Mapping[str, str]) -> dict[str, str]:
@@ -125,6 +140,11 @@ class LaunchedWorker:
         (SIGKILL)'); a backend that knows more (its scheduler's reason, a job id) says it."""
         return describe_exit(code)
 
+    def held(self) -> str | None:
+        """Why the scheduler holds this worker back before it runs, or None: it is not held,
+        or the backend cannot tell. May block for as long as asking the scheduler takes."""
+        return None
+
     def final_stderr(self) -> bytes:
         """What the worker wrote to stderr that did not come through ``stderr_fd``."""
         return b""
@@ -174,6 +194,11 @@ class Backend(abc.ABC):
     def describe(self) -> dict[str, Any]:
         """What this backend knows of its allocation, for ``session.resources()``."""
         return {}
+
+    def failed_nodes(self, stderr: str) -> list[str]:
+        """The nodes a dead worker's launcher reported as failed in ``stderr`` (a pure
+        function); the session stops placing workers there."""
+        return []
 
     def check_options(self, options: CallOptions) -> None:
         """Raise at submission when this backend cannot run calls with ``options``."""

@@ -6,15 +6,17 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
 from ..errors import MissingDependency
 from ..options import CallOptions, check_int
-from .base import (Backend, Capacity, LaunchedWorker, WorkerSpec, default_interface,
-                   worker_environment)
+from .addresses import is_loopback, reachable_address
+from .base import Backend, Capacity, LaunchedWorker, Node, WorkerSpec, worker_environment
 
 #: Inherited from salloc/sbatch, these would make every step take the whole allocation.
 _INHERITED = re.compile(r"^SLURM_(NTASKS.*|NPROCS|NNODES|TASKS_PER_NODE|CPUS_PER_TASK|GPUS.*|"
@@ -42,11 +44,57 @@ class SlurmJob:
     gpus: int
     #: Memory the job holds as a consumable resource, in MiB (0: memory is not consumable).
     memory: int = 0
+    #: Node by node, where ``scontrol show job -d`` says (CPUs, GPUs and memory differ).
+    shape: tuple[Node, ...] = ()
 
     @property
     def memory_per_cpu(self) -> int:
-        """A step's share of the job's memory per CPU, in MiB (0: none to share)."""
-        return self.memory // self.cpus if self.memory and self.cpus else 0
+        """A step's share of the job's memory per CPU, in MiB (0: none to share): the
+        smallest node's share where nodes differ, so that every CPU can be used."""
+        if not self.memory or not self.cpus:
+            return 0
+        shares = [node.memory // node.cpus for node in self.shape if node.memory and node.cpus]
+        return min(shares) if shares else self.memory // self.cpus
+
+
+def expand_hostlist(text: str) -> list[str]:
+    """``n[1-3,7],gpu01`` -> ``['n1', 'n2', 'n3', 'n7', 'gpu01']`` (a pure function)."""
+    names = []
+    for prefix, ranges, plain in re.findall(r"([^,\[]+)\[([^\]]+)\]|([^,\[\]]+)", text):
+        if plain:
+            names.append(plain)
+            continue
+        for part in ranges.split(","):
+            low, _, high = part.partition("-")
+            for number in range(int(low), int(high or low) + 1):
+                names.append(f"{prefix}{number:0{len(low)}d}")
+    return names
+
+
+def _count_ids(text: str) -> int:
+    """``0-3,8`` -> 5."""
+    count = 0
+    for part in text.split(","):
+        low, _, high = part.partition("-")
+        if low.isdigit():
+            count += int(high or low) - int(low) + 1
+    return count
+
+
+def parse_nodes(text: str) -> tuple[Node, ...]:
+    """Each node's CPUs, GPUs and memory from the ``Nodes=... CPU_IDs=...`` lines of
+    ``scontrol show job -d`` (a pure function); empty where there are none."""
+    nodes = []
+    for line in re.findall(r"^\s+Nodes=(\S+) (CPU_IDs=.*)$", text, re.MULTILINE):
+        names, rest = line
+        cpus = re.search(r"CPU_IDs=(\S+)", rest)
+        memory = re.search(r"\bMem=(\d+)", rest)
+        gpus = re.search(r"\bGRES=\S*?gpu(?::[^:(,\s]+)?:(\d+)", rest)
+        for name in expand_hostlist(names):
+            nodes.append(Node(name, _count_ids(cpus.group(1)) if cpus else 0,
+                              tuple(range(int(gpus.group(1)))) if gpus else (),
+                              int(memory.group(1)) if memory else 0))
+    return tuple(nodes)
 
 
 def read_allocation(job_id: str) -> SlurmJob:
@@ -79,16 +127,54 @@ def parse_allocation(job_id: str, text: str) -> SlurmJob:
         scale = {"K": 1 / 1024, "": 1, "M": 1, "G": 1024, "T": 1024 * 1024}[memory.group(2)]
         megabytes = int(float(memory.group(1)) * scale)
     return SlurmJob(job_id, int(field("NumNodes")), int(field("NumCPUs")),
-                    int(gres.group(1)) if gres else 0, megabytes)
+                    int(gres.group(1)) if gres else 0, megabytes, parse_nodes(text))
 
 
 class SrunWorker(LaunchedWorker):
     """An srun process: a kill first asks srun to end the step (SIGTERM, which srun forwards
     to its tasks), and only a second one kills srun itself."""
 
-    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+    def __init__(self, popen: subprocess.Popen[bytes], job_id: str,
+                 nodes: Sequence[str] = ()) -> None:
         super().__init__(popen)
+        self.job_id = job_id
+        self.nodes = tuple(nodes)
         self._terminating = False
+
+    def describe(self) -> dict[str, Any]:
+        return {"pid": self.pid, "nodes": list(self.nodes)}
+
+    def describe_exit(self, code: int | None) -> str:
+        where = f" (its step on {', '.join(self.nodes)})" if self.nodes else ""
+        return f"{super().describe_exit(code)}{where}"
+
+    def held(self) -> str | None:
+        """Whether SLURM holds this srun's step pending (``scontrol show step`` lists a step
+        ``<job>.TDB`` with ``State=PENDING`` and this srun's host and pid)."""
+        shown = show_steps(self.job_id)
+        return pending_step(shown, socket.gethostname().split(".")[0], self.pid) if shown \
+            else None
+
+
+#: The last ``scontrol show step`` of each job and when it was read: one answers for every
+#: starting worker that asks within STEPS_FRESH seconds.
+_STEPS: dict[str, tuple[float, str]] = {}
+STEPS_FRESH = 0.5
+
+
+def show_steps(job_id: str) -> str | None:
+    """``scontrol show step <job>`` (at most STEPS_FRESH seconds old); None if it failed."""
+    now = time.monotonic()
+    last = _STEPS.get(job_id)
+    if last is not None and now - last[0] < STEPS_FRESH:
+        return last[1]
+    try:
+        shown = subprocess.run(["scontrol", "show", "step", job_id], capture_output=True,
+                               text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    _STEPS[job_id] = (now, shown)
+    return shown
 
     def signal(self, signum: int) -> None:
         if self.popen.returncode is not None:
@@ -108,8 +194,8 @@ class SlurmBackend(Backend):
     Settings: ``job_id`` (default: ``SLURM_JOB_ID``), ``mpi`` (the ``srun --mpi`` plugin for
     MPI functions: ``"pmi2"`` for the mpich wheel, the default, or ``"pmix"`` for Open MPI),
     ``python`` (the workers' interpreter), ``srun`` (its path), ``interface`` (the address the
-    session listens on; default: this node's address) and ``max_cores`` (use fewer cores than
-    the allocation has).
+    session listens on; default: this node's first address that is not loopback) and
+    ``max_cores`` (use fewer cores than the allocation has).
     """
 
     name = "slurm"
@@ -131,8 +217,11 @@ class SlurmBackend(Backend):
         self.mpi = mpi
         self.python = python or sys.executable
         self.srun = srun
-        self.interface = interface or default_interface()
         self.job = read_allocation(job)
+        if interface is not None and is_loopback(interface) and self.job.nodes > 1:
+            raise ValueError(f"interface={interface!r} is a loopback address, which workers on "
+                             f"the other {self.job.nodes - 1} nodes of job {job} cannot reach")
+        self.interface = interface or reachable_address()
         self.max_cores = max_cores
 
     def describe(self) -> dict[str, Any]:
@@ -140,8 +229,15 @@ class SlurmBackend(Backend):
                 "cpus": self.job.cpus, "gpus": self.job.gpus}
 
     def capacity(self) -> Capacity:
+        """The allocation node by node (``max_cores`` takes CPUs from the first nodes)."""
         cores = min(self.job.cpus, self.max_cores or self.job.cpus)
-        return Capacity(cpus=cores, gpu_ids=tuple(range(self.job.gpus)))
+        nodes, left = [], cores
+        for node in self.job.shape:
+            if left:
+                nodes.append(replace(node, cpus=min(node.cpus, left)))
+                left -= nodes[-1].cpus
+        return Capacity(cpus=cores, gpu_ids=tuple(range(self.job.gpus)), nodes=tuple(nodes),
+                        memory_per_cpu=self.job.memory_per_cpu)
 
     def address(self, runtime_dir: str) -> str:
         return f"tcp://{self.interface}"
@@ -149,7 +245,11 @@ class SlurmBackend(Backend):
     def command(self, spec: WorkerSpec) -> list[str]:
         return srun_command(spec.options, job_id=self.job_id, mpi=self.mpi, srun=self.srun,
                             python=self.python, name=f"remotefn-{spec.worker_id}",
-                            memory_per_cpu=self.job.memory_per_cpu)
+                            memory_per_cpu=self.job.memory_per_cpu, nodes=spec.nodes)
+
+    def failed_nodes(self, stderr: str) -> list[str]:
+        """srun says ``srun: error: Node failure on n2`` when a node of its step goes down."""
+        return list(dict.fromkeys(re.findall(r"Node failure on (\S+)", stderr)))
 
     def check_extras(self, extras: Sequence[tuple[str, Any]]) -> None:
         for name, value in extras:
@@ -177,7 +277,20 @@ class SlurmBackend(Backend):
         environment = sanitize(worker_environment(spec, os.environ))
         popen = subprocess.Popen(self.command(spec), env=environment, stdin=subprocess.DEVNULL,
                                  stderr=subprocess.PIPE, start_new_session=True)
-        return SrunWorker(popen)
+        return SrunWorker(popen, self.job_id, spec.nodes)
+
+
+def pending_step(shown: str, host: str, pid: int) -> str | None:
+    """From ``scontrol show step`` output, why the step of srun ``pid`` on ``host`` waits, or
+    None when it is not pending (a pure function)."""
+    for block in shown.split("\n\n"):
+        if re.search(rf"\bSrunHost:Pid={re.escape(host)}:{pid}\b", block) and \
+                "State=PENDING" in block:
+            step = re.search(r"StepId=(\S+)", block)
+            return (f"SLURM holds step {step.group(1) if step else '?'} pending: the CPUs, GPUs "
+                    "or memory it asks for are busy in the job (steps this session did not "
+                    "start, or more than it counted)")
+    return None
 
 
 def sanitize(environment: Mapping[str, str]) -> dict[str, str]:
@@ -186,20 +299,23 @@ def sanitize(environment: Mapping[str, str]) -> dict[str, str]:
 
 
 def srun_command(options: CallOptions, *, job_id: str, mpi: str, srun: str, python: str,
-                 name: str, memory_per_cpu: int = 0) -> list[str]:
+                 name: str, memory_per_cpu: int = 0, nodes: Sequence[str] = ()) -> list[str]:
     """The srun command line of one worker (a pure function).
 
     The step holds exactly what the call asked for: no GPUs unless it asked for some (a step
     that names none would get all of the job's), and, where memory is consumable, its CPUs'
     share of the job's memory (one that names none would get all of it). ``slurm_args``
-    come last, so ``--mem=...`` there asks for more.
+    come last, so ``--mem=...`` there asks for more. ``nodes``, where the session placed
+    the worker, pins the step there.
     """
     extras = dict(options.extras)
     command = [srun, f"--jobid={job_id}", f"--job-name={name}", "--exact",
                f"--ntasks={options.cores}", f"--cpus-per-task={options.threads_per_core}",
                f"--mpi={mpi if options.cores > 1 else 'none'}", "--kill-on-bad-exit=1",
                "--quiet"]
-    if "nodes" in extras:
+    if nodes:
+        command += [f"--nodes={len(nodes)}", f"--nodelist={','.join(nodes)}"]
+    elif "nodes" in extras:
         command.append(f"--nodes={extras['nodes']}")
     else:
         command.append(f"--nodes=1-{options.cores}")

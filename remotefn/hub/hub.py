@@ -26,7 +26,7 @@ import time
 from typing import Any
 
 from ..backends import Backend
-from ..errors import RemoteFnError
+from ..errors import RemoteFnError, WorkerStartError
 from ..future import session_thread
 from ..protocol import messages
 from ..protocol.framing import new_key
@@ -35,7 +35,7 @@ from .events import EventLoop
 from .ledger import Ledger
 from .recorder import Recorder
 from .links import Links
-from .records import Call, WorkerRecord
+from .records import Call, State, WorkerRecord
 from .results import Results
 from .scheduler import Scheduler
 from .status import StatusServer
@@ -76,6 +76,7 @@ class Hub:
             raise
         self.links = links
         self.ledger = Ledger(capacity)
+        self._lost_seen = 0
         self.scheduler = Scheduler(capacity, self.ledger)
         self.recorder = recorder if recorder is not None else Recorder()
         self.workers = Workers(backend, self.links, self.loop, self.ledger, self.key,
@@ -156,8 +157,13 @@ class Hub:
         for worker in list(self.workers.all):
             share = worker.share
             launched = worker.process.describe()
+            state = worker.state.value
+            if worker.state is State.STARTING:
+                held = worker.process.held()
+                if held is not None:
+                    state, launched = "pending", {**launched, "reason": held}
             workers.append({"worker": worker.worker_id, "host": worker.host, "pid": worker.pid,
-                            "state": worker.state.value, "pool": worker.pool.describe(),
+                            "state": state, "pool": worker.pool.describe(),
                             "cores": share.cpus if share else 0,
                             "gpus": list(share.gpu_ids) if share else [],
                             **launched})
@@ -165,16 +171,38 @@ class Hub:
                 running.append({"call": call.describe(), "worker": worker.worker_id,
                                 "host": worker.host, "started": call.future.info.started,
                                 **launched})
-        return {**self.ledger.report(), "workers": workers, "running": running}
+        return {**self.ledger.report(), "workers": workers, "running": running,
+                "queued": self._queued()}
+
+    def _queued(self) -> list[dict[str, Any]]:
+        """The first 100 queued calls of each pool, each with why it waits."""
+        queued: list[dict[str, Any]] = []
+        for pool in list(self.scheduler.pools.values()):
+            calls = list(pool.queue)[:100]
+            if not calls:
+                continue
+            reason = self.ledger.why_waiting(pool.demand)
+            if reason is None or not pool.one_shot and len(pool.workers) >= pool.limit:
+                reason = ("waiting for a worker of its pool" if pool.workers
+                          else "waiting for a worker to start")
+            queued.extend({"call": call.describe(), "pool": pool.describe(),
+                           "queued": call.future.info.queued, "reason": reason}
+                          for call in calls)
+        for worker in list(self.workers.all):  # one-shot calls whose worker is starting
+            call = worker.assigned
+            if call is not None and worker.state is State.STARTING:
+                reason = (worker.process.held()
+                          or "waiting for its worker to start")
+                queued.append({"call": call.describe(), "pool": worker.pool.describe(),
+                               "queued": call.future.info.queued, "reason": reason,
+                               "worker": worker.worker_id})
+        return queued
 
     def _snapshot(self) -> dict[str, Any]:
         """What ``python -m remotefn status`` shows (built in the hub thread)."""
-        pools, queued = [], []
-        for pool in self.scheduler.pools.values():
-            pools.append({"pool": pool.describe(), "workers": len(pool.workers),
-                          "queued": len(pool.queue)})
-            queued.extend({"call": call.describe(), "queued": call.future.info.queued}
-                          for call in list(pool.queue)[:100])
+        pools = [{"pool": pool.describe(), "workers": len(pool.workers),
+                  "queued": len(pool.queue)} for pool in self.scheduler.pools.values()]
+        queued = self._queued()
         for worker in self.workers.all:  # calls handed to a worker behind the one it runs
             queued.extend({"call": call.describe(), "queued": call.future.info.queued,
                            "worker": worker.worker_id} for call in list(worker.inflight)[1:])
@@ -207,6 +235,8 @@ class Hub:
         """Ready workers take queued calls, released pools stop idle workers, then new
         workers start for waiting calls, in the order the scheduler gives."""
         scheduler = self.scheduler
+        if len(self.ledger.lost) != self._lost_seen:
+            self._fail_what_no_longer_fits()
         for worker, calls in scheduler.hand_out():
             if len(calls) == 1:
                 self._send_call(worker, calls[0])
@@ -218,7 +248,7 @@ class Hub:
             pool = start.pool
             for worker in start.make_room:
                 self.workers.stop(worker)
-            share = self.ledger.take(pool.cpus, pool.gpus)
+            share = self.ledger.take(pool.demand)
             assert share is not None, "the scheduler started a worker that does not fit"
             logger.debug("starting a worker for %s: %d calls queued, %d workers, %d stopped "
                          "to make room", pool.describe(), len(pool.queue), len(pool.workers),
@@ -227,6 +257,22 @@ class Hub:
             if self.workers.start(pool, share, assigned) is None and not pool.one_shot:
                 # Stop growing a pool whose workers fail to launch; one may replace the last.
                 pool.limit = max(1, len(pool.workers))
+
+    def _fail_what_no_longer_fits(self) -> None:
+        """After a node failed: queued calls that no remaining node can hold fail, instead
+        of waiting for ever."""
+        self._lost_seen = len(self.ledger.lost)
+        for pool in self.scheduler.pools.values():
+            why = self.ledger.never_fits(pool.demand) if pool.queue else None
+            if why is None:
+                continue
+            lost = ", ".join(self.ledger.lost)
+            while pool.queue:
+                call = pool.queue.popleft()
+                call.future._fail(WorkerStartError(
+                    f"{call.describe()} can no longer start: it asks for {why} now that "
+                    f"node {lost} failed"))
+                call.finish()
 
     def _enqueue(self, call: Call) -> None:
         if self.workers.stopping:

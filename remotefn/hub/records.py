@@ -18,7 +18,7 @@ from ..options import CallOptions
 from ..protocol.framing import Channel
 from ..protocol.shipping import FunctionRef
 from ..protocol.socketpair import FrameStream
-from .ledger import Share
+from .ledger import Demand, Share
 
 
 class Call:
@@ -68,6 +68,7 @@ class Pool:
         self.init_payload = init_payload
         self.cpus = options.cpus
         self.gpus = options.total_gpus
+        self.demand = Demand.of(options)
         self.queue: deque[Call] = deque()
         self.workers: set[WorkerRecord] = set()
         self.starting = 0

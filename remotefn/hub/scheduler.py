@@ -151,10 +151,10 @@ class Scheduler:
         pool = self._oldest_waiting()
         if pool is None:
             return None
-        if self.ledger.fits(pool.cpus, pool.gpus):
+        if self.ledger.fits(pool.demand):
             return Start(pool, [])
         make_room: list[WorkerRecord] = []
-        freed_cpus, freed_gpus = 0, ()
+        freed: list[tuple[int, int, tuple[int, ...], int]] = []
         for other in self.pools.values():
             if other is pool or other.one_shot or other.queue:
                 continue
@@ -163,9 +163,8 @@ class Scheduler:
                 if worker.state is not State.READY or worker.inflight or share is None:
                     continue
                 make_room.append(worker)
-                freed_cpus += share.cpus
-                freed_gpus += share.gpu_ids
-                if self.ledger.fits(pool.cpus, pool.gpus, Share(freed_cpus, freed_gpus)):
+                freed.extend(share.places)
+                if self.ledger.fits(pool.demand, Share(0, (), tuple(freed))):
                     return Start(pool, make_room)
         return None
 

@@ -74,7 +74,8 @@ class Workers:
                        launch.SERVER_KEY: self.links.server_public.decode()}
         if self.measure_memory:
             session_env[launch.MEASURE_MEMORY] = "1"
-        spec = WorkerSpec(worker_id, pool.options, session_env, share.gpu_ids)
+        spec = WorkerSpec(worker_id, pool.options, session_env, share.gpu_ids,
+                          self.ledger.node_names(share))
         try:
             process = self.backend.launch(spec)
         except (OSError, ValueError, subprocess.SubprocessError, RemoteFnError) as error:
@@ -110,7 +111,13 @@ class Workers:
         return worker
 
     def _check_started(self, worker: WorkerRecord) -> None:
-        if worker in self.all and worker.state is State.STARTING:
+        if worker not in self.all or worker.state is not State.STARTING:
+            return
+        held = worker.process.held()
+        if held is not None:  # start_timeout counts from when the scheduler lets it start
+            logger.info("%s is pending: %s", worker.describe(), held)
+            self.loop.later(self.start_timeout, self._check_started, worker)
+        else:
             logger.warning("%s did not connect within start_timeout=%g s; killing it",
                            worker.describe(), self.start_timeout)
             worker.process.signal(signal.SIGKILL)
@@ -257,6 +264,9 @@ class Workers:
             self.recorder.emit("worker died", 0, worker.worker_id, worker.process.describe_exit(code))
         worker.read_status()  # before _forget closes the pipe
         self.retire(worker)
+        for node in self.backend.failed_nodes(worker.stderr_text()):
+            if self.ledger.lose(node):
+                logger.warning("node %s failed; no worker is placed there any more", node)
         self._forget(worker)
         pool = worker.pool
         if was_starting:
@@ -290,11 +300,13 @@ class Workers:
                 f"the session was shut down while {call.describe()} ran"))
             call.finish()
         elif started and call.retries_left == 0:
+            failed = self.backend.failed_nodes(worker.stderr_text())
+            cause = (f"node {', '.join(failed)} failed" if failed else
+                     "This can be caused by a segmentation fault, os._exit, a kill signal or the "
+                     "worker running out of memory")
             call.future._fail(WorkerDied(
                 f"{worker.describe()} died with {worker.process.describe_exit(code)} while "
-                f"running {call.describe()}. This can be caused by a segmentation fault, os._exit, "
-                f"a kill signal or the worker running out of memory.\n"
-                f"{worker.stderr_text()}".rstrip()))
+                f"running {call.describe()}. {cause}.\n{worker.stderr_text()}".rstrip()))
             call.finish()
         else:
             if started:

@@ -23,6 +23,7 @@ from ..cache.front import CacheFront
 from ..errors import SerializationError
 from ..future import CallInfo, RemoteFuture
 from ..hub.hub import Hub
+from ..hub.ledger import Demand
 from ..hub.recorder import Recorder
 from ..hub.records import Call
 from ..options import DEFAULT_OPTIONS, CallOptions
@@ -222,7 +223,9 @@ class Session(concurrent.futures.Executor):
 
     def resources(self) -> dict[str, Any]:
         """What the session has and what runs where: ``cores`` and ``gpus`` (total, in use,
-        free), ``workers`` and ``running`` calls. A snapshot; it does not block the hub."""
+        free), ``nodes`` (each one's, where the backend knows them), ``workers``, ``running``
+        calls and ``queued`` ones with the reason each waits. A snapshot; it does not block
+        the hub."""
         return {"backend": self.backend.name, "allocation": self.backend.describe(),
                 **self._hub.resources()}
 
@@ -355,15 +358,13 @@ class Session(concurrent.futures.Executor):
             tap.append(future.info if kind == "finished" else (kind, future))
 
     def _check_fits(self, options: CallOptions) -> None:
-        cpus, gpus = options.cpus, options.total_gpus
-        why = self._hub.ledger.never_fits(cpus, gpus)
+        why = self._hub.ledger.never_fits(Demand.of(options))
         if why is not None:
             raise ValueError(f"the call asks for {options.cores} ranks x "
                              f"{options.threads_per_core} threads and {options.gpus} GPUs per "
                              f"rank: {why}")
         if options.block and options.max_workers:
-            why = self._hub.ledger.never_fits(cpus * options.max_workers,
-                                              gpus * options.max_workers)
+            why = self._hub.ledger.never_fits(Demand.of(options, options.max_workers))
             if why is not None:
                 raise ValueError(f"a block pool of max_workers={options.max_workers} workers "
                                  f"asks for {why}; lower max_workers")
