@@ -16,6 +16,7 @@ from ..backends import LaunchedWorker
 from ..future import RemoteFuture
 from ..options import CallOptions
 from ..protocol.framing import Channel
+from ..protocol.pickling import release
 from ..protocol.shipping import FunctionRef
 from ..protocol.socketpair import FrameStream
 from .ledger import Share
@@ -45,7 +46,9 @@ class Call:
         return f"{self.function.name} (call {self.call_id})"
 
     def finish(self) -> None:
-        """Drop what the call no longer needs once its future is set."""
+        """Drop what the call no longer needs once its future is set (its segments go back
+        to the session's pool)."""
+        release(self.arguments)
         self.arguments = []
         self.on_success = None
 

@@ -25,7 +25,7 @@ from ..hub.hub import Hub
 from ..hub.recorder import Recorder
 from ..hub.records import Call
 from ..options import DEFAULT_OPTIONS, CallOptions
-from ..protocol import pickling
+from ..protocol import pickling, segments
 from ..protocol.shipping import FunctionRef, function_ref
 from . import registry
 from .dependencies import Arguments, Waiter, find_futures
@@ -74,6 +74,8 @@ class Session(concurrent.futures.Executor):
                         start_timeout=float(start_timeout), recorder=self._recorder,
                         measure_memory=measure_memory)
         self._pending: set[concurrent.futures.Future] = set()
+        #: Shared memory for large arguments (passed to forked workers, copied to the rest).
+        self._segments = segments.Pool() if segments.supported() else None
         self._closed = False
         self._lock = threading.Lock()
         self._call_ids = itertools.count(1)
@@ -154,6 +156,7 @@ class Session(concurrent.futures.Executor):
         self._cache.close()  # results may resolve before their cache entries are written
         self._hub.stop(kill=False)
         self._hub.stopped.wait()
+        self._close_segments()
 
     def _abort(self) -> None:
         """Cancel what has not started and kill every worker now (an error or Ctrl-C)."""
@@ -163,6 +166,11 @@ class Session(concurrent.futures.Executor):
             future.cancel()
         self._hub.stop(kill=True)
         self._hub.stopped.wait(10)
+        self._close_segments()
+
+    def _close_segments(self) -> None:
+        if self._segments is not None:
+            self._segments.close()
 
     def _kill_workers(self) -> None:
         self._hub.kill_now()
@@ -249,7 +257,7 @@ class Session(concurrent.futures.Executor):
         if dependencies:
             pending, arguments = Arguments(args, kwargs, dependencies), None
         else:
-            arguments = pickling.dumps_arguments(ref.name, args, kwargs)
+            arguments = pickling.dumps_arguments(ref.name, args, kwargs, self._segments)
         call_id = next(self._call_ids)
         future = RemoteFuture(CallInfo(ref.name, call_id, time.time()))
         self._pending.add(future)
@@ -266,7 +274,7 @@ class Session(concurrent.futures.Executor):
         if future.done():
             return
         try:
-            arguments = pickling.dumps_arguments(ref.name, args, kwargs)
+            arguments = pickling.dumps_arguments(ref.name, args, kwargs, self._segments)
         except SerializationError as error:
             future._fail(error)
             return
