@@ -146,12 +146,12 @@ class Links:
         except (StreamClosed, OSError):  # the worker is gone; its exit comes separately
             messages = []
             self._drop_stream(worker)
-        for frames in messages:
-            self._open(worker, frames)
         released = stream.released
-        if released and worker.stream is not None:  # copied out: the worker may reuse them
+        if released and messages:  # copied out: the worker may reuse them for its next result
             self.send(worker, Kind.RELEASE, release(released))
             released.clear()
+        for frames in messages:
+            self._open(worker, frames)
 
     def _drop_stream(self, worker: WorkerRecord) -> None:
         if worker.stream is not None:

@@ -46,11 +46,14 @@ class Call:
         return f"{self.function.name} (call {self.call_id})"
 
     def finish(self) -> None:
-        """Drop what the call no longer needs once its future is set (its segments go back
-        to the session's pool)."""
+        """Drop what the call no longer needs once its future is set."""
+        self.drop_arguments()
+        self.on_success = None
+
+    def drop_arguments(self) -> None:
+        """Drop the pickled arguments; their segments go back to the session's pool."""
         release(self.arguments)
         self.arguments = []
-        self.on_success = None
 
 
 class State(enum.Enum):
