@@ -23,7 +23,9 @@ from . import segments
 
 _COUNT = struct.Struct("!I")
 _SIZE = struct.Struct("!Q")
-_CHUNK = 1 << 18
+#: Bytes one read takes, into a buffer each stream keeps (allocating one per read cost more
+#: than the read).
+_CHUNK = 1 << 16
 #: Frames up to this size are cut out of the read buffer; larger ones get a buffer of their own.
 _SMALL = 1 << 16
 #: The most buffers one sendmsg takes (below every system's IOV_MAX).
@@ -62,6 +64,7 @@ class FrameStream:
         #: Ids of the peer's segments copied out here (when reported), for its RELEASE.
         self.released: list[int] | None = [] if report_released else None
         self._buffer = bytearray()
+        self._chunk = memoryview(bytearray(_CHUNK))
         self._frames: list[Any] = []
         self._sizes: list[int] | None = None
         self._large: bytearray | None = None  # the large frame being filled
@@ -93,6 +96,15 @@ class FrameStream:
     @staticmethod
     def _encode(frames: Sequence[Any]) -> tuple[list[memoryview], list[int]]:
         """:meth:`encode`, and the descriptors the message passes."""
+        try:
+            views = [memoryview(frame).cast("B") for frame in frames]
+        except TypeError:  # a segment (which has no buffer of its own here) is among them
+            return FrameStream._encode_passing(frames)
+        head = _COUNT.pack(len(views)) + b"".join([_SIZE.pack(view.nbytes) for view in views])
+        return [memoryview(head), *views], []
+
+    @staticmethod
+    def _encode_passing(frames: Sequence[Any]) -> tuple[list[memoryview], list[int]]:
         fds: list[int] = []
         views = []
         sizes = []
@@ -198,7 +210,14 @@ class FrameStream:
                 got = self.socket.recv_into(view[self._filled:])
             self._filled += got
             return got, got < wanted
-        data, ancillary, flags, _ = self.socket.recvmsg(_CHUNK, _ANCILLARY, _CLOEXEC)
+        chunk = self._chunk
+        got, ancillary, flags, _ = self.socket.recvmsg_into([chunk], _ANCILLARY, _CLOEXEC)
+        if ancillary:
+            self._take_descriptors(ancillary, flags)
+        self._buffer += chunk[:got]
+        return got, got < _CHUNK
+
+    def _take_descriptors(self, ancillary: list[tuple[int, int, bytes]], flags: int) -> None:
         for level, kind, payload in ancillary:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 fds = array.array("i")
@@ -206,8 +225,6 @@ class FrameStream:
                 self._fds.extend(fds)
         if flags & socket.MSG_CTRUNC:
             raise StreamClosed("more descriptors arrived than a message may pass")
-        self._buffer += data
-        return len(data), len(data) < _CHUNK
 
     def _parse(self, messages: list[list[Any]], limit: int = 0) -> None:
         buffer = self._buffer
