@@ -4,7 +4,7 @@ installed). Each run is a fresh process per system, runs alternate between the s
 each run's figure is the median of its round trips; the medians over runs and the ratios to
 ProcessPoolExecutor are printed (JSON).
 
-    python benchmarks/arrays.py [--runs 5] [--mib 64] [--repeats 5] [--systems ...]
+    python benchmarks/arrays.py [--runs 5] [--mib 64] [--repeats 5] [--systems ...] [--out FILE]
 """
 
 from __future__ import annotations
@@ -94,12 +94,21 @@ def main() -> int:
     parser.add_argument("--mib", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--systems", default="remotefn,processpool,ray")
+    parser.add_argument("--out", help="also write the JSON to this file")
     args = parser.parse_args()
     names = [name for name in args.systems.split(",")
              if name != "ray" or importlib.util.find_spec("ray") is not None]
     if len(names) < len(args.systems.split(",")):
         print("ray is not installed (pip install ray); skipping it", file=sys.stderr)
-    print(json.dumps(measure(names, args.runs, args.mib, args.repeats)))
+    result = measure(names, args.runs, args.mib, args.repeats)
+    rates = ", ".join(f"{name} {rate:,.0f}" for name, rate in result["w4_mib_per_s"].items())
+    print(f"W4 {args.mib} MiB round trip, median of {args.runs} runs (MiB/s): {rates}")
+    if "processpool" in result["w4_mib_per_s"]:
+        print("  against ProcessPoolExecutor: " + ", ".join(
+            f"{name} {ratio:.2f}x" for name, ratio in result["w4_ratio_to_processpool"].items()))
+    if args.out:
+        with open(args.out, "w") as out:
+            json.dump(result, out, indent=1)
     return 0
 
 
