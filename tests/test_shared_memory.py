@@ -66,6 +66,40 @@ def test_a_passed_segment_arrives_as_a_private_writable_copy():
         end.close()
 
 
+def test_descriptors_stay_with_their_messages_when_sends_are_cut_short():
+    """A non-blocking sender whose socket fills up sends messages in pieces; each passed
+    segment still arrives with its own message, in order."""
+    import select
+    import threading
+
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    sender, receiver = FrameStream(ours), FrameStream(theirs)
+    pool = segments.Pool()
+    sent = [pool.copy(bytes([i]) * (MIB // 2)) for i in range(40)]
+    received: list[tuple[bytes, int, int, int]] = []
+
+    def read() -> None:
+        for _ in sent:
+            head, segment, filler = receiver.receive()
+            received.append((bytes(head), segment[0], len(segment), len(filler)))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    for i, segment in enumerate(sent):  # queued while the socket is full, several at a time
+        sender.send([bytes([i]), segment, bytes(200_000)])
+    while not sender.flush():
+        select.select([], [ours], [], 5)
+    reader.join(60)
+    assert received == [(bytes([i]), i, MIB // 2, 200_000) for i in range(40)]
+    for segment in sent:
+        segment.release()
+    pool.close()
+    for end in (sender, receiver):
+        end.close()
+    assert memfds() == (0, 0)
+
+
 def test_a_head_that_lies_about_how_a_frame_came_is_dropped():
     ours, theirs = socket.socketpair()
     key = os.urandom(32)
