@@ -8,8 +8,8 @@ A message is one head frame followed by one frame per large body item::
 Large items (over 64 KiB) travel as frames of their own, without copies, and enter the MAC
 through their SHA-256. On a socket pair, a shared-memory segment (:mod:`.segments`) travels as
 its descriptor: the kernel vouches for the only peer that can pass one, so it enters the MAC
-by its marker and its size, not its bytes. The MAC is a keyed BLAKE2b over the direction, the worker's identity
-and every frame, with the session's fresh secret as key. A receiver checks the MAC and that
+by its marker and its size, not its bytes. The MAC is a keyed BLAKE2b over the direction, the
+worker's identity and every frame, with the session's fresh secret as key. A receiver checks the MAC and that
 the sequence number grows before it looks at, let alone unpickles, anything else.
 """
 
