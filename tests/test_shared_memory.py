@@ -199,3 +199,13 @@ def test_a_killed_session_leaves_its_worker_to_exit_with_its_segments(tmp_path):
     caller.wait(timeout=60)
     wait_until(lambda: not alive(worker), timeout=60,
                what="the worker of a killed session to exit")
+
+
+def test_workers_on_zeromq_get_the_bytes_of_a_segment():
+    """A worker that is not forked (here: exec'ed, on ZeroMQ) cannot take a descriptor: the
+    session's segment goes as its bytes, authenticated as any frame."""
+    original = np.arange(MIB, dtype=np.float64)
+    with remotefn.session("local", max_cores=1, forward_output=False, fork_server=False):
+        result = remote(negated, block=True)(original).result(timeout=60)
+    np.testing.assert_array_equal(result, -original)
+    assert memfds() == (0, 0)
