@@ -34,12 +34,13 @@ FREE_LIMIT = 256 << 20
 #: copied as bytes.
 MAX_LENT = 128
 _ROUND = 1 << 16
-_SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW
+#: A segment's size is sealed, so that a receiver can never map past its end.
+_SEALS = getattr(fcntl, "F_SEAL_SHRINK", 0) | getattr(fcntl, "F_SEAL_GROW", 0)
 
 
 def supported() -> bool:
-    """Whether this system has memfds (Linux)."""
-    return hasattr(os, "memfd_create")
+    """Whether this system has sealable memfds (Linux)."""
+    return hasattr(os, "memfd_create") and _SEALS != 0
 
 
 class Segment:
