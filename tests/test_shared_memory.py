@@ -209,3 +209,17 @@ def test_workers_on_zeromq_get_the_bytes_of_a_segment():
         result = remote(negated, block=True)(original).result(timeout=60)
     np.testing.assert_array_equal(result, -original)
     assert memfds() == (0, 0)
+
+
+def test_calls_answered_from_the_cache_leave_no_segment(tmp_path):
+    """A call answered from the cache never reaches a worker; its argument's segment is
+    closed, not kept."""
+    array = np.ones(MIB)
+    with remotefn.session("local", max_cores=1, forward_output=False,
+                          cache_directory=str(tmp_path)):
+        handle = remote(negated, block=True)
+        first = handle(array).result(timeout=60)
+        for _ in range(3):
+            again = handle(array)
+            assert again.result(timeout=60).sum() == first.sum() and again.info.from_cache
+    assert memfds() == (0, 0)

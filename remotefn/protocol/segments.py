@@ -23,7 +23,8 @@ import fcntl
 import mmap
 import os
 import threading
-from typing import Any
+import weakref
+from typing import Any, MutableMapping
 
 #: Buffers at least this large travel in segments (below it a copy through the socket costs
 #: less than the system calls of a segment).
@@ -46,7 +47,7 @@ def supported() -> bool:
 class Segment:
     """A memfd mapped here, lent by a pool; ``size`` bytes of it hold the buffer."""
 
-    __slots__ = ("fd", "map", "capacity", "size", "id", "pool")
+    __slots__ = ("fd", "map", "capacity", "size", "id", "pool", "__weakref__")
 
     def __init__(self, capacity: int, segment_id: int, pool: "Pool") -> None:
         fd = os.memfd_create("remotefn", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
@@ -85,21 +86,27 @@ class Segment:
             self.fd = -1
 
     def __del__(self) -> None:
-        if self.fd >= 0:
+        if getattr(self, "fd", -1) >= 0:  # not when __init__ failed
             self.close()
 
 
 class Pool:
     """The segments of one process (a session, or a worker on a socket pair): lends one per
     large buffer and keeps freed ones, up to :data:`FREE_LIMIT` bytes, for the next.
-    Thread-safe: a session's callers take segments while its hub thread gives them back."""
+    Thread-safe: a session's callers take segments while its hub thread gives them back.
 
-    def __init__(self) -> None:
+    ``hold_lent``: the pool keeps lent segments alive until given back (a worker, whose
+    results are freed by the session's RELEASE); otherwise whoever holds a segment keeps it,
+    and one dropped without being given back closes (a session's call answered from the
+    cache, or cancelled)."""
+
+    def __init__(self, hold_lent: bool = False) -> None:
         self._lock = threading.Lock()
         self.free: list[Segment] = []
         self.free_bytes = 0
-        #: Segments out, by id: sent and not yet given back (a worker's, until RELEASE).
-        self.lent: dict[int, Segment] = {}
+        #: Segments out, by id: sent and not yet given back.
+        self.lent: MutableMapping[int, Segment] = {} if hold_lent \
+            else weakref.WeakValueDictionary()
         self._next_id = 0
         self.closed = False
 

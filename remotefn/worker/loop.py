@@ -73,7 +73,7 @@ class Worker:
         self.runner = Runner()
         if self.stream is not None and segments.supported():
             # Large results go back in shared memory, reused once the session copied them.
-            self.runner.segments = segments.Pool()
+            self.runner.segments = segments.Pool(hold_lent=True)
         status = os.environ.pop(STATUS_FD, None)
         self.status_fd = int(status) if status else None
         self.measure_memory = os.environ.pop(MEASURE_MEMORY, "") == "1"
