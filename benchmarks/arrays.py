@@ -24,6 +24,7 @@ _PROBE = """
 import json, sys, systems, workloads, arrays
 system = arrays.open_system({name!r})
 try:
+    workloads.throughput(system, 200)  # every worker up, as W1-W3 leave them in run.py
     rate = workloads.payload(system, {mib}, {repeats})
 finally:
     system.close()
