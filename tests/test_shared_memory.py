@@ -27,6 +27,13 @@ pytestmark = pytest.mark.skipif(not segments.supported(), reason="memfds are Lin
 MIB = 1 << 20
 
 
+@pytest.fixture
+def before() -> tuple[int, int]:
+    """This process's segment descriptors and mappings before the test (a default session
+    made by an earlier test may keep some for reuse)."""
+    return memfds()
+
+
 def memfds(pid: int | str = "self") -> tuple[int, int]:
     """How many segment descriptors ``pid`` holds, and how many segment mappings."""
     fds = 0
@@ -40,7 +47,7 @@ def memfds(pid: int | str = "self") -> tuple[int, int]:
     return fds, mapped
 
 
-def test_a_passed_segment_arrives_as_a_private_writable_copy():
+def test_a_passed_segment_arrives_as_a_private_writable_copy(before):
     ours, theirs = socket.socketpair()
     key = os.urandom(32)
     session = Channel(key, b"w1", session_side=True)
@@ -58,15 +65,15 @@ def test_a_passed_segment_arrives_as_a_private_writable_copy():
     arrived[:] = 1  # writable, and private: the sender's segment keeps its bytes
     assert bytes(segment.view()[:3]) == bytes([0, 1, 2])
     assert receiver.released == [segment.id]
-    assert memfds()[0] == 2  # the segment (and its mapping's copy); nothing was received
+    assert memfds()[0] == before[0] + 2  # the segment and its mapping's copy; none received
     pool.release_ids(receiver.released)
     pool.close()
-    assert memfds() == (0, 0)
+    assert memfds() == before
     for end in (sender, receiver):
         end.close()
 
 
-def test_descriptors_stay_with_their_messages_when_sends_are_cut_short():
+def test_descriptors_stay_with_their_messages_when_sends_are_cut_short(before):
     """A non-blocking sender whose socket fills up sends messages in pieces; each passed
     segment still arrives with its own message, in order."""
     import select
@@ -97,7 +104,7 @@ def test_descriptors_stay_with_their_messages_when_sends_are_cut_short():
     pool.close()
     for end in (sender, receiver):
         end.close()
-    assert memfds() == (0, 0)
+    assert memfds() == before
 
 
 def test_a_head_that_lies_about_how_a_frame_came_is_dropped():
@@ -166,8 +173,7 @@ def held(array, pid_file, gate):
     return array.sum()
 
 
-def test_no_segment_outlives_a_killed_worker_or_the_session(tmp_path):
-    assert memfds() == (0, 0)
+def test_no_segment_outlives_a_killed_worker_or_the_session(tmp_path, before):
     with remotefn.session("local", max_cores=1, forward_output=False):
         handle = remote(held, block=True)
         array = np.ones(4 * MIB)
@@ -180,8 +186,8 @@ def test_no_segment_outlives_a_killed_worker_or_the_session(tmp_path):
         open(tmp_path / "open", "w").close()
         again = handle(array, str(tmp_path / "pid2"), str(tmp_path / "open"))
         assert again.result(timeout=60) == array.sum()
-        assert memfds()[0] > 0  # segments kept for reuse
-    assert memfds() == (0, 0)
+        assert memfds()[0] > before[0]  # segments kept for reuse
+    assert memfds() == before
 
 
 def test_a_killed_session_leaves_its_worker_to_exit_with_its_segments(tmp_path):
@@ -201,17 +207,17 @@ def test_a_killed_session_leaves_its_worker_to_exit_with_its_segments(tmp_path):
                what="the worker of a killed session to exit")
 
 
-def test_workers_on_zeromq_get_the_bytes_of_a_segment():
+def test_workers_on_zeromq_get_the_bytes_of_a_segment(before):
     """A worker that is not forked (here: exec'ed, on ZeroMQ) cannot take a descriptor: the
     session's segment goes as its bytes, authenticated as any frame."""
     original = np.arange(MIB, dtype=np.float64)
     with remotefn.session("local", max_cores=1, forward_output=False, fork_server=False):
         result = remote(negated, block=True)(original).result(timeout=60)
     np.testing.assert_array_equal(result, -original)
-    assert memfds() == (0, 0)
+    assert memfds() == before
 
 
-def test_calls_answered_from_the_cache_leave_no_segment(tmp_path):
+def test_calls_answered_from_the_cache_leave_no_segment(tmp_path, before):
     """A call answered from the cache never reaches a worker; its argument's segment is
     closed, not kept."""
     array = np.ones(MIB)
@@ -222,4 +228,4 @@ def test_calls_answered_from_the_cache_leave_no_segment(tmp_path):
         for _ in range(3):
             again = handle(array)
             assert again.result(timeout=60).sum() == first.sum() and again.info.from_cache
-    assert memfds() == (0, 0)
+    assert memfds() == before
