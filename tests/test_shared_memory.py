@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 
+import psutil
 import pytest
 
 import remotefn
@@ -201,10 +202,12 @@ def test_a_killed_session_leaves_its_worker_to_exit_with_its_segments(tmp_path):
     caller = subprocess.Popen([sys.executable, "-c", script],
                               env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     worker = read_pid(pid_file, process=caller)
+    started = [child.pid for child in psutil.Process(caller.pid).children(recursive=True)]
+    assert worker in started
     caller.send_signal(signal.SIGKILL)
     caller.wait(timeout=60)
-    wait_until(lambda: not alive(worker), timeout=60,
-               what="the worker of a killed session to exit")
+    wait_until(lambda: not any(alive(pid) for pid in started), timeout=60,
+               what="the worker and fork server of a killed session to exit")
 
 
 def test_workers_on_zeromq_get_the_bytes_of_a_segment(before):
