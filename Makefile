@@ -66,6 +66,8 @@ test: test-deps docs
 bench: install
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) benchmarks/run.py
+	$(PY) benchmarks/arrays.py --out benchmarks/results-arrays.json
+	$(PY) benchmarks/imports.py --out benchmarks/results-imports.json
 	WHAT="the Flux row" bash scripts/in-flux.sh $(PY) $(PY) benchmarks/flux_bench.py \
 	    --out benchmarks/results-flux.json
 

@@ -1,19 +1,20 @@
-"""``@remote``: turn a function into a handle whose calls run on workers and return futures."""
+"""``@remote``: turn a function into a handle whose calls run on workers and return futures.
+
+Importing this module and decorating stay cheap (a library that decorates its functions pays
+it on every import): cloudpickle, the session machinery and the protocol load on first need.
+"""
 
 from __future__ import annotations
 
 import importlib
+import sys
 import threading
 import types
 from typing import (Any, Callable, Coroutine, Generic, Iterable, Mapping, Protocol, SupportsIndex,
                     TypeVar, overload)
 
-import cloudpickle  # type: ignore[import-untyped]
-import wrapt
-
 from .future import RemoteFuture
 from .options import DEFAULT_OPTIONS, CallOptions, resolve
-from .protocol.shipping import import_attribute, import_function, importable_name, pickled_by_value
 
 R = TypeVar("R")
 
@@ -25,6 +26,7 @@ def current() -> Any:
     global current
     from .sessions.defaults import current as found
 
+    _register_with_cloudpickle()
     current = found
     return found()
 
@@ -32,22 +34,43 @@ def current() -> Any:
 _INSTANCE, _CLASS, _STATIC = "instance", "class", "static"
 
 
-class RemoteFunction(wrapt.ObjectProxy, Generic[R]):  # type: ignore[misc]
+#: What a handle copies from its function (the rest is read from the function on access).
+_ASSIGNED = ("__module__", "__name__", "__qualname__", "__doc__")
+
+
+class RemoteFunction(Generic[R]):
     """A function whose calls run remotely. Keeps the function's name, docstring, signature
-    and module; a handle of a module-level function pickles by reference.
+    and module (other attributes are read from the function); a handle of a module-level
+    function pickles by reference.
 
     On a class it binds like the function it wraps: ``Model(3).energy(2)`` submits
     ``energy(model, 2)``, so the instance is pickled with every call (and enters the cache
     key); what the worker changes in it is not sent back.
     """
 
+    __slots__ = ("__wrapped__", "_self_options", "_self_binding", "__dict__", "__weakref__")
     __remotefn_handle__ = True
 
     def __init__(self, function: Callable[..., R], options: CallOptions = DEFAULT_OPTIONS,
                  binding: str = _INSTANCE) -> None:
-        super().__init__(function)
+        self.__wrapped__ = function
+        attributes = self.__dict__
+        for name in _ASSIGNED:
+            try:
+                attributes[name] = getattr(function, name)
+            except AttributeError:
+                pass
         self._self_options = options
         self._self_binding = binding
+        if not _registered and "cloudpickle" in sys.modules:
+            _register_with_cloudpickle()
+
+    def __getattr__(self, name: str) -> Any:
+        # Only for names the handle lacks: the function's own attributes (__code__,
+        # __defaults__, what a user set on it).
+        if name.startswith("_self_") or name == "__wrapped__":
+            raise AttributeError(name)
+        return getattr(self.__wrapped__, name)
 
     def __call__(self, *args: Any, **kwargs: Any) -> RemoteFuture[R]:
         """Submit the call to the current session (see :func:`remotefn.current`); returns a
@@ -63,11 +86,6 @@ class RemoteFunction(wrapt.ObjectProxy, Generic[R]):  # type: ignore[misc]
             return self
         target = instance if binding == _INSTANCE else (owner or type(instance))
         return BoundRemoteFunction(self, target)
-
-    # A handle must not pass for a plain function, or picklers would pickle the bare function.
-    @property  # type: ignore[misc]
-    def __class__(self) -> type:
-        return type(self)
 
     @property
     def remote_options(self) -> CallOptions:
@@ -128,7 +146,7 @@ class RemoteFunction(wrapt.ObjectProxy, Generic[R]):  # type: ignore[misc]
 
     def __repr__(self) -> str:
         name = getattr(self.__wrapped__, "__qualname__", repr(self.__wrapped__))
-        changed = {k: v for k, v in vars(self._self_options).items()
+        changed = {k: v for k, v in self._self_options.as_dict().items()
                    if v != getattr(DEFAULT_OPTIONS, k)}
         settings = ", ".join(f"{k}={v!r}" for k, v in changed.items())
         return f"<remote {name}({settings})>"
@@ -136,6 +154,8 @@ class RemoteFunction(wrapt.ObjectProxy, Generic[R]):  # type: ignore[misc]
     def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[Any, ...]:
         # The standard pickler: by name wherever the name finds this very handle (__main__
         # included, as for plain functions). cloudpickle uses _reduce_for_cloudpickle.
+        if not _registered and "cloudpickle" in sys.modules:
+            _register_with_cloudpickle()  # for cloudpickle's next handle
         name = _own_name(self)
         if name is not None:
             return (_import_handle, name)
@@ -144,6 +164,8 @@ class RemoteFunction(wrapt.ObjectProxy, Generic[R]):  # type: ignore[misc]
     def _by_value(self) -> tuple[Any, ...]:
         """A handle that its name does not find (``options()`` made it, or it is local):
         its options by value, its function by name where importable."""
+        from .protocol.shipping import importable_name
+
         function = self.__wrapped__
         name = importable_name(function)
         if name is not None:
@@ -160,6 +182,8 @@ class RemoteFunction(wrapt.ObjectProxy, Generic[R]):  # type: ignore[misc]
 class BoundRemoteFunction(RemoteFunction[R]):
     """A handle bound to an instance (or a class): calls submit the plain function with the
     instance as its first argument, so the function itself is shipped once, by name."""
+
+    __slots__ = ("_self_handle", "_self_function", "_self_target")
 
     def __init__(self, handle: RemoteFunction[R], target: Any) -> None:
         function = handle.__wrapped__
@@ -189,6 +213,8 @@ class BoundRemoteFunction(RemoteFunction[R]):
 def _import_handle(module: str, qualname: str) -> Any:
     """The object defined at ``module.qualname``, read from its class's ``__dict__`` when it
     is a class attribute (so that a handle on a class is found unbound)."""
+    from .protocol.shipping import import_attribute
+
     parent_name, _, last = qualname.rpartition(".")
     parent = import_attribute(module, parent_name) if parent_name \
         else importlib.import_module(module)
@@ -199,6 +225,8 @@ def _import_handle(module: str, qualname: str) -> Any:
 
 def _rebuild(module: str, qualname: str, options: CallOptions, binding: str
              ) -> RemoteFunction[Any]:
+    from .protocol.shipping import import_function
+
     return RemoteFunction(import_function(module, qualname), options, binding)
 
 
@@ -220,15 +248,27 @@ def _reduce_for_cloudpickle(handle: RemoteFunction[Any]) -> tuple[Any, ...]:
     """cloudpickle's reduction of a handle: by name where a worker can import it, else by
     value, like cloudpickle's own for functions (``__main__`` and the modules given to
     ``cloudpickle.register_pickle_by_value`` go by value)."""
+    from .protocol.shipping import pickled_by_value
+
     name = _own_name(handle)
     if name is None or name[0] == "__main__" or pickled_by_value(name[0]):
         return handle._by_value()
     return (_import_handle, name)
 
 
-# cloudpickle consults its dispatch table before __reduce_ex__; the standard pickler does not
-# see this entry (it lives in cloudpickle's own table, not in copyreg's).
-cloudpickle.Pickler.dispatch_table[RemoteFunction] = _reduce_for_cloudpickle
+_registered = False
+
+
+def _register_with_cloudpickle() -> None:
+    """Give cloudpickle its reduction of handles. cloudpickle consults its dispatch table
+    before ``__reduce_ex__``; the standard pickler does not see this entry (it lives in
+    cloudpickle's own table, not in copyreg's). Done once cloudpickle is loaded: when a
+    handle is made or pickled, and on the first call (which loads it)."""
+    global _registered
+    import cloudpickle  # type: ignore[import-untyped]
+
+    cloudpickle.Pickler.dispatch_table[RemoteFunction] = _reduce_for_cloudpickle
+    _registered = True
 
 
 # -- running here ---------------------------------------------------------------------------

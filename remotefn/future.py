@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import FIRST_EXCEPTION, Future, InvalidStateError, wait
-from dataclasses import dataclass, field
 from typing import Any, Generator, Generic, Iterable, TypeVar
 
 R = TypeVar("R")
@@ -24,7 +23,6 @@ _WAITING_HERE = ("waiting for a remote call inside a done-callback (or anything 
                  "instead (pass the future as an argument), or wait in a thread of your own")
 
 
-@dataclass(slots=True)
 class CallInfo:
     """Where and when a call ran, and what it used: a future's ``info``.
 
@@ -36,23 +34,39 @@ class CallInfo:
     is None until it is known.
     """
 
-    function: str
-    call_id: int
-    queued: float
-    worker_id: str | None = None
-    host: str | None = None
-    pid: int | None = None
-    started: float | None = None
-    finished: float | None = None
-    #: CPU seconds the call used, one per rank (measured in the worker).
-    cpu_times: tuple[float, ...] | None = None
-    #: Bytes the worker's resident memory rose during the call, when the session measures
-    #: memory (``session(measure_memory=True)``).
-    peak_memory: int | None = None
-    #: True when the result came from the session's cache (or from an identical call in flight).
-    from_cache: bool = False
-    #: What the call printed: (stream, text) pairs, stream 1 for stdout and 2 for stderr.
-    output: list[tuple[int, str]] | None = field(default=None, repr=False)
+    __slots__ = ("function", "call_id", "queued", "worker_id", "host", "pid", "started",
+                 "finished", "cpu_times", "peak_memory", "from_cache", "output")
+
+    def __init__(self, function: str, call_id: int, queued: float) -> None:
+        self.function = function
+        self.call_id = call_id
+        self.queued = queued
+        self.worker_id: str | None = None
+        self.host: str | None = None
+        self.pid: int | None = None
+        self.started: float | None = None
+        self.finished: float | None = None
+        #: CPU seconds the call used, one per rank (measured in the worker).
+        self.cpu_times: tuple[float, ...] | None = None
+        #: Bytes the worker's resident memory rose during the call, when the session
+        #: measures memory (``session(measure_memory=True)``).
+        self.peak_memory: int | None = None
+        #: True when the result came from the session's cache (or from an identical call
+        #: in flight).
+        self.from_cache = False
+        #: What the call printed: (stream, text) pairs, stream 1 for stdout and 2 for stderr.
+        self.output: list[tuple[int, str]] | None = None
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__[:-1])
+        return f"CallInfo({shown})"
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not CallInfo:
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as a dataclass with eq
 
     @property
     def cpu_time(self) -> float | None:

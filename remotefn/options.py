@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, fields, replace
 from typing import Any, Callable, Mapping
 
 Check = Callable[[str, Any], Any]
 
 
-@dataclass(frozen=True)
 class Option:
     """One row of the options table."""
 
-    name: str
-    default: Any
-    check: Check
-    doc: str
+    __slots__ = ("name", "default", "check", "doc")
+
+    def __init__(self, name: str, default: Any, check: Check, doc: str) -> None:
+        self.name, self.default, self.check, self.doc = name, default, check, doc
 
 
 def _type_name(value: Any) -> str:
@@ -153,27 +151,74 @@ OPTIONS: dict[str, Option] = {
 ALIASES: dict[str, str] = {"gpus_per_core": "gpus"}
 
 
-@dataclass(frozen=True)
 class CallOptions:
     """The validated options of a call: one field per option of the table in docs/api.md.
     Made by :func:`remotefn.remote` and ``handle.options()`` (``handle.remote_options``
-    shows them); hashable, so equal options share a block pool."""
+    shows them); frozen and hashable, so equal options share a block pool. (A plain class,
+    not a dataclass: importing dataclasses costs more than the rest of ``import remotefn``.)"""
 
-    cores: int = 1
-    threads_per_core: int = 1
-    gpus: int = 0
-    cwd: str | None = None
-    env: tuple[tuple[str, str], ...] = ()
-    block: bool = False
-    max_workers: int | None = None
-    init: Callable[..., Any] | None = None
-    timeout: float | None = None
-    retries: int = 0
-    cache: bool | None = None
-    cache_salt: str | None = None
-    cache_key: Callable[..., Any] | None = None
-    nested: bool = False
-    extras: tuple[tuple[str, Any], ...] = ()
+    __slots__ = ("cores", "threads_per_core", "gpus", "cwd", "env", "block", "max_workers",
+                 "init", "timeout", "retries", "cache", "cache_salt", "cache_key", "nested",
+                 "extras")
+    cores: int
+    threads_per_core: int
+    gpus: int
+    cwd: str | None
+    env: tuple[tuple[str, str], ...]
+    block: bool
+    max_workers: int | None
+    init: Callable[..., Any] | None
+    timeout: float | None
+    retries: int
+    cache: bool | None
+    cache_salt: str | None
+    cache_key: Callable[..., Any] | None
+    nested: bool
+    extras: tuple[tuple[str, Any], ...]
+
+    def __init__(self, cores: int = 1, threads_per_core: int = 1, gpus: int = 0,
+                 cwd: str | None = None, env: tuple[tuple[str, str], ...] = (),
+                 block: bool = False, max_workers: int | None = None,
+                 init: Callable[..., Any] | None = None, timeout: float | None = None,
+                 retries: int = 0, cache: bool | None = None, cache_salt: str | None = None,
+                 cache_key: Callable[..., Any] | None = None, nested: bool = False,
+                 extras: tuple[tuple[str, Any], ...] = ()) -> None:
+        values = locals()
+        for name in self.__slots__:
+            object.__setattr__(self, name, values[name])
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"CallOptions are frozen: cannot set {name!r} (use replace())")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"CallOptions are frozen: cannot delete {name!r}")
+
+    def values(self) -> tuple[Any, ...]:
+        """Every option's value, in the order of ``__slots__``."""
+        return (self.cores, self.threads_per_core, self.gpus, self.cwd, self.env, self.block,
+                self.max_workers, self.init, self.timeout, self.retries, self.cache,
+                self.cache_salt, self.cache_key, self.nested, self.extras)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(zip(self.__slots__, self.values()))
+
+    def replace(self, **changes: Any) -> "CallOptions":
+        """A copy with some options changed (not validated: see :func:`resolve`)."""
+        return CallOptions(**{**self.as_dict(), **changes})
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not CallOptions:
+            return NotImplemented
+        return self is other or self.values() == other.values()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self.values())
+
+    def __repr__(self) -> str:
+        return "CallOptions(" + ", ".join(f"{k}={v!r}" for k, v in self.as_dict().items()) + ")"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (CallOptions, self.values())
 
     @property
     def cpus(self) -> int:
@@ -195,7 +240,7 @@ class CallOptions:
 
 
 DEFAULT_OPTIONS = CallOptions()
-assert {f.name for f in fields(CallOptions)} == set(OPTIONS), "options table out of sync"
+assert set(CallOptions.__slots__) == set(OPTIONS), "options table out of sync"
 
 
 def resolve(overrides: Mapping[str, Any], base: CallOptions = DEFAULT_OPTIONS) -> CallOptions:
@@ -219,7 +264,7 @@ def resolve(overrides: Mapping[str, Any], base: CallOptions = DEFAULT_OPTIONS) -
     for name, given in named.items():
         option, value = OPTIONS[name], overrides[given]
         changes[name] = option.check(given, value)
-    options = replace(base, **changes)
+    options = base.replace(**changes)
     if options.init is not None and not options.block:
         raise ValueError(f"init={options.init!r} needs block=True: it runs once per "
                          "persistent worker")

@@ -47,6 +47,45 @@ def test_public_names_are_imported_on_first_use():
         assert getattr(remotefn, name) is not None
 
 
+#: What a library that only decorates its functions must not pay for at import.
+HEAVY = ("cloudpickle", "zmq", "wrapt", "dataclasses", "inspect", "hashlib", "pickle", "asyncio",
+         "socket", "remotefn.protocol", "remotefn.sessions", "remotefn.hub")
+
+
+def test_importing_and_decorating_loads_nothing_heavy():
+    """Decorating functions, methods, class and static methods (and reading a handle's name
+    and options) loads none of the modules a call needs, beyond what a bare
+    ``import concurrent.futures`` loads in this interpreter."""
+    show = "import sys; print(' '.join(sorted(sys.modules)))"
+    code = ("import remotefn\n"
+            "from remotefn import remote\n"
+            "@remote(block=True, retries=1)\n"
+            "def f(x: int) -> int:\n"
+            "    return x\n"
+            "class Model:\n"
+            "    @remote\n"
+            "    def energy(self, x): return x\n"
+            "    @remote\n"
+            "    @classmethod\n"
+            "    def make(cls): return cls()\n"
+            "    @remote\n"
+            "    @staticmethod\n"
+            "    def twice(x): return 2 * x\n"
+            "g = f.options(retries=2)\n"
+            "assert (f.__name__, g.remote_options.retries, repr(Model.twice)) == "
+            "('f', 2, '<remote Model.twice()>')\n"
+            "assert Model().energy.__name__ == 'energy'\n" + show)
+    baseline = subprocess.run([sys.executable, "-c", "import concurrent.futures\n" + show],
+                              capture_output=True, text=True, timeout=120)
+    decorated = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                               timeout=120)
+    assert decorated.returncode == 0, decorated.stderr
+    before, after = set(baseline.stdout.split()), set(decorated.stdout.split())
+    heavy = {name for name in after - before
+             if any(name == h or name.startswith(h + ".") for h in HEAVY)}
+    assert not heavy
+
+
 @pytest.mark.parametrize("error, bases", [
     (remotefn.WorkerDied, ()),
     (remotefn.WorkerStartError, ()),

@@ -17,7 +17,7 @@ import zmq
 
 from ..protocol import zmqlink
 from ..protocol.framing import AuthenticationError
-from ..protocol.messages import Kind
+from ..protocol.messages import Kind, release
 from ..protocol.socketpair import FrameStream, StreamClosed
 from .events import POLLIN, POLLOUT, EventLoop
 from .heartbeat import Heartbeats
@@ -65,7 +65,7 @@ class Links:
         router under its identity (and its PINGs on the heartbeat socket)."""
         connection = worker.process.connection
         if connection is not None:
-            worker.stream = FrameStream(connection)
+            worker.stream = FrameStream(connection, report_released=True)
             self.loop.watch(connection.fileno(), partial(self._on_stream, worker))
         else:
             self.channels[worker.identity] = worker
@@ -82,8 +82,8 @@ class Links:
         """Seal and send a message; a worker that is gone is noticed by its exit, not here."""
         channel = worker.channel
         try:
-            frames = channel.seal(kind, body, call_id, flags)
             stream = worker.stream
+            frames = channel.seal(kind, body, call_id, flags, passing=stream is not None)
             if stream is None:
                 zmqlink.send(self.router, [channel.identity, *frames])
             elif not stream.send(frames):
@@ -146,12 +146,17 @@ class Links:
         except (StreamClosed, OSError):  # the worker is gone; its exit comes separately
             messages = []
             self._drop_stream(worker)
+        released = stream.released
+        if released and messages:  # copied out: the worker may reuse them for its next result
+            self.send(worker, Kind.RELEASE, release(released))
+            released.clear()
         for frames in messages:
             self._open(worker, frames)
 
     def _drop_stream(self, worker: WorkerRecord) -> None:
         if worker.stream is not None:
             self.loop.unwatch(worker.stream.fileno())
+            worker.stream.discard_descriptors()
 
     def _open(self, worker: WorkerRecord, frames: list[Any]) -> None:
         try:

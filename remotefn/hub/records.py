@@ -16,6 +16,7 @@ from ..backends import LaunchedWorker
 from ..future import RemoteFuture
 from ..options import CallOptions
 from ..protocol.framing import Channel
+from ..protocol.pickling import release
 from ..protocol.shipping import FunctionRef
 from ..protocol.socketpair import FrameStream
 from .ledger import Demand, Share
@@ -46,8 +47,13 @@ class Call:
 
     def finish(self) -> None:
         """Drop what the call no longer needs once its future is set."""
-        self.arguments = []
+        self.drop_arguments()
         self.on_success = None
+
+    def drop_arguments(self) -> None:
+        """Drop the pickled arguments; their segments go back to the session's pool."""
+        release(self.arguments)
+        self.arguments = []
 
 
 class State(enum.Enum):

@@ -36,6 +36,7 @@ class Results:
             self.reject(f"{worker.worker_id}: result for call {call_id} it was not running")
             return
         call = inflight.popleft()
+        call.drop_arguments()  # before the caller wakes: its next call reuses the segments
         worker.results += 1
         if worker.results % 256 == 0 and worker.process.status_fd is not None:
             # Keep the status pipe drained; only the ids of calls still held matter.

@@ -2,6 +2,7 @@
 
 Owns the message kinds and their bodies (:mod:`.messages`), framing and authentication
 (:mod:`.framing`), pickling of values (:mod:`.pickling`) and of functions (:mod:`.shipping`),
+shared memory for large buffers to forked workers (:mod:`.segments`),
 the two links that carry frames (:mod:`.zmqlink` over ZeroMQ, :mod:`.socketpair` over a
 private socket pair) and the variables a worker is launched with (:mod:`.launch`).
 

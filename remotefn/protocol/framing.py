@@ -6,8 +6,10 @@ A message is one head frame followed by one frame per large body item::
     header = protocol version, kind, flags, per-direction sequence number, call id
 
 Large items (over 64 KiB) travel as frames of their own, without copies, and enter the MAC
-through their SHA-256. The MAC is a keyed BLAKE2b over the direction, the worker's identity
-and every frame, with the session's fresh secret as key. A receiver checks the MAC and that
+through their SHA-256. On a socket pair, a shared-memory segment (:mod:`.segments`) travels as
+its descriptor: the kernel vouches for the only peer that can pass one, so it enters the MAC
+by its marker and its size, not its bytes. The MAC is a keyed BLAKE2b over the direction, the
+worker's identity and every frame, with the session's fresh secret as key. A receiver checks the MAC and that
 the sequence number grows before it looks at, let alone unpickles, anything else.
 """
 
@@ -20,12 +22,15 @@ import struct
 from typing import Any, Sequence
 
 from .messages import PROTOCOL_VERSION, Kind
+from .segments import Received, Segment
 
 HEADER = struct.Struct("!BBBxQQ")
 MAC_SIZE = 32
 KEY_SIZE = 32
 #: Frames larger than this enter the MAC through their SHA-256, which is faster for bulk data.
 BULK = 1 << 16
+#: The most segments one message passes as descriptors (see :mod:`.socketpair`).
+MAX_PASSED = 64
 TO_WORKER = b"S"
 TO_SESSION = b"W"
 
@@ -53,10 +58,18 @@ def _mac(prefix: Any, head: Any, bulk: Sequence[Any]) -> bytes:
     digest = prefix.copy()
     digest.update(head)
     for frame in bulk:
+        kind = type(frame)
+        if kind is Segment or kind is Received:  # passed: the head's marker says so
+            digest.update(_size(frame).to_bytes(8, "little"))
+            continue
         view = memoryview(frame).cast("B")
         digest.update(view.nbytes.to_bytes(8, "little"))
         digest.update(_bulk_digest(view))
     return digest.digest()
+
+
+def _size(frame: Any) -> int:
+    return frame.size if type(frame) is Segment else len(frame)
 
 
 #: Frames larger than this are hashed in pieces of _PIECE bytes on several threads (hashlib
@@ -83,6 +96,8 @@ def _bulk_digest(view: memoryview) -> bytes:
 _LENGTH = struct.Struct("!I")
 #: A body item's length field with this value means: the item is the next bulk frame.
 _IN_BULK = 0xFFFFFFFF
+#: ... the item is the next bulk frame, a segment passed over the socket pair.
+_PASSED = 0xFFFFFFFE
 _KINDS = {kind.value: kind for kind in Kind}
 
 
@@ -104,14 +119,24 @@ class Channel:
         self.received = 0
 
     def seal(self, kind: Kind, body: Sequence[Any] = (), call_id: int = 0,
-             flags: int = 0) -> list[Any]:
-        """The frames of a message carrying ``body`` (a list of bytes-like items)."""
+             flags: int = 0, passing: bool = False) -> list[Any]:
+        """The frames of a message carrying ``body`` (a list of bytes-like items and
+        :class:`~.segments.Segment` s). With ``passing`` (a socket pair) segments stay
+        segments, to be passed as descriptors; otherwise they are sent as their bytes."""
         self.sent += 1
         parts = [HEADER.pack(PROTOCOL_VERSION, kind, flags, self.sent, call_id),
                  len(body).to_bytes(2, "big")]
         small: list[Any] = []
         bulk: list[Any] = []
+        passed = 0
         for item in body:
+            if type(item) is Segment:
+                if passing and passed < MAX_PASSED:
+                    passed += 1
+                    parts.append(_LENGTH.pack(_PASSED))
+                    bulk.append(item)
+                    continue
+                item = item.view()
             size = memoryview(item).nbytes
             if size > BULK:
                 parts.append(_LENGTH.pack(_IN_BULK))
@@ -151,10 +176,13 @@ class Channel:
         next_bulk = 0
         for index in range(count):
             (size,) = _LENGTH.unpack_from(head, HEADER.size + 2 + 4 * index)
-            if size == _IN_BULK:
+            if size == _IN_BULK or size == _PASSED:
                 if next_bulk >= len(bulk):
                     raise AuthenticationError("missing bulk frame")
-                body.append(bulk[next_bulk])
+                frame = bulk[next_bulk]
+                if (type(frame) is Received) != (size == _PASSED):
+                    raise AuthenticationError("a frame passed otherwise than its head says")
+                body.append(frame)
                 next_bulk += 1
             else:
                 body.append(head[offset:offset + size])

@@ -18,6 +18,7 @@ RESULT     worker -> session usage (start, end, peak memory, CPU seconds per ran
 OUTPUT     worker -> session stream number (1 stdout, 2 stderr), text
 PING/PONG  both (heartbeat)  (empty)
 SHUTDOWN   session -> worker (empty)
+RELEASE    session -> worker ids of the worker's segments the session has copied out
 ========== ================= =======================================================
 
 A RESULT's flags say what its outcome frames hold: a pickled value (none set), a pickled
@@ -34,9 +35,10 @@ from typing import Any, Callable, NamedTuple, Sequence
 from .._version import __version__
 from ..errors import RemoteError, RemoteTraceback, SerializationError
 from . import pickling
+from .segments import Pool
 
 #: Bumped whenever a message's layout changes; workers of another protocol are refused.
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 
 Body = list[Any]
 #: What running one call produced: RESULT flags and the outcome frames.
@@ -58,6 +60,7 @@ class Kind(enum.IntEnum):
     PONG = 10
     SHUTDOWN = 11
     TASKS = 12
+    RELEASE = 13
 
 
 class Flag:
@@ -181,11 +184,11 @@ def read_result(body: Sequence[Any]) -> tuple[Usage, list[Any]]:
     return Usage(started, finished, peak, cpu), list(body[1:])
 
 
-def success(value: Any) -> Outcome:
-    """The outcome of a call that returned ``value``; a value that does not pickle becomes
-    an UNPICKLABLE outcome."""
+def success(value: Any, pool: Pool | None = None) -> Outcome:
+    """The outcome of a call that returned ``value`` (large buffers in segments of ``pool``);
+    a value that does not pickle becomes an UNPICKLABLE outcome."""
     try:
-        return Flag.NONE, pickling.dumps(value)
+        return Flag.NONE, pickling.dumps(value, pool)
     except BaseException as error:
         return unpicklable(f"the result ({type(value).__name__}) could not be pickled: "
                            f"{type(error).__name__}: {error}")
@@ -233,6 +236,16 @@ def read_outcome(flags: int, frames: Sequence[Any],
     except BaseException as error:
         return False, SerializationError(f"the result of {describe()} could not be unpickled "
                                          f"here: {type(error).__name__}: {error}")
+
+
+def release(ids: Sequence[int]) -> Body:
+    """RELEASE: the ids of segments the session has copied out (their owner may reuse them)."""
+    return [struct.pack(f"!{len(ids)}Q", *ids)]
+
+
+def read_release(body: Sequence[Any]) -> list[int]:
+    data = memoryview(body[0])
+    return list(struct.unpack(f"!{data.nbytes // 8}Q", data[:data.nbytes - data.nbytes % 8]))
 
 
 # -- output -------------------------------------------------------------------------------------

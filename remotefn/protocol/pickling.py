@@ -2,7 +2,8 @@
 
 Small plain data goes through the standard pickler; anything else through cloudpickle (imported
 on first need: a worker that only sees plain data starts faster without it), with large
-buffers such as numpy arrays as frames of their own (pickle protocol 5).
+buffers such as numpy arrays as frames of their own (pickle protocol 5), copied into
+shared-memory segments (:mod:`.segments`) where a pool is given.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import pickle
 from typing import Any, Sequence
 
 from ..errors import SerializationError
+from .segments import SHARED_MIN, Pool, Segment
 
 _PLAIN = frozenset([int, float, str, bytes, bool, type(None), complex])
 
@@ -41,11 +43,12 @@ def _plain(obj: Any, depth: int = 0) -> bool:
     return False
 
 
-def dumps(obj: Any) -> list[Any]:
-    """Pickle ``obj``; large buffers (numpy arrays) become extra frames.
+def dumps(obj: Any, pool: Pool | None = None) -> list[Any]:
+    """Pickle ``obj``; large buffers (numpy arrays) become extra frames: segments of
+    ``pool`` from :data:`~.segments.SHARED_MIN` bytes, else bytes.
 
     Those buffers are copied here, once: what is sent is the value at this moment, even if
-    the caller changes its arrays while ZeroMQ is still sending them.
+    the caller changes its arrays while it is still being sent.
     """
     if _plain(obj):
         return [pickle.dumps(obj, protocol=5)]
@@ -53,7 +56,23 @@ def dumps(obj: Any) -> list[Any]:
 
     buffers: list[pickle.PickleBuffer] = []
     data = cloudpickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
-    return [data, *(bytes(buffer.raw()) for buffer in buffers)]
+    return [data, *(_copy(buffer.raw(), pool) for buffer in buffers)]
+
+
+def _copy(buffer: memoryview, pool: Pool | None) -> Any:
+    if pool is not None and buffer.nbytes >= SHARED_MIN:
+        segment = pool.copy(buffer)
+        if segment is not None:
+            return segment
+    return bytes(buffer)
+
+
+def release(frames: Sequence[Any]) -> None:
+    """Give the segments among ``frames`` back to their pool (the frames are sent and no
+    longer needed)."""
+    for frame in frames:
+        if type(frame) is Segment:
+            frame.release()
 
 
 def loads(frames: Sequence[Any]) -> Any:
@@ -64,11 +83,12 @@ def loads(frames: Sequence[Any]) -> Any:
     return pickle.loads(frames[0], buffers=buffers)
 
 
-def dumps_arguments(function: str, args: tuple, kwargs: dict[str, Any]) -> list[Any]:
+def dumps_arguments(function: str, args: tuple, kwargs: dict[str, Any],
+                    pool: Pool | None = None) -> list[Any]:
     """:func:`dumps` of a call's ``(args, kwargs)``; raises
     :class:`~remotefn.SerializationError` naming the first argument that does not pickle."""
     try:
-        return dumps((args, kwargs))
+        return dumps((args, kwargs), pool)
     except Exception as error:
         import cloudpickle
 

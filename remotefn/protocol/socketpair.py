@@ -5,24 +5,40 @@ ZeroMQ hands every message to I/O threads on both sides; on a socket pair that o
 processes hold, a message is one ``sendmsg`` and one ``recv``. Each message is
 ``count | sizes | frames``; large frames are received straight into a buffer of their own
 (no extra copy, and writable). The frames are the same authenticated ones that travel over
-ZeroMQ (see :mod:`.framing`).
+ZeroMQ (see :mod:`.framing`), except that a :class:`~.segments.Segment` among them travels as
+its descriptor (``SCM_RIGHTS``, with the message's first bytes) and its id, and arrives as a
+:class:`~.segments.Received` copy.
 """
 
 from __future__ import annotations
 
+import array
+import os
 import socket
 import struct
 from collections import deque
 from typing import Any, Sequence
 
+from . import segments
+
 _COUNT = struct.Struct("!I")
 _SIZE = struct.Struct("!Q")
-_CHUNK = 1 << 18
+#: Bytes one read takes, into a buffer each stream keeps (allocating one per read cost more
+#: than the read).
+_CHUNK = 1 << 16
 #: Frames up to this size are cut out of the read buffer; larger ones get a buffer of their own.
 _SMALL = 1 << 16
 #: The most buffers one sendmsg takes (below every system's IOV_MAX).
 _IOV = 512
 _MAX_FRAMES = 1 << 16
+#: A size with this bit set: the frame is a passed segment of that size; its 8 bytes on the
+#: stream are the segment's id.
+_PASSED = 1 << 63
+_ID = struct.Struct("!Q")
+#: The most descriptors one message passes (SCM_RIGHTS takes up to 253).
+MAX_FDS = 64
+_ANCILLARY = socket.CMSG_SPACE(MAX_FDS * array.array("i").itemsize)
+_CLOEXEC = getattr(socket, "MSG_CMSG_CLOEXEC", 0)
 
 
 class StreamClosed(Exception):
@@ -38,10 +54,17 @@ class FrameStream:
     :meth:`receive`.
     """
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, report_released: bool = False) -> None:
         self.socket = sock
         self.outgoing: deque[memoryview] = deque()
+        #: The heads of queued messages that pass descriptors, with those descriptors.
+        self._passing: deque[tuple[memoryview, list[int]]] = deque()
+        #: Descriptors received and not yet matched with their frames.
+        self._fds: deque[int] = deque()
+        #: Ids of the peer's segments copied out here (when reported), for its RELEASE.
+        self.released: list[int] | None = [] if report_released else None
         self._buffer = bytearray()
+        self._chunk = memoryview(bytearray(_CHUNK))
         self._frames: list[Any] = []
         self._sizes: list[int] | None = None
         self._large: bytearray | None = None  # the large frame being filled
@@ -52,30 +75,87 @@ class FrameStream:
 
     def close(self) -> None:
         self.socket.close()
+        self.discard_descriptors()
+
+    def discard_descriptors(self) -> None:
+        """Close the descriptors received and not yet read, and those not yet sent (the
+        stream is done with)."""
+        while self._fds:
+            segments.close_quietly(self._fds.popleft())
+        while self._passing:
+            for fd in self._passing.popleft()[1]:
+                segments.close_quietly(fd)
 
     # -- sending ---------------------------------------------------------------------------
 
     @staticmethod
     def encode(frames: Sequence[Any]) -> list[memoryview]:
         """The views that make up a message on the stream: its header, then each frame."""
-        views = [memoryview(frame).cast("B") for frame in frames]
-        head = _COUNT.pack(len(views)) + b"".join(_SIZE.pack(view.nbytes) for view in views)
-        return [memoryview(head), *views]
+        return FrameStream._encode(frames)[0]
+
+    @staticmethod
+    def _encode(frames: Sequence[Any]) -> tuple[list[memoryview], list[int]]:
+        """:meth:`encode`, and the descriptors the message passes."""
+        try:
+            views = [memoryview(frame).cast("B") for frame in frames]
+        except TypeError:  # a segment (which has no buffer of its own here) is among them
+            return FrameStream._encode_passing(frames)
+        head = _COUNT.pack(len(views)) + b"".join([_SIZE.pack(view.nbytes) for view in views])
+        return [memoryview(head), *views], []
+
+    @staticmethod
+    def _encode_passing(frames: Sequence[Any]) -> tuple[list[memoryview], list[int]]:
+        fds: list[int] = []
+        views = []
+        sizes = []
+        for frame in frames:
+            if type(frame) is segments.Segment:
+                fds.append(frame.fd)
+                views.append(memoryview(_ID.pack(frame.id)))
+                sizes.append(_PASSED | frame.size)
+            else:
+                view = memoryview(frame).cast("B")
+                views.append(view)
+                sizes.append(view.nbytes)
+        head = memoryview(_COUNT.pack(len(views)) + struct.pack(f"!{len(sizes)}Q", *sizes))
+        return [head, *views], fds
+
+    def _queue(self, frames: Sequence[Any]) -> None:
+        views, fds = self._encode(frames)
+        if fds:  # copies of the descriptors, so a segment closed meanwhile is still sent
+            self._passing.append((views[0], [os.dup(fd) for fd in fds]))
+        self.outgoing.extend(views)
 
     def send(self, frames: Sequence[Any]) -> bool:
         """Queue a message and send what the socket takes now; True when nothing is left."""
-        self.outgoing.extend(self.encode(frames))
+        self._queue(frames)
         return self.flush()
 
     def flush(self) -> bool:
         """Send queued bytes without blocking; True when nothing is left."""
         outgoing = self.outgoing
+        passing = self._passing
         while outgoing:
             batch = [outgoing[i] for i in range(min(len(outgoing), _IOV))]
+            ancillary = []
+            if passing:  # descriptors go with their message's first bytes, and alone
+                carried = passing[0][0] is batch[0]
+                if carried:
+                    ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                  array.array("i", passing[0][1]))]
+                if len(passing) > carried:
+                    later = passing[int(carried)][0]
+                    for index in range(1, len(batch)):
+                        if batch[index] is later:
+                            del batch[index:]
+                            break
             try:
-                sent = self.socket.sendmsg(batch)
+                sent = self.socket.sendmsg(batch, ancillary)
             except (BlockingIOError, InterruptedError):
                 return False
+            if ancillary:
+                for fd in passing.popleft()[1]:
+                    os.close(fd)
             while sent:
                 first = outgoing[0]
                 if sent >= first.nbytes:
@@ -88,7 +168,7 @@ class FrameStream:
 
     def send_all(self, frames: Sequence[Any]) -> None:
         """Send a message on a blocking socket."""
-        self.outgoing.extend(self.encode(frames))
+        self._queue(frames)
         while not self.flush():
             pass
 
@@ -130,9 +210,21 @@ class FrameStream:
                 got = self.socket.recv_into(view[self._filled:])
             self._filled += got
             return got, got < wanted
-        data = self.socket.recv(_CHUNK)
-        self._buffer += data
-        return len(data), len(data) < _CHUNK
+        chunk = self._chunk
+        got, ancillary, flags, _ = self.socket.recvmsg_into([chunk], _ANCILLARY, _CLOEXEC)
+        if ancillary:
+            self._take_descriptors(ancillary, flags)
+        self._buffer += chunk[:got]
+        return got, got < _CHUNK
+
+    def _take_descriptors(self, ancillary: list[tuple[int, int, bytes]], flags: int) -> None:
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds = array.array("i")
+                fds.frombytes(payload[:len(payload) - len(payload) % fds.itemsize])
+                self._fds.extend(fds)
+        if flags & socket.MSG_CTRUNC:
+            raise StreamClosed("more descriptors arrived than a message may pass")
 
     def _parse(self, messages: list[list[Any]], limit: int = 0) -> None:
         buffer = self._buffer
@@ -157,7 +249,12 @@ class FrameStream:
             frames = self._frames
             while len(frames) < len(sizes):
                 size = sizes[len(frames)]
-                if size <= _SMALL:
+                if size & _PASSED:
+                    if len(buffer) < _ID.size:
+                        return
+                    frames.append(self._passed(size & ~_PASSED, _ID.unpack_from(buffer)[0]))
+                    del buffer[:_ID.size]
+                elif size <= _SMALL:
                     if len(buffer) < size:
                         return
                     frames.append(bytes(buffer[:size]))
@@ -174,3 +271,15 @@ class FrameStream:
             messages.append(frames)
             self._frames = []
             self._sizes = None
+
+    def _passed(self, size: int, segment_id: int) -> segments.Received:
+        """The copy of the next passed segment (whose descriptor came with its message)."""
+        if not self._fds:
+            raise StreamClosed("a message names a segment that was not passed")
+        try:
+            received = segments.receive(self._fds.popleft(), size)
+        except ValueError as error:
+            raise StreamClosed(str(error)) from None
+        if self.released is not None:
+            self.released.append(segment_id)
+        return received

@@ -27,7 +27,7 @@ from ..hub.ledger import Demand
 from ..hub.recorder import Recorder
 from ..hub.records import Call
 from ..options import DEFAULT_OPTIONS, CallOptions
-from ..protocol import pickling
+from ..protocol import pickling, segments
 from ..protocol.shipping import FunctionRef, function_ref
 from . import registry
 from .dependencies import Arguments, Waiter, find_futures
@@ -84,6 +84,8 @@ class Session(concurrent.futures.Executor):
                         start_timeout=float(start_timeout), recorder=self._recorder,
                         measure_memory=measure_memory)
         self._pending: set[concurrent.futures.Future] = set()
+        #: Shared memory for large arguments (passed to forked workers, copied to the rest).
+        self._segments = segments.Pool() if segments.supported() else None
         #: The live dashboard, when the session serves one (``dashboard=True`` or a port).
         self.dashboard: Dashboard | None = None
         self._done_tap: Any = None  # where done calls go for the dashboard
@@ -173,6 +175,7 @@ class Session(concurrent.futures.Executor):
         self._close_dashboard()
         self._hub.stop(kill=False)
         self._hub.stopped.wait()
+        self._close_segments()
 
     def _abort(self) -> None:
         """Cancel what has not started and kill every worker now (an error or Ctrl-C)."""
@@ -183,6 +186,11 @@ class Session(concurrent.futures.Executor):
         self._close_dashboard()
         self._hub.stop(kill=True)
         self._hub.stopped.wait(10)
+        self._close_segments()
+
+    def _close_segments(self) -> None:
+        if self._segments is not None:
+            self._segments.close()
 
     def _kill_workers(self) -> None:
         self._hub.kill_now()
@@ -305,7 +313,7 @@ class Session(concurrent.futures.Executor):
         if dependencies:
             pending, arguments = Arguments(args, kwargs, dependencies), None
         else:
-            arguments = pickling.dumps_arguments(ref.name, args, kwargs)
+            arguments = pickling.dumps_arguments(ref.name, args, kwargs, self._segments)
         call_id = next(self._call_ids)
         future = RemoteFuture(CallInfo(ref.name, call_id, time.time()))
         self._pending.add(future)
@@ -322,7 +330,7 @@ class Session(concurrent.futures.Executor):
         if future.done():
             return
         try:
-            arguments = pickling.dumps_arguments(ref.name, args, kwargs)
+            arguments = pickling.dumps_arguments(ref.name, args, kwargs, self._segments)
         except SerializationError as error:
             future._fail(error)
             return

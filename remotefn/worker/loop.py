@@ -11,7 +11,7 @@ import sys
 import time
 from typing import Any
 
-from ..protocol import messages
+from ..protocol import messages, segments
 from ..protocol.framing import AuthenticationError, Channel
 from ..protocol.launch import MEASURE_MEMORY, STATUS_FD
 from ..protocol.messages import Flag, Kind, Outcome, Usage
@@ -71,6 +71,9 @@ class Worker:
             self.zmqlink = zmqlink
         self.channel = Channel(key, identity, session_side=False)
         self.runner = Runner()
+        if self.stream is not None and segments.supported():
+            # Large results go back in shared memory, reused once the session copied them.
+            self.runner.segments = segments.Pool(hold_lent=True)
         status = os.environ.pop(STATUS_FD, None)
         self.status_fd = int(status) if status else None
         self.measure_memory = os.environ.pop(MEASURE_MEMORY, "") == "1"
@@ -80,7 +83,7 @@ class Worker:
         self.stderr = _CallOutput(self, 2)
 
     def send(self, kind: Kind, body: list[Any] = [], call_id: int = 0, flags: int = 0) -> None:
-        frames = self.channel.seal(kind, body, call_id, flags)
+        frames = self.channel.seal(kind, body, call_id, flags, passing=self.stream is not None)
         if self.stream is not None:
             self.stream.send_all(frames)
         else:
@@ -126,6 +129,9 @@ class Worker:
                 print(f"remotefn worker: refused by the session: {messages.read_text(body)}",
                       file=sys.__stderr__)
                 return
+            elif kind is Kind.RELEASE:
+                if self.runner.segments is not None:
+                    self.runner.segments.release_ids(messages.read_release(body))
             elif kind is Kind.SHUTDOWN:
                 return
 

@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 from ..protocol import messages, pickling
 from ..protocol.messages import Outcome
+from ..protocol.segments import Pool
 
 
 class Runner:
@@ -26,6 +27,8 @@ class Runner:
         self.cpu = 0.0
         #: The worker's event loop, made by the first ``async def`` call and kept for the next.
         self.loop: Any = None
+        #: Where large results go (a worker on a socket pair), else None: copied as bytes.
+        self.segments: Pool | None = None
 
     def initialize(self, payload: Any) -> str | None:
         """Run the pickled ``init`` (if any); the traceback text if it failed, else None."""
@@ -69,7 +72,7 @@ class Runner:
         self.cpu = time.process_time() - cpu
         after()
         del args, kwargs
-        return messages.success(value)
+        return messages.success(value, self.segments)
 
     def _run_coroutine(self, coroutine: Any) -> Any:
         if self.loop is None:

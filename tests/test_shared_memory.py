@@ -1,0 +1,234 @@
+"""Large buffers between a session and its forked workers travel in shared memory (memfd
+segments passed over the socket pair): each side gets a private copy, segments are reused
+only by their owner, and none outlives a process that is killed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+
+import psutil
+import pytest
+
+import remotefn
+from helpers import alive, read_pid, wait_for_file, wait_until, write_pid
+from remotefn import WorkerDied, remote
+from remotefn.protocol import segments
+from remotefn.protocol.framing import Channel
+from remotefn.protocol.messages import Kind
+from remotefn.protocol.socketpair import FrameStream
+
+np = pytest.importorskip("numpy")
+pytestmark = pytest.mark.skipif(not segments.supported(), reason="memfds are Linux only")
+
+MIB = 1 << 20
+
+
+@pytest.fixture
+def before() -> tuple[int, int]:
+    """This process's segment descriptors and mappings before the test (a default session
+    made by an earlier test may keep some for reuse)."""
+    return memfds()
+
+
+def memfds(pid: int | str = "self") -> tuple[int, int]:
+    """How many segment descriptors ``pid`` holds, and how many segment mappings."""
+    fds = 0
+    for name in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            fds += os.readlink(f"/proc/{pid}/fd/{name}").startswith("/memfd:remotefn")
+        except OSError:  # closed meanwhile
+            pass
+    with open(f"/proc/{pid}/maps") as maps:
+        mapped = sum("/memfd:remotefn" in line for line in maps)
+    return fds, mapped
+
+
+def test_a_passed_segment_arrives_as_a_private_writable_copy(before):
+    ours, theirs = socket.socketpair()
+    key = os.urandom(32)
+    session = Channel(key, b"w1", session_side=True)
+    worker = Channel(key, b"w1", session_side=False)
+    sender, receiver = FrameStream(ours), FrameStream(theirs, report_released=True)
+    pool = segments.Pool()
+    data = np.arange(MIB, dtype=np.uint8)
+    segment = pool.copy(data)
+    data[:] = 7  # after the copy: the segment holds the value at the call
+    sender.send_all(session.seal(Kind.TASK, [b"small", segment], call_id=3, passing=True))
+    kind, _, call_id, body = worker.open(receiver.receive())
+    assert (kind, call_id, bytes(body[0])) == (Kind.TASK, 3, b"small")
+    arrived = np.frombuffer(body[1], dtype=np.uint8)
+    np.testing.assert_array_equal(arrived, np.arange(MIB, dtype=np.uint8))
+    arrived[:] = 1  # writable, and private: the sender's segment keeps its bytes
+    assert bytes(segment.view()[:3]) == bytes([0, 1, 2])
+    assert receiver.released == [segment.id]
+    assert memfds()[0] == before[0] + 2  # the segment and its mapping's copy; none received
+    pool.release_ids(receiver.released)
+    pool.close()
+    assert memfds() == before
+    for end in (sender, receiver):
+        end.close()
+
+
+def test_descriptors_stay_with_their_messages_when_sends_are_cut_short(before):
+    """A non-blocking sender whose socket fills up sends messages in pieces; each passed
+    segment still arrives with its own message, in order."""
+    import select
+    import threading
+
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    sender, receiver = FrameStream(ours), FrameStream(theirs)
+    pool = segments.Pool()
+    sent = [pool.copy(bytes([i]) * (MIB // 2)) for i in range(40)]
+    received: list[tuple[bytes, int, int, int]] = []
+
+    def read() -> None:
+        for _ in sent:
+            head, segment, filler = receiver.receive()
+            received.append((bytes(head), segment[0], len(segment), len(filler)))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    for i, segment in enumerate(sent):  # queued while the socket is full, several at a time
+        sender.send([bytes([i]), segment, bytes(200_000)])
+    while not sender.flush():
+        select.select([], [ours], [], 5)
+    reader.join(60)
+    assert received == [(bytes([i]), i, MIB // 2, 200_000) for i in range(40)]
+    for segment in sent:
+        segment.release()
+    pool.close()
+    for end in (sender, receiver):
+        end.close()
+    assert memfds() == before
+
+
+def test_a_head_that_lies_about_how_a_frame_came_is_dropped():
+    ours, theirs = socket.socketpair()
+    key = os.urandom(32)
+    session = Channel(key, b"w1", session_side=True)
+    worker = Channel(key, b"w1", session_side=False)
+    sender, receiver = FrameStream(ours), FrameStream(theirs)
+    pool = segments.Pool()
+    segment = pool.copy(bytes(MIB))
+    frames = session.seal(Kind.TASK, [b"x", segment], passing=True)
+    sender.send_all([frames[0], bytes(1000)])  # bytes where the head says a segment
+    with pytest.raises(Exception, match="passed otherwise|bad MAC"):
+        worker.open(receiver.receive())
+    segment.release()
+    pool.close()
+    for end in (sender, receiver):
+        end.close()
+
+
+def doubled_after_changing_it(array, marker):
+    """Changes its argument in place; the first time it also kills its worker."""
+    array *= 2
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(3)
+    return array
+
+
+def test_a_retry_sees_the_argument_as_it_was_at_the_call(tmp_path):
+    """The first worker changed its copy and died; the retry on a new worker gets the
+    caller's values, and the caller's own array was never touched."""
+    original = np.arange(2 * MIB, dtype=np.float64)
+    data = original.copy()
+    with remotefn.session("local", max_cores=1, forward_output=False):
+        handle = remote(doubled_after_changing_it, block=True, retries=1)
+        result = handle(data, str(tmp_path / "died-once")).result(timeout=60)
+    np.testing.assert_array_equal(result, original * 2)
+    np.testing.assert_array_equal(data, original)
+
+
+def negated(array):
+    return -array
+
+
+def test_reused_segments_carry_each_calls_own_values():
+    """Many calls of one size in both directions, so segments are reused; every result kept
+    by the caller keeps its own values."""
+    with remotefn.session("local", max_cores=2, forward_output=False):
+        handle = remote(negated, block=True, max_workers=2)
+        inputs = [np.full(MIB // 8, float(i)) for i in range(12)]
+        results = []
+        for start in range(0, 12, 3):  # a few in flight at a time
+            futures = [handle(a) for a in inputs[start:start + 3]]
+            results.extend(f.result(timeout=60) for f in futures)
+        for i, result in enumerate(results):
+            assert result.flags.writeable
+            np.testing.assert_array_equal(result, np.full(MIB // 8, -float(i)))
+        results[0][:] = 5  # a result is the caller's own memory
+        assert results[1][0] == -1.0
+
+
+def held(array, pid_file, gate):
+    write_pid(pid_file)
+    wait_for_file(gate)
+    return array.sum()
+
+
+def test_no_segment_outlives_a_killed_worker_or_the_session(tmp_path, before):
+    with remotefn.session("local", max_cores=1, forward_output=False):
+        handle = remote(held, block=True)
+        array = np.ones(4 * MIB)
+        future = handle(array, str(tmp_path / "pid"), str(tmp_path / "never"))
+        worker = read_pid(str(tmp_path / "pid"))
+        assert memfds(worker)[0] <= 1  # at most its pool's; the argument was copied out
+        os.kill(worker, signal.SIGKILL)
+        with pytest.raises(WorkerDied):
+            future.result(timeout=60)
+        open(tmp_path / "open", "w").close()
+        again = handle(array, str(tmp_path / "pid2"), str(tmp_path / "open"))
+        assert again.result(timeout=60) == array.sum()
+        assert memfds()[0] > before[0]  # segments kept for reuse
+    assert memfds() == before
+
+
+def test_a_killed_session_leaves_its_worker_to_exit_with_its_segments(tmp_path):
+    pid_file, gate = str(tmp_path / "pid"), str(tmp_path / "never")
+    script = textwrap.dedent(f"""
+        import numpy, remotefn, test_shared_memory
+        with remotefn.session("local", max_cores=1, forward_output=False):
+            f = remotefn.remote(test_shared_memory.held, block=True)
+            f(numpy.ones({4 * MIB}), {pid_file!r}, {gate!r}).result()
+    """)
+    caller = subprocess.Popen([sys.executable, "-c", script],
+                              env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    worker = read_pid(pid_file, process=caller)
+    started = [child.pid for child in psutil.Process(caller.pid).children(recursive=True)]
+    assert worker in started
+    caller.send_signal(signal.SIGKILL)
+    caller.wait(timeout=60)
+    wait_until(lambda: not any(alive(pid) for pid in started), timeout=60,
+               what="the worker and fork server of a killed session to exit")
+
+
+def test_workers_on_zeromq_get_the_bytes_of_a_segment(before):
+    """A worker that is not forked (here: exec'ed, on ZeroMQ) cannot take a descriptor: the
+    session's segment goes as its bytes, authenticated as any frame."""
+    original = np.arange(MIB, dtype=np.float64)
+    with remotefn.session("local", max_cores=1, forward_output=False, fork_server=False):
+        result = remote(negated, block=True)(original).result(timeout=60)
+    np.testing.assert_array_equal(result, -original)
+    assert memfds() == before
+
+
+def test_calls_answered_from_the_cache_leave_no_segment(tmp_path, before):
+    """A call answered from the cache never reaches a worker; its argument's segment is
+    closed, not kept."""
+    array = np.ones(MIB)
+    with remotefn.session("local", max_cores=1, forward_output=False,
+                          cache_directory=str(tmp_path)):
+        handle = remote(negated, block=True)
+        first = handle(array).result(timeout=60)
+        for _ in range(3):
+            again = handle(array)
+            assert again.result(timeout=60).sum() == first.sum() and again.info.from_cache
+    assert memfds() == before
