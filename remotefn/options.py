@@ -200,6 +200,7 @@ class CallOptions:
                 self.cache_salt, self.cache_key, self.nested, self.extras)
 
     def as_dict(self) -> dict[str, Any]:
+        """Every option by name."""
         return dict(zip(self.__slots__, self.values()))
 
     def replace(self, **changes: Any) -> "CallOptions":
