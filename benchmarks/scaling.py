@@ -3,7 +3,8 @@
     python benchmarks/scaling.py [--quick] [--workers 8,64,256] [--runs 5] [--out FILE]
 
 Workers: a block pool of N real forked workers (oversubscribed on a small machine; they are
-idle but for the no-op calls) takes ``calls`` no-op calls submitted at once. Queue: 10k and
+idle but for the no-op calls) takes ``calls`` no-op calls submitted at once, then a tenth as
+many one at a time (each a wake-up of the hub thread). Queue: 10k and
 100k calls wait behind one future, then run on 2 workers. For each, the CPU time of this
 process (caller, hub and heartbeat threads) and of the hub thread alone, per call; each
 figure is the median of ``runs`` runs, every size once per round, rounds interleaved.
@@ -67,6 +68,12 @@ def with_workers(workers: int, calls: int) -> dict[str, float]:
         concurrent.futures.wait(futures)
         row = _per_call(begun, clock, calls)
         row["workers_used"] = len({f.info.worker_id for f in futures})
+        serial = calls // 10  # one call at a time: a wake-up of the hub thread per call
+        begun = _cpu(clock)
+        for _ in range(serial):
+            session.submit(noop, 0).result()
+        row.update({"serial_" + key: value for key, value in
+                    _per_call(begun, clock, serial).items()})
         return row
 
 
@@ -89,7 +96,9 @@ def with_queue(size: int) -> dict[str, float]:
 
 def _summary(samples: list[dict[str, float]]) -> dict[str, Any]:
     row: dict[str, Any] = {}
-    for key in ("process_us", "hub_us"):
+    for key in ("process_us", "hub_us", "serial_process_us", "serial_hub_us"):
+        if key not in samples[0]:
+            continue
         values = sorted(sample[key] for sample in samples)
         row[key] = statistics.median(values)
         row[key + "_range"] = [values[0], values[-1]]
@@ -112,7 +121,8 @@ def measure(workers: list[int], sizes: list[int], calls: int, runs: int,
             samples[kind, n].append(sample)
             print(f"run {run + 1} {kind} {n}: {sample['process_us']:.1f} us/call "
                   f"(hub thread {sample['hub_us']:.1f}"
-                  f"{', workers used %d' % sample['workers_used'] if 'workers_used' in sample else ''})",
+                  f"{', workers used %d' % sample['workers_used'] if 'workers_used' in sample else ''})"
+                  f"{'; one at a time %.1f us/call (hub thread %.1f)' % (sample['serial_process_us'], sample['serial_hub_us']) if 'serial_hub_us' in sample else ''}",
                   file=log, flush=True)
     result: dict[str, Any] = {"calls": calls, "workers": {}, "queue": {}}
     for (kind, n), rows in samples.items():
@@ -120,8 +130,11 @@ def measure(workers: list[int], sizes: list[int], calls: int, runs: int,
     for kind, sizes_ in (("workers", workers), ("queue", sizes)):
         if len(sizes_) > 1:
             table = result[kind]
-            result[kind + "_growth"] = (table[str(sizes_[-1])]["process_us"]
-                                        / table[str(sizes_[0])]["process_us"])
+            first, last = table[str(sizes_[0])], table[str(sizes_[-1])]
+            result[kind + "_growth"] = last["process_us"] / first["process_us"]
+            if "serial_process_us" in first:
+                result[kind + "_growth_serial"] = (last["serial_process_us"]
+                                                   / first["serial_process_us"])
     return result
 
 
