@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+from functools import partial
 from typing import Any
 
 from ..backends import Backend
@@ -31,6 +32,7 @@ from ..future import session_thread
 from ..protocol import messages
 from ..protocol.framing import new_key
 from ..protocol.messages import Flag, Kind
+from .direct import read_own_result
 from .events import EventLoop
 from .ledger import Ledger
 from .recorder import Recorder
@@ -126,7 +128,13 @@ class Hub:
             self._send_call(worker, call)
             if worker.stream is not None and worker.stream.outgoing:
                 self.loop.post(_nothing)  # the hub thread must watch the socket for writing
+            elif len(worker.inflight) == 1:  # a caller waiting for it may read the result
+                call.future._direct = partial(read_own_result, self, worker)
         return True
+
+    def wake(self) -> None:
+        """Make the hub thread run a turn of its loop (from any thread)."""
+        self.loop.post(_nothing)
 
     def release(self, key: Any) -> None:
         """Stop the workers of the pool ``key`` once they are idle; returns at once."""
