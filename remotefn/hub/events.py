@@ -26,7 +26,9 @@ import zmq
 
 POLLIN = select.EPOLLIN
 POLLOUT = select.EPOLLOUT
-_ZMQ_EVENTS = {POLLIN: int(zmq.POLLIN), POLLOUT: int(zmq.POLLOUT)}
+_EVENTS = zmq.EVENTS
+_ZMQ_POLLIN = int(zmq.POLLIN)
+_ZMQ_POLLOUT = int(zmq.POLLOUT)
 
 
 class EventLoop:
@@ -173,6 +175,6 @@ class EventLoop:
 
 def _socket_events(socket: zmq.Socket, watched: int) -> int:
     """Which of the ``watched`` events (POLLIN, POLLOUT) ZeroMQ ``socket`` is ready for."""
-    events = socket.getsockopt(zmq.EVENTS)
-    return sum(mine for mine, theirs in _ZMQ_EVENTS.items()
-               if watched & mine and events & theirs)
+    events = socket.getsockopt(_EVENTS)
+    return ((POLLIN if events & _ZMQ_POLLIN else 0)
+            | (POLLOUT if events & _ZMQ_POLLOUT else 0)) & watched
