@@ -129,7 +129,9 @@ class Hub:
             if worker.stream is not None and worker.stream.outgoing:
                 self.loop.post(_nothing)  # the hub thread must watch the socket for writing
             elif len(worker.inflight) == 1:  # a caller waiting for it may read the result
-                call.future._direct = partial(read_own_result, self, worker)
+                if worker.read_directly is None:
+                    worker.read_directly = partial(read_own_result, self, worker)
+                call.future._direct = worker.read_directly
         return True
 
     def wake(self) -> None:
