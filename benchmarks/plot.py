@@ -4,7 +4,8 @@ its number of workers, and against the number of queued calls.
     python benchmarks/plot.py RESULTS.json [--before BEFORE.json] [--out docs/scaling.png]
 
 Each point is the median of its runs; the bars span their range. ``--before`` draws the
-results of an earlier tree beside them, dashed.
+results of an earlier tree beside them, dashed; so does a RESULTS.json written by
+``scaling.py --trees BEFORE,AFTER``.
 """
 
 from __future__ import annotations
@@ -76,6 +77,9 @@ def main() -> int:
     with open(args.results) as file:
         after = json.load(file)
     before = None
+    if "trees" in after:  # scaling.py --trees BEFORE,AFTER: the first before, the last after
+        runs = list(after["trees"].values())
+        before, after = runs[0], runs[-1]
     if args.before:
         with open(args.before) as file:
             before = json.load(file)

@@ -1,6 +1,7 @@
 """How the session's CPU per call grows with its workers and with its queue.
 
     python benchmarks/scaling.py [--quick] [--workers 8,64,256] [--runs 5] [--out FILE]
+                                 [--trees BEFORE,AFTER]
 
 Workers: a block pool of N real forked workers (oversubscribed on a small machine; they are
 idle but for the no-op calls) takes ``calls`` no-op calls submitted at once, then a tenth as
@@ -15,7 +16,9 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import json
+import os
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -109,21 +112,54 @@ def _summary(samples: list[dict[str, float]]) -> dict[str, Any]:
     return row
 
 
-def measure(workers: list[int], sizes: list[int], calls: int, runs: int,
-            log: Any = sys.stderr) -> dict[str, Any]:
-    """Every worker count and queue size once per round, in a rotating order."""
+def _round(workers: list[int], sizes: list[int], calls: int, run: int,
+           log: Any) -> dict[tuple[str, int], dict[str, float]]:
+    """Every worker count and queue size once, starting where ``run`` says."""
     cases = [("workers", n) for n in workers] + [("queue", n) for n in sizes]
-    samples: dict[tuple[str, int], list[dict[str, float]]] = {case: [] for case in cases}
-    for run in range(runs):
-        shift = run % len(cases)
-        for kind, n in cases[shift:] + cases[:shift]:
-            sample = with_workers(n, calls) if kind == "workers" else with_queue(n)
-            samples[kind, n].append(sample)
-            print(f"run {run + 1} {kind} {n}: {sample['process_us']:.1f} us/call "
+    shift = run % len(cases)
+    samples = {}
+    for kind, n in cases[shift:] + cases[:shift]:
+        sample = with_workers(n, calls) if kind == "workers" else with_queue(n)
+        samples[kind, n] = sample
+        print(f"run {run + 1} {kind} {n}: {sample['process_us']:.1f} us/call "
                   f"(hub thread {sample['hub_us']:.1f}"
                   f"{', workers used %d' % sample['workers_used'] if 'workers_used' in sample else ''})"
                   f"{'; one at a time %.1f us/call (hub thread %.1f)' % (sample['serial_process_us'], sample['serial_hub_us']) if 'serial_hub_us' in sample else ''}",
                   file=log, flush=True)
+    return samples
+
+
+def _round_in(tree: str, workers: list[int], sizes: list[int], calls: int,
+              run: int) -> dict[tuple[str, int], dict[str, float]]:
+    """:func:`_round` in a fresh interpreter, with remotefn from ``tree``."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.abspath(tree), here])}
+    out = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--round", str(run), "--calls", str(calls),
+         "--workers", ",".join(map(str, workers)), "--queue", ",".join(map(str, sizes))],
+        capture_output=True, text=True, env=env, timeout=1800)
+    if out.returncode != 0:
+        raise SystemExit(f"the round on {tree} failed:\n{out.stderr[-3000:]}")
+    sys.stderr.write("".join(f"{tree}: {line}\n" for line in out.stderr.splitlines()))
+    return {(kind, int(n)): row for kind, n, row in json.loads(out.stdout)}
+
+
+def measure(workers: list[int], sizes: list[int], calls: int, runs: int,
+            tree: str | None = None, log: Any = sys.stderr) -> dict[str, Any]:
+    """``runs`` rounds (see :func:`_round`); with ``tree``, each in a fresh interpreter
+    with remotefn from that tree."""
+    samples: dict[tuple[str, int], list[dict[str, float]]] = {}
+    for run in range(runs):
+        one = (_round(workers, sizes, calls, run, log) if tree is None
+               else _round_in(tree, workers, sizes, calls, run))
+        for case, sample in one.items():
+            samples.setdefault(case, []).append(sample)
+    return summarize(samples, workers, sizes, calls)
+
+
+def summarize(samples: dict[tuple[str, int], list[dict[str, float]]], workers: list[int],
+              sizes: list[int], calls: int) -> dict[str, Any]:
+    """Medians and ranges per case, and the growth from the smallest to the largest."""
     result: dict[str, Any] = {"calls": calls, "workers": {}, "queue": {}}
     for (kind, n), rows in samples.items():
         result[kind][str(n)] = _summary(rows)
@@ -146,6 +182,11 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=None, help="calls per worker-count run")
     parser.add_argument("--runs", type=int, default=None)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--trees", default=None,
+                        help="remotefn source trees, comma-separated: rounds alternate "
+                             "between them, each in a fresh interpreter; the results are "
+                             "written per tree")
+    parser.add_argument("--round", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     workers = [int(n) for n in (args.workers or ("8,16" if args.quick else "8,64,256"))
                .split(",")]
@@ -153,7 +194,22 @@ def main() -> int:
              .split(",")]
     calls = args.calls or (2000 if args.quick else 20_000)
     runs = args.runs or (1 if args.quick else 5)
-    result = measure(workers, sizes, calls, runs)
+    if args.round is not None:  # one round for --trees, printed raw
+        one = _round(workers, sizes, calls, args.round, sys.stderr)
+        print(json.dumps([[kind, n, row] for (kind, n), row in one.items()]))
+        return 0
+    if args.trees:
+        trees = args.trees.split(",")
+        samples: dict[str, dict[tuple[str, int], list[dict[str, float]]]] = {
+            tree: {} for tree in trees}
+        for run in range(runs):
+            for tree in trees if run % 2 == 0 else trees[::-1]:
+                for case, row in _round_in(tree, workers, sizes, calls, run).items():
+                    samples[tree].setdefault(case, []).append(row)
+        result = {"trees": {tree: summarize(samples[tree], workers, sizes, calls)
+                            for tree in trees}}
+    else:
+        result = measure(workers, sizes, calls, runs)
     text = json.dumps(result, indent=2)
     if args.out:
         with open(args.out, "w") as file:
