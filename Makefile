@@ -53,7 +53,7 @@ test: test-deps
 bench: install
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) benchmarks/run.py
-	$(PY) benchmarks/ratios.py --runs 5 --out benchmarks/results-ratios.json
+	$(PY) benchmarks/ratios.py --runs 5 --others executorlib --out benchmarks/results-ratios.json
 	$(PY) benchmarks/scaling.py --out benchmarks/results-scaling.json
 	WHAT="the Flux row" bash scripts/in-flux.sh $(PY) $(PY) benchmarks/flux_bench.py \
 	    --out benchmarks/results-flux.json

@@ -1,6 +1,7 @@
 """W1, W2 and W5 of remotefn against ProcessPoolExecutor, with their spread.
 
-    python benchmarks/ratios.py [--runs 5] [--trees TREE,...] [--quick] [--out FILE]
+    python benchmarks/ratios.py [--runs 5] [--trees TREE,...] [--others executorlib]
+                                [--quick] [--out FILE]
 
 Each sample is a fresh interpreter that opens one system, warms it up and runs W1 (no-op
 throughput), W2 (round-trip latency, median) and W5 (fan-out efficiency, median of 3); the
@@ -8,7 +9,8 @@ systems take turns within a round and the order rotates between rounds, so that 
 this shared machine hits each alike. A ratio is taken within a round (remotefn's sample over
 ProcessPoolExecutor's of the same round), and every figure is reported as the median and the
 range over the rounds. ``--trees`` runs remotefn from several source trees (for example a
-checkout before a change, and this one) in the same rounds.
+checkout before a change, and this one) in the same rounds; ``--others`` adds more systems
+of ``systems.py`` to the rounds, reported beside them.
 
 Why not pyperf: its calibration picks how many loops make one value of a microbenchmark;
 these workloads are whole pools measured over thousands of calls, and what a value needs is
@@ -66,22 +68,25 @@ def spread(values: list[float]) -> dict[str, Any]:
             "n": len(values)}
 
 
-def measure(trees: list[str], runs: int, sizes: dict[str, int],
+def measure(trees: list[str], runs: int, sizes: dict[str, int], others: list[str] = [],
             log: Any = sys.stderr) -> dict[str, Any]:
-    """Interleaved rounds of ProcessPoolExecutor and remotefn from each tree."""
-    contenders = [("processpool", ROOT)] + [("remotefn", tree) for tree in trees]
+    """Interleaved rounds of ProcessPoolExecutor, remotefn from each tree, and ``others``."""
+    contenders = ([("processpool", ROOT)] + [("remotefn", tree) for tree in trees]
+                  + [(name, ROOT) for name in others])
     samples: dict[tuple[str, str], list[dict[str, float]]] = {c: [] for c in contenders}
     for run in range(runs):
         shift = run % len(contenders)
         for name, tree in contenders[shift:] + contenders[:shift]:
             row = sample(name, tree, sizes)
             samples[name, tree].append(row)
-            label = name if name == "processpool" else f"remotefn {tree}"
+            label = f"remotefn {tree}" if name == "remotefn" else name
             print(f"run {run + 1} {label}: W1 {row['w1']:,.0f}/s, W2 {row['w2']:,.0f} us, "
                   f"W5 {row['w5']:.1%}", file=log, flush=True)
     pool = samples["processpool", ROOT]
     result: dict[str, Any] = {"runs": runs, "sizes": sizes,
                               "processpool": {k: spread([s[k] for s in pool]) for k in KEYS}}
+    for name in others:
+        result[name] = {k: spread([s[k] for s in samples[name, ROOT]]) for k in KEYS}
     for tree in trees:
         ours = samples["remotefn", tree]
         result[tree] = {
@@ -93,14 +98,15 @@ def measure(trees: list[str], runs: int, sizes: dict[str, int],
     return result
 
 
-def report(result: dict[str, Any], trees: list[str]) -> str:
+def report(result: dict[str, Any], trees: list[str], others: list[str] = []) -> str:
     def cell(row: dict[str, Any], fmt: str) -> str:
         return f"{fmt.format(row['median'])} ({fmt.format(row['min'])}-{fmt.format(row['max'])})"
 
     lines = [f"medians (range) of {result['runs']} interleaved runs"]
-    pool = result["processpool"]
-    lines.append(f"processpool: W1 {cell(pool['w1'], '{:,.0f}')}/s, "
-                 f"W2 {cell(pool['w2'], '{:,.0f}')} us, W5 {cell(pool['w5'], '{:.1%}')}")
+    for name in ["processpool", *others]:
+        row = result[name]
+        lines.append(f"{name}: W1 {cell(row['w1'], '{:,.0f}')}/s, "
+                     f"W2 {cell(row['w2'], '{:,.0f}')} us, W5 {cell(row['w5'], '{:.1%}')}")
     for tree in trees:
         row = result[tree]
         lines.append(f"remotefn {tree}: W1 {cell(row['w1'], '{:,.0f}')}/s, "
@@ -116,14 +122,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--trees", default=ROOT, help="remotefn source trees, comma-separated")
+    parser.add_argument("--others", default="", help="more systems, comma-separated "
+                        "(executorlib)")
     parser.add_argument("--quick", action="store_true", help="small sizes")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     sizes = ({"warm": 200, "calls": 2000, "latency": 200, "fan": 20} if args.quick else
              {"warm": 2000, "calls": 20_000, "latency": 2000, "fan": 200})
     trees = args.trees.split(",")
-    result = measure(trees, args.runs, sizes)
-    print(report(result, trees))
+    others = [name for name in args.others.split(",") if name]
+    result = measure(trees, args.runs, sizes, others)
+    print(report(result, trees, others))
     if args.out:
         with open(args.out, "w") as file:
             json.dump(result, file, indent=2)
