@@ -5,8 +5,9 @@
 
 Each sample is a fresh interpreter that opens one system, warms it up and runs W1 (no-op
 throughput), W2 (round-trip latency, median) and W5 (fan-out efficiency, median of 3); the
-systems take turns within a round and the order rotates between rounds, so that a drift of
-this shared machine hits each alike. A ratio is taken within a round (remotefn's sample over
+systems take turns within a round and the order rotates, and reverses every other round, so that a
+drift of this shared machine, or what one sample leaves behind for the next, hits each
+alike. A ratio is taken within a round (remotefn's sample over
 ProcessPoolExecutor's of the same round), and every figure is reported as the median and the
 range over the rounds. ``--trees`` runs remotefn from several source trees (for example a
 checkout before a change, and this one) in the same rounds; ``--others`` adds more systems
@@ -75,8 +76,9 @@ def measure(trees: list[str], runs: int, sizes: dict[str, int], others: list[str
                   + [(name, ROOT) for name in others])
     samples: dict[tuple[str, str], list[dict[str, float]]] = {c: [] for c in contenders}
     for run in range(runs):
-        shift = run % len(contenders)
-        for name, tree in contenders[shift:] + contenders[:shift]:
+        shift = run // 2 % len(contenders)
+        order = contenders[shift:] + contenders[:shift]
+        for name, tree in order if run % 2 == 0 else order[::-1]:
             row = sample(name, tree, sizes)
             samples[name, tree].append(row)
             label = f"remotefn {tree}" if name == "remotefn" else name
