@@ -5,13 +5,13 @@
 
 Each sample is a fresh interpreter that opens one system, warms it up and runs W1 (no-op
 throughput), W2 (round-trip latency, median) and W5 (fan-out efficiency, median of 3); the
-systems take turns within a round and the order rotates, and reverses every other round, so that a
-drift of this shared machine, or what one sample leaves behind for the next, hits each
-alike. A ratio is taken within a round (remotefn's sample over
-ProcessPoolExecutor's of the same round), and every figure is reported as the median and the
-range over the rounds. ``--trees`` runs remotefn from several source trees (for example a
-checkout before a change, and this one) in the same rounds; ``--others`` adds more systems
-of ``systems.py`` to the rounds, reported beside them.
+systems take turns within a round and the order rotates, and reverses every other round, so
+that a drift of this shared machine, or what one sample leaves behind for the next, hits
+each alike. A ratio is taken within a round (remotefn's sample over ProcessPoolExecutor's of
+the same round), and every figure is reported as the median and the range over the rounds.
+``--trees`` runs remotefn from several source trees (for example a checkout before a change,
+and this one) in the same rounds; ``--others`` adds more systems of ``systems.py`` to the
+rounds, reported beside them.
 
 Why not pyperf: its calibration picks how many loops make one value of a microbenchmark;
 these workloads are whole pools measured over thousands of calls, and what a value needs is

@@ -112,6 +112,17 @@ def _summary(samples: list[dict[str, float]]) -> dict[str, Any]:
     return row
 
 
+def _describe(sample: dict[str, float]) -> str:
+    text = f"{sample['process_us']:.1f} us/call (hub thread {sample['hub_us']:.1f}"
+    if "workers_used" in sample:
+        text += f", workers used {sample['workers_used']:.0f}"
+    text += ")"
+    if "serial_process_us" in sample:
+        text += (f"; one at a time {sample['serial_process_us']:.1f} us/call "
+                 f"(hub thread {sample['serial_hub_us']:.1f})")
+    return text
+
+
 def _round(workers: list[int], sizes: list[int], calls: int, run: int,
            log: Any) -> dict[tuple[str, int], dict[str, float]]:
     """Every worker count and queue size once, starting where ``run`` says."""
@@ -121,11 +132,7 @@ def _round(workers: list[int], sizes: list[int], calls: int, run: int,
     for kind, n in cases[shift:] + cases[:shift]:
         sample = with_workers(n, calls) if kind == "workers" else with_queue(n)
         samples[kind, n] = sample
-        print(f"run {run + 1} {kind} {n}: {sample['process_us']:.1f} us/call "
-                  f"(hub thread {sample['hub_us']:.1f}"
-                  f"{', workers used %d' % sample['workers_used'] if 'workers_used' in sample else ''})"
-                  f"{'; one at a time %.1f us/call (hub thread %.1f)' % (sample['serial_process_us'], sample['serial_hub_us']) if 'serial_hub_us' in sample else ''}",
-                  file=log, flush=True)
+        print(f"run {run + 1} {kind} {n}: {_describe(sample)}", file=log, flush=True)
     return samples
 
 
