@@ -68,12 +68,14 @@ class RemoteFuture(Future[R], Generic[R]):
     printed (it is also forwarded live to this process's streams).
     """
 
+    #: Set by the session when a thread waiting for the call may read the worker's answer
+    #: itself: ``_direct(future, timeout)`` returns what is left of the timeout. A class
+    #: default, so that a queued call's future holds no more than before.
+    _direct: Callable[[RemoteFuture[Any], float | None], float | None] | None = None
+
     def __init__(self, info: CallInfo) -> None:
         super().__init__()
         self.info = info
-        #: Set by the session when this thread may wait by reading the worker's answer
-        #: itself: ``_direct(future, timeout)`` returns what is left of the timeout.
-        self._direct: Callable[[RemoteFuture[R], float | None], float | None] | None = None
 
     def result(self, timeout: float | None = None) -> R:
         """The call's value, waiting up to ``timeout`` seconds; raises the call's exception,

@@ -48,7 +48,8 @@ class Call:
         """Drop what the call no longer needs once its future is set."""
         self.arguments = []
         self.on_success = None
-        self.future._direct = None  # it holds the hub
+        if self.future._direct is not None:
+            self.future._direct = None  # it holds the hub
 
 
 class State(enum.Enum):
