@@ -3,15 +3,18 @@
 Who writes and who reads::
 
     caller threads --submit()--> inbox --eventfd wake--> hub thread        (events.py)
+    caller thread <--socket pair-- the idle worker it sent its call to     (direct.py)
     hub thread <--ROUTER socket--> workers (DEALER; tasks, results, output)
     heartbeat thread <--ROUTER socket-- workers' PINGs             (heartbeat.py)
     hub thread <--socket pair--> forked local workers (tasks, results, output)   (links.py)
     hub thread <--pidfd, stderr pipe-- worker processes (exit and stderr)       (workers.py)
     hub thread --set_result / set_exception--> futures (callbacks run here)     (results.py)
 
-Everything below the inbox runs in the hub thread, holding the hub's lock. The one exception:
-a submitting thread that finds an idle worker on a socket pair sends the call itself, holding
-the same lock (see :meth:`Hub.submit`), which saves the trip through the hub thread.
+Everything below the inbox runs in the hub thread, holding the hub's lock. Two exceptions: a
+submitting thread that finds an idle worker on a socket pair sends the call itself, holding
+the same lock (see :meth:`Hub.submit`), and the thread that then waits for that call reads the
+answer itself, under the same lock (see :mod:`.direct`); both save a trip through the hub
+thread.
 """
 
 from __future__ import annotations
