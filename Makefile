@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-deps docs bench install clean
+.PHONY: demo test test-deps docs bench bench-plot install clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -60,16 +60,30 @@ test: test-deps docs
 	bash scripts/flux-tests.sh $(PY)
 	for example in examples/*.py; do $(PY) $$example > /dev/null || exit 1; done
 	$(PY) benchmarks/run.py --quick --systems remotefn,processpool --out /tmp/remotefn-bench.json
+	$(PY) benchmarks/ratios.py --quick --runs 1 > /dev/null
+	$(PY) benchmarks/scaling.py --quick > /dev/null
 
 # Every system, full sizes; writes benchmarks/results.json (and the Flux row, in a real Flux
-# instance when flux-core can be had, benchmarks/results-flux.json).
+# instance when flux-core can be had, benchmarks/results-flux.json); then the ratios to
+# ProcessPoolExecutor as medians of 5 interleaved runs with their range, and the scaling
+# benchmark (benchmarks/results-ratios.json, results-scaling.json).
 bench: install
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/arrays.py --out benchmarks/results-arrays.json
 	$(PY) benchmarks/imports.py --out benchmarks/results-imports.json
+	$(PY) benchmarks/ratios.py --runs 5 --others executorlib --out benchmarks/results-ratios.json
+	$(PY) benchmarks/scaling.py --out benchmarks/results-scaling.json
 	WHAT="the Flux row" bash scripts/in-flux.sh $(PY) $(PY) benchmarks/flux_bench.py \
 	    --out benchmarks/results-flux.json
+
+# The scaling curve in docs/performance.md: measured afresh, drawn to docs/scaling.png. With
+# BEFORE=FILE (results of scaling.py on another tree), that run is drawn beside it, dashed.
+bench-plot: install
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) benchmarks/scaling.py --out benchmarks/results-scaling.json
+	$(PY) benchmarks/plot.py benchmarks/results-scaling.json --out docs/scaling.png \
+	    $(if $(BEFORE),--before $(BEFORE))
 
 clean:
 	rm -rf $(VENV) build site *.egg-info

@@ -24,3 +24,8 @@ def increment(x):
 
 def total(*values):
     return sum(values)
+
+
+def nap(seconds):
+    time.sleep(seconds)
+    return seconds

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import FIRST_EXCEPTION, Future, InvalidStateError, wait
-from typing import Any, Generator, Generic, Iterable, TypeVar
+from concurrent.futures._base import PENDING, RUNNING
+from typing import Any, Callable, Generator, Generic, Iterable, TypeVar
 
 R = TypeVar("R")
 T = TypeVar("T")
@@ -16,6 +17,7 @@ class _SessionThread(threading.local):
 
 
 session_thread = _SessionThread()
+_NOT_DONE = (PENDING, RUNNING)
 
 _WAITING_HERE = ("waiting for a remote call inside a done-callback (or anything else that "
                  "runs in a session's own thread) would stop the session for good: the "
@@ -88,6 +90,11 @@ class RemoteFuture(Future[R], Generic[R]):
     printed (it is also forwarded live to this process's streams).
     """
 
+    #: Set by the session when a thread waiting for the call may read the worker's answer
+    #: itself: ``_direct(future, timeout)`` returns what is left of the timeout. A class
+    #: default, so that a queued call's future holds no more than before.
+    _direct: Callable[[RemoteFuture[Any], float | None], float | None] | None = None
+
     def __init__(self, info: CallInfo) -> None:
         super().__init__()
         self.info = info
@@ -96,15 +103,21 @@ class RemoteFuture(Future[R], Generic[R]):
         """The call's value, waiting up to ``timeout`` seconds; raises the call's exception,
         ``TimeoutError``, or ``RuntimeError`` when called where it could never return (in
         a done-callback, before the call is done)."""
-        if session_thread.active and not self.done():
-            raise RuntimeError(_WAITING_HERE)
-        return super().result(timeout)
+        return super().result(self._before_waiting(timeout))
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         """The call's exception or None, waiting as :meth:`result` does."""
-        if session_thread.active and not self.done():
-            raise RuntimeError(_WAITING_HERE)
-        return super().exception(timeout)
+        return super().exception(self._before_waiting(timeout))
+
+    def _before_waiting(self, timeout: float | None) -> float | None:
+        if self._state in _NOT_DONE:
+            if session_thread.active:
+                raise RuntimeError(_WAITING_HERE)
+            direct = self._direct
+            if direct is not None:
+                self._direct = None
+                return direct(self, timeout)
+        return timeout
 
     def __await__(self) -> Generator[Any, None, R]:
         """``await future`` in asyncio code: waits without blocking the event loop."""

@@ -1,7 +1,14 @@
 """The hub thread's event loop: what it waits on, and what runs when something is ready.
 
-It polls ZeroMQ sockets and file descriptors (each with its handler), keeps timers, and has an
-inbox that any thread may post a function to; posting wakes the loop through an eventfd.
+It waits on file descriptors and ZeroMQ sockets (each with its handler) with ``epoll``, keeps
+timers, and has an inbox that any thread may post a function to; posting wakes the loop
+through an eventfd. A wake-up costs the same however many workers are watched: the kernel
+reports only the descriptors that are ready.
+
+A ZeroMQ socket is watched through its ``FD`` option, which only signals that the socket's
+``EVENTS`` may have changed (edge-triggered: sending or receiving may consume the signal while
+messages wait), so every :meth:`EventLoop.poll` also reads ``EVENTS`` of each such socket,
+of which a session has one or two.
 """
 
 from __future__ import annotations
@@ -9,6 +16,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import os
+import select
 import threading
 import time
 from collections import deque
@@ -16,8 +24,11 @@ from typing import Any, Callable
 
 import zmq
 
-POLLIN = int(zmq.POLLIN)
-POLLOUT = int(zmq.POLLOUT)
+POLLIN = select.EPOLLIN
+POLLOUT = select.EPOLLOUT
+_EVENTS = zmq.EVENTS
+_ZMQ_POLLIN = int(zmq.POLLIN)
+_ZMQ_POLLOUT = int(zmq.POLLOUT)
 
 
 class EventLoop:
@@ -25,8 +36,13 @@ class EventLoop:
     runs what is due. Everything but :meth:`post` runs in the loop's own thread."""
 
     def __init__(self) -> None:
-        self.poller = zmq.Poller()
+        self.epoll = select.epoll()
+        #: A watched item (an fd, or a ZeroMQ socket) -> its handler.
         self.handlers: dict[Any, Callable[[int], None]] = {}
+        #: The fd epoll reports -> the item watched through it.
+        self._items: dict[int, Any] = {}
+        #: ZeroMQ sockets -> the events (POLLIN, POLLOUT) watched on them.
+        self._sockets: dict[zmq.Socket, int] = {}
         self.inbox: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
         self.timers: list[tuple[float, int, Callable[..., None], tuple[Any, ...]]] = []
         self._timer_ids = itertools.count()
@@ -55,15 +71,33 @@ class EventLoop:
 
     def watch(self, item: Any, handler: Callable[[int], None], events: int = POLLIN) -> None:
         """Call ``handler(events)`` whenever ``item`` (a socket or an fd) is ready."""
-        self.poller.register(item, events)
+        if isinstance(item, zmq.Socket):
+            self._sockets[item] = events
+            fd = item.getsockopt(zmq.FD)
+            self.epoll.register(fd, POLLIN)
+        else:
+            fd = item
+            self.epoll.register(fd, events)
+        self._items[fd] = item
         self.handlers[item] = handler
 
     def unwatch(self, item: Any) -> None:
-        if self.handlers.pop(item, None) is not None:
-            self.poller.unregister(item)
+        if self.handlers.pop(item, None) is None:
+            return
+        fd = item.getsockopt(zmq.FD) if isinstance(item, zmq.Socket) else item
+        self._sockets.pop(item, None)
+        self._items.pop(fd, None)
+        try:
+            self.epoll.unregister(fd)
+        except OSError:  # closed already: the kernel forgot it then
+            pass
 
     def modify(self, item: Any, events: int) -> None:
-        self.poller.modify(item, events)
+        """Watch ``item`` (an fd; from any thread) for ``events`` from now on."""
+        try:
+            self.epoll.modify(item, events)
+        except OSError:  # no longer watched: the worker is gone
+            pass
 
     def later(self, delay: float, function: Callable[..., None], *args: Any) -> None:
         """Run ``function(*args)`` after ``delay`` seconds."""
@@ -72,13 +106,28 @@ class EventLoop:
 
     def poll(self) -> list[tuple[Any, int]]:
         """Wait until something is ready, a timer is due or a post arrives."""
-        if self.inbox:
-            timeout: int | None = 0
+        sockets = self._sockets
+        ready = [(socket, now) for socket, events in sockets.items()
+                 if (now := _socket_events(socket, events))]
+        if self.inbox or ready:
+            timeout = 0.0
         elif self.timers:
-            timeout = max(0, int((self.timers[0][0] - time.monotonic()) * 1000) + 1)
+            timeout = max(0.0, self.timers[0][0] - time.monotonic())
         else:
-            timeout = None
-        return self.poller.poll(timeout)
+            timeout = -1.0
+        checked = bool(ready)
+        items = self._items
+        for fd, events in self.epoll.poll(timeout):
+            item = items.get(fd)
+            if item is None:  # unwatched by another handler since: nothing to run
+                continue
+            if item.__class__ is int:
+                ready.append((item, events))
+            elif not checked:  # a ZeroMQ socket's FD: its EVENTS say what is ready
+                checked = True
+                ready.extend((socket, now) for socket, events in sockets.items()
+                             if (now := _socket_events(socket, events)))
+        return ready
 
     def handle(self, ready: list[tuple[Any, int]]) -> None:
         """Run the handlers of what :meth:`poll` reported, then the inbox, then due timers."""
@@ -112,6 +161,7 @@ class EventLoop:
         """Stop taking posts (they stay in the inbox: see :meth:`drain`)."""
         self.closed.set()
         os.close(self.wake_fd)
+        self.epoll.close()
 
     def drain(self) -> list[tuple[Callable[..., None], tuple[Any, ...]]]:
         """Take what was posted and never run (after :meth:`close`, from any thread)."""
@@ -121,3 +171,10 @@ class EventLoop:
                 stranded.append(self.inbox.popleft())
             except IndexError:
                 return stranded
+
+
+def _socket_events(socket: zmq.Socket, watched: int) -> int:
+    """Which of the ``watched`` events (POLLIN, POLLOUT) ZeroMQ ``socket`` is ready for."""
+    events = socket.getsockopt(_EVENTS)
+    return ((POLLIN if events & _ZMQ_POLLIN else 0)
+            | (POLLOUT if events & _ZMQ_POLLOUT else 0)) & watched

@@ -3,15 +3,18 @@
 Who writes and who reads::
 
     caller threads --submit()--> inbox --eventfd wake--> hub thread        (events.py)
+    caller thread <--socket pair-- the idle worker it sent its call to     (direct.py)
     hub thread <--ROUTER socket--> workers (DEALER; tasks, results, output)
     heartbeat thread <--ROUTER socket-- workers' PINGs             (heartbeat.py)
     hub thread <--socket pair--> forked local workers (tasks, results, output)   (links.py)
     hub thread <--pidfd, stderr pipe-- worker processes (exit and stderr)       (workers.py)
     hub thread --set_result / set_exception--> futures (callbacks run here)     (results.py)
 
-Everything below the inbox runs in the hub thread, holding the hub's lock. The one exception:
-a submitting thread that finds an idle worker on a socket pair sends the call itself, holding
-the same lock (see :meth:`Hub.submit`), which saves the trip through the hub thread.
+Everything below the inbox runs in the hub thread, holding the hub's lock. Two exceptions: a
+submitting thread that finds an idle worker on a socket pair sends the call itself, holding
+the same lock (see :meth:`Hub.submit`), and the thread that then waits for that call reads the
+answer itself, under the same lock (see :mod:`.direct`); both save a trip through the hub
+thread.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+from functools import partial
 from typing import Any
 
 from ..backends import Backend
@@ -31,6 +35,7 @@ from ..future import session_thread
 from ..protocol import messages
 from ..protocol.framing import new_key
 from ..protocol.messages import Flag, Kind
+from .direct import read_own_result
 from .events import EventLoop
 from .ledger import Ledger
 from .recorder import Recorder
@@ -127,7 +132,15 @@ class Hub:
             self._send_call(worker, call)
             if worker.stream is not None and worker.stream.outgoing:
                 self.loop.post(_nothing)  # the hub thread must watch the socket for writing
+            elif len(worker.inflight) == 1:  # a caller waiting for it may read the result
+                if worker.read_directly is None:
+                    worker.read_directly = partial(read_own_result, self, worker)
+                call.future._direct = worker.read_directly
         return True
+
+    def wake(self) -> None:
+        """Make the hub thread run a turn of its loop (from any thread)."""
+        self.loop.post(_nothing)
 
     def release(self, key: Any) -> None:
         """Stop the workers of the pool ``key`` once they are idle; returns at once."""

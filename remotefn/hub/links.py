@@ -97,7 +97,7 @@ class Links:
         self._on_router(POLLIN)
         stream = worker.stream
         if stream is not None and stream.fileno() in self.loop.handlers:
-            self._read_stream(worker)
+            self.read(worker)
 
     @property
     def rejected(self) -> int:
@@ -137,9 +137,10 @@ class Links:
             except OSError:
                 stream.outgoing.clear()
         if events & ~POLLOUT:
-            self._read_stream(worker)
+            self.read(worker)
 
-    def _read_stream(self, worker: WorkerRecord) -> None:
+    def read(self, worker: WorkerRecord) -> None:
+        """Deliver every message waiting on ``worker``'s socket pair."""
         stream = worker.stream
         try:
             messages = stream.receive_ready()

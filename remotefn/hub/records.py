@@ -49,6 +49,8 @@ class Call:
         """Drop what the call no longer needs once its future is set."""
         self.drop_arguments()
         self.on_success = None
+        if self.future._direct is not None:
+            self.future._direct = None  # it holds the hub
 
     def drop_arguments(self) -> None:
         """Drop the pickled arguments; their segments go back to the session's pool."""
@@ -128,7 +130,7 @@ class WorkerRecord:
 
     __slots__ = ("worker_id", "identity", "pool", "process", "channel", "heartbeat", "state",
                  "inflight", "known", "stderr_tail", "host", "pid", "assigned", "share",
-                 "exit_code", "finished", "results", "stream")
+                 "exit_code", "finished", "results", "stream", "read_directly")
 
     def __init__(self, worker_id: str, pool: Pool, process: LaunchedWorker, key: bytes,
                  share: Share) -> None:
@@ -155,6 +157,9 @@ class WorkerRecord:
         self.results = 0
         #: The socket pair to a worker that talks over one instead of ZeroMQ.
         self.stream: FrameStream | None = None
+        #: ``read_directly(future, timeout)``: a thread waiting for this worker's one call
+        #: reads the answer itself (see ``hub.direct``); made once, with the stream.
+        self.read_directly: Callable[[RemoteFuture, float | None], float | None] | None = None
 
     def read_status(self) -> None:
         """Collect the ids the worker wrote to its status pipe (calls it has finished)."""

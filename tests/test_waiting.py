@@ -1,0 +1,96 @@
+"""A thread waiting for its call: however the call ends, ``result()`` returns or raises.
+
+A call sent straight to an idle block worker is usually waited for by the thread that made
+it, which then reads the answer itself; these tests end such calls in the ways that do not
+come through that answer (a timeout of the wait, the worker's death while a process it forked
+keeps its connection open) and run done-callbacks there.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from remotefn import WorkerDied, remote
+from helpers import alive, read_pid, wait_for_file, wait_until, write_pid
+
+
+def pid():
+    return os.getpid()
+
+
+def value_after(gate, value):
+    wait_for_file(gate)
+    return value
+
+
+def die_leaving_a_child(path):
+    """Exit, leaving a child that holds this worker's connection open and writes its pid."""
+    if os.fork() == 0:
+        write_pid(path)
+        time.sleep(120)
+        os._exit(0)
+    read_pid(path)
+    os._exit(3)
+
+
+def test_a_wait_that_times_out_leaves_the_call_running_and_its_result_arrives(local, tmp_path):
+    gate = tmp_path / "gate"
+    handle = remote(value_after, block=True, max_workers=1)
+    worker = remote(pid, block=True, max_workers=1)().result(timeout=60)
+    future = handle(str(gate), 5)  # to the idle worker at once
+    begun = time.monotonic()
+    with pytest.raises(TimeoutError):
+        future.result(timeout=0.3)
+    assert 0.3 <= time.monotonic() - begun < 10
+    gate.touch()
+    assert future.result(timeout=60) == 5
+    assert future.info.pid == worker
+    assert [handle(str(gate), i).result(timeout=60) for i in range(3)] == [0, 1, 2]
+
+
+def test_a_worker_that_dies_while_its_child_keeps_the_connection_fails_the_waiting_call(
+        local, tmp_path):
+    child = tmp_path / "child"
+    remote(pid, block=True, max_workers=1)().result(timeout=60)  # the worker is up and idle
+    future = remote(die_leaving_a_child, block=True, max_workers=1)(str(child))
+    begun = time.monotonic()
+    try:
+        with pytest.raises(WorkerDied, match="exit code 3"):
+            future.result(timeout=60)
+        assert time.monotonic() - begun < 30  # not at the end of the wait's timeout
+    finally:
+        orphan = read_pid(str(child))
+        os.kill(orphan, signal.SIGKILL)
+        wait_until(lambda: not alive(orphan), what="the worker's child to be gone")
+    assert remote(pid, block=True, max_workers=1)().result(timeout=60) != future.info.pid
+
+
+def test_done_callbacks_run_while_the_caller_waits_and_may_submit_but_not_wait(local,
+                                                                                tmp_path):
+    gate = tmp_path / "gate"
+    handle = remote(value_after, block=True, max_workers=2)
+    handle(str(gate), 0)  # starts the pool
+    gate.touch()
+    handle(str(gate), 0).result(timeout=60)
+    pending = remote(value_after)(str(tmp_path / "later"), 9)
+    seen: list[object] = []
+
+    def callback(future):
+        try:
+            pending.result()
+        except RuntimeError as error:
+            seen.append(error)
+        seen.append(handle(str(gate), future.result() + 1))
+
+    future = handle(str(gate), 1)
+    future.add_done_callback(callback)
+    assert future.result(timeout=60) == 1
+    wait_until(lambda: len(seen) == 2, what="the callback to run")
+    assert "done-callback" in str(seen[0])
+    assert seen[1].result(timeout=60) == 2
+    (tmp_path / "later").touch()
+    assert pending.result(timeout=60) == 9
