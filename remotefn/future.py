@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import FIRST_EXCEPTION, Future, InvalidStateError, wait
 from concurrent.futures._base import PENDING, RUNNING
+from time import monotonic
 from typing import Any, Callable, Generator, Generic, Iterable, TypeVar
 
 R = TypeVar("R")
@@ -23,6 +24,86 @@ _WAITING_HERE = ("waiting for a remote call inside a done-callback (or anything 
                  "runs in a session's own thread) would stop the session for good: the "
                  "thread that would finish the call is the one waiting. Chain the call "
                  "instead (pass the future as an argument), or wait in a thread of your own")
+
+
+class _Condition:
+    """What a future needs of :class:`threading.Condition` (``with``, ``acquire``,
+    ``release``, ``wait``, ``notify_all``), in one object with slots.
+
+    The standard class keeps five bound methods and a deque per instance: seven objects that
+    the garbage collector traces for every queued call. Here the waiters' list is made only
+    when a thread waits.
+    """
+
+    __slots__ = ("_lock", "_waiters")
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._waiters: list[Any] | None = None
+
+    def __enter__(self) -> bool:
+        return self._lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        return self._lock.acquire(blocking, timeout)
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Release the lock until notified or ``timeout`` seconds pass, then take it again;
+        False on a timeout. Called holding the lock, as with the standard class."""
+        lock = self._lock
+        if not lock._is_owned():  # type: ignore[attr-defined]
+            raise RuntimeError("cannot wait on un-acquired lock")
+        waiter = threading.Lock()
+        waiter.acquire()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(waiter)
+        saved = lock._release_save()  # type: ignore[attr-defined]
+        notified = False
+        try:
+            if timeout is None:
+                notified = waiter.acquire()
+            elif timeout > 0:
+                notified = waiter.acquire(True, timeout)
+            else:
+                notified = waiter.acquire(False)
+            return notified
+        finally:
+            lock._acquire_restore(saved)  # type: ignore[attr-defined]
+            if not notified:
+                try:
+                    self._waiters.remove(waiter)
+                except ValueError:
+                    pass
+
+    def wait_for(self, predicate: Callable[[], Any], timeout: float | None = None) -> Any:
+        """Wait until ``predicate()`` is true or ``timeout`` seconds pass; its last value."""
+        deadline = None if timeout is None else monotonic() + timeout
+        result = predicate()
+        while not result:
+            left = None if deadline is None else deadline - monotonic()
+            if left is not None and left <= 0:
+                break
+            self.wait(left)
+            result = predicate()
+        return result
+
+    def notify(self, n: int = 1) -> None:
+        if not self._lock._is_owned():  # type: ignore[attr-defined]
+            raise RuntimeError("cannot notify on un-acquired lock")
+        waiters = self._waiters
+        while waiters and n > 0:
+            waiters.pop(0).release()
+            n -= 1
+
+    def notify_all(self) -> None:
+        self.notify(len(self._waiters) if self._waiters else 0)
 
 
 class CallInfo:
@@ -95,8 +176,17 @@ class RemoteFuture(Future[R], Generic[R]):
     #: default, so that a queued call's future holds no more than before.
     _direct: Callable[[RemoteFuture[Any], float | None], float | None] | None = None
 
-    def __init__(self, info: CallInfo) -> None:
-        super().__init__()
+    def __init__(self, info: CallInfo,
+                 done: Callable[[RemoteFuture[Any]], object] | None = None) -> None:
+        # Future.__init__'s state, with a lighter condition; ``done`` is the first
+        # done-callback (the session's), set before the future is shared with any thread.
+        self._condition = _Condition()
+        self._state = PENDING
+        self._result: Any = None
+        self._exception: BaseException | None = None
+        self._waiters: list[Any] = []
+        self._done_callbacks: list[Callable[[Future[Any]], object]] = (
+            [done] if done is not None else [])
         self.info = info
 
     def result(self, timeout: float | None = None) -> R:

@@ -101,6 +101,8 @@ class Session(concurrent.futures.Executor):
         self._last_accepted: CallOptions | None = None
         #: The last function submitted (weakly) and its reference: calls come in runs.
         self._last_function: tuple[Callable[[], Any], FunctionRef] | None = None
+        #: ``_call_done``, bound once: every future holds the same callback.
+        self._on_done = self._call_done
         registry.register(self)
 
     # -- the Executor interface ------------------------------------------------------------
@@ -315,9 +317,8 @@ class Session(concurrent.futures.Executor):
         else:
             arguments = pickling.dumps_arguments(ref.name, args, kwargs, self._segments)
         call_id = next(self._call_ids)
-        future = RemoteFuture(CallInfo(ref.name, call_id, time.time()))
+        future = RemoteFuture(CallInfo(ref.name, call_id, time.time()), self._on_done)
         self._pending.add(future)
-        future.add_done_callback(self._call_done)
         if arguments is not None:
             self._launch(future, function, ref, options, args, kwargs, arguments, caching)
         else:
