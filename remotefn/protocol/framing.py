@@ -94,6 +94,17 @@ def _bulk_digest(view: memoryview) -> bytes:
 
 
 _LENGTH = struct.Struct("!I")
+_LENGTHS: dict[int, struct.Struct] = {}
+
+
+def _lengths(count: int) -> struct.Struct:
+    """The layout of a body's ``count`` item lengths."""
+    layout = _LENGTHS.get(count)
+    if layout is None:
+        layout = struct.Struct(f"!{count}I")
+        if count <= 256:
+            _LENGTHS[count] = layout
+    return layout
 #: A body item's length field with this value means: the item is the next bulk frame.
 _IN_BULK = 0xFFFFFFFF
 #: ... the item is the next bulk frame, a segment passed over the socket pair.
@@ -172,11 +183,12 @@ class Channel:
             raise AuthenticationError(f"unknown message kind {kind}")
         count = int.from_bytes(head[HEADER.size:HEADER.size + 2], "big")
         offset = HEADER.size + 2 + 4 * count
+        if offset > len(head):
+            raise AuthenticationError("malformed body")
         body: list[Any] = []
         next_bulk = 0
-        for index in range(count):
-            (size,) = _LENGTH.unpack_from(head, HEADER.size + 2 + 4 * index)
-            if size == _IN_BULK or size == _PASSED:
+        for size in _lengths(count).unpack_from(head, HEADER.size + 2):
+            if size >= _PASSED:  # _PASSED or _IN_BULK: the next bulk frame
                 if next_bulk >= len(bulk):
                     raise AuthenticationError("missing bulk frame")
                 frame = bulk[next_bulk]
@@ -185,8 +197,9 @@ class Channel:
                 body.append(frame)
                 next_bulk += 1
             else:
-                body.append(head[offset:offset + size])
-                offset += size
+                end = offset + size
+                body.append(head[offset:end])
+                offset = end
         if offset != len(head) or next_bulk != len(bulk):
             raise AuthenticationError("malformed body")
         return _KINDS[kind], flags, call_id, body

@@ -157,6 +157,7 @@ def read_tasks(body: Sequence[Any]) -> list[tuple[int, Body]]:
 # -- results ------------------------------------------------------------------------------------
 
 _USAGE = struct.Struct("!ddqH")
+_ONE_CPU = struct.Struct("!d")
 
 
 class Usage(NamedTuple):
@@ -180,7 +181,7 @@ def read_result(body: Sequence[Any]) -> tuple[Usage, list[Any]]:
     """``(usage, outcome frames)``."""
     head = body[0]
     started, finished, peak, ranks = _USAGE.unpack_from(head)
-    cpu = struct.unpack_from(f"!{ranks}d", head, _USAGE.size)
+    cpu = (_ONE_CPU if ranks == 1 else struct.Struct(f"!{ranks}d")).unpack_from(head, _USAGE.size)
     return Usage(started, finished, peak, cpu), list(body[1:])
 
 

@@ -87,6 +87,12 @@ def dumps_arguments(function: str, args: tuple, kwargs: dict[str, Any],
                     pool: Pool | None = None) -> list[Any]:
     """:func:`dumps` of a call's ``(args, kwargs)``; raises
     :class:`~remotefn.SerializationError` naming the first argument that does not pickle."""
+    if not kwargs and len(args) <= 16:  # the common case: a few scalars, checked inline
+        for item in args:
+            if type(item) not in _PLAIN:
+                break
+        else:
+            return [pickle.dumps((args, kwargs), protocol=5)]
     try:
         return dumps((args, kwargs), pool)
     except Exception as error:
