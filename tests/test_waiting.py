@@ -94,3 +94,28 @@ def test_done_callbacks_run_while_the_caller_waits_and_may_submit_but_not_wait(l
     assert seen[1].result(timeout=60) == 2
     (tmp_path / "later").touch()
     assert pending.result(timeout=60) == 9
+
+
+def test_several_threads_wait_for_one_call_each_as_it_asked(local, tmp_path):
+    """Threads waiting on one future at once: one that gives up times out alone, the others
+    all get the value when it arrives, and concurrent.futures.wait sees it done."""
+    import concurrent.futures
+    import threading
+
+    gate = tmp_path / "gate"
+    future = remote(value_after, block=True, max_workers=1)(str(gate), 7)
+    results: list[object] = []
+    waiters = [threading.Thread(target=lambda: results.append(future.result(timeout=60)))
+               for _ in range(4)]
+    for waiter in waiters:
+        waiter.start()
+    with pytest.raises(TimeoutError):
+        future.result(timeout=0.2)
+    done, _ = concurrent.futures.wait([future], timeout=0.1)
+    assert not done
+    gate.touch()
+    for waiter in waiters:
+        waiter.join(timeout=60)
+    assert results == [7, 7, 7, 7]
+    done, _ = concurrent.futures.wait([future], timeout=60)
+    assert done == {future}
