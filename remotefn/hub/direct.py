@@ -19,25 +19,31 @@ import os
 import select
 import threading
 import time
+from concurrent.futures._base import PENDING, RUNNING
 from typing import TYPE_CHECKING
 
 from ..future import RemoteFuture, session_thread
 from .events import POLLIN, POLLOUT
 from .records import WorkerRecord
 
+_NOT_DONE = (PENDING, RUNNING)
+
 if TYPE_CHECKING:
     from .hub import Hub
 
 
 class _Kick:
-    """A thread's eventfd, written when a future it waits on is finished by another thread."""
+    """A thread's eventfd, written when a future it waits on is finished by another thread,
+    and the thread's poll object, which always watches that eventfd."""
 
-    __slots__ = ("fd", "waiting")
+    __slots__ = ("fd", "waiting", "poller")
 
     def __init__(self) -> None:
         self.fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         #: True while the thread may be blocked in poll (only then is a write needed).
         self.waiting = False
+        self.poller = select.poll()
+        self.poller.register(self.fd, select.POLLIN)
 
     def __call__(self, future: object) -> None:
         if self.waiting:
@@ -73,8 +79,8 @@ def read_own_result(hub: Hub, worker: WorkerRecord, future: RemoteFuture,
         fd = stream.fileno()
         handler = loop.handlers.get(fd)
         inflight = worker.inflight
-        if (handler is None or hub.workers.stopping or future.done() or len(inflight) != 1
-                or inflight[0].future is not future):
+        if (handler is None or hub.workers.stopping or future._state not in _NOT_DONE
+                or len(inflight) != 1 or inflight[0].future is not future):
             return timeout
         loop.modify(fd, 0)  # the hub thread hears only a hang-up from this worker now
     finally:
@@ -83,27 +89,31 @@ def read_own_result(hub: Hub, worker: WorkerRecord, future: RemoteFuture,
     if kick is None:
         kick = _local.kick = _Kick()
     future.add_done_callback(kick)
-    poller = select.poll()
+    poller, kick_fd = kick.poller, kick.fd
     poller.register(fd, select.POLLIN)
-    poller.register(kick.fd, select.POLLIN)
     lent = True
     try:
-        while lent and not future.done():
+        while lent and future._state in _NOT_DONE:
             kick.waiting = True
-            if future.done():
+            if future._state not in _NOT_DONE:
                 break
             wait = None if deadline is None else max(0.0, deadline - time.monotonic()) * 1000
             ready = poller.poll(wait)
             kick.waiting = False
             if not ready:
                 break  # timed out
-            if any(item == kick.fd for item, _ in ready):
-                kick.clear()
-            if any(item == fd for item, _ in ready):
+            readable = False
+            for item, _ in ready:
+                if item == kick_fd:
+                    kick.clear()
+                else:
+                    readable = True
+            if readable:
                 with lock:
                     lent = _read(hub, worker, fd, handler, future)
     finally:
         kick.waiting = False
+        poller.unregister(fd)
         if lent:
             with lock:
                 _give_back(hub, worker, fd, handler)
