@@ -180,13 +180,12 @@ class RemoteFuture(Future[R], Generic[R]):
                  done: Callable[[RemoteFuture[Any]], object] | None = None) -> None:
         # Future.__init__'s state, with a lighter condition; ``done`` is the first
         # done-callback (the session's), set before the future is shared with any thread.
-        self._condition = _Condition()
+        self._condition = _Condition()  # type: ignore[assignment]  # its interface
         self._state = PENDING
         self._result: Any = None
         self._exception: BaseException | None = None
         self._waiters: list[Any] = []
-        self._done_callbacks: list[Callable[[Future[Any]], object]] = (
-            [done] if done is not None else [])
+        self._done_callbacks: list[Callable[[Any], object]] = [done] if done is not None else []
         self.info = info
 
     def result(self, timeout: float | None = None) -> R:
