@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import _thread
 import threading
 from concurrent.futures import FIRST_EXCEPTION, Future, InvalidStateError, wait
-from concurrent.futures._base import PENDING, RUNNING
+from concurrent.futures._base import FINISHED, PENDING, RUNNING
 from time import monotonic
 from typing import Any, Callable, Generator, Generic, Iterable, TypeVar
 
@@ -26,37 +27,25 @@ _WAITING_HERE = ("waiting for a remote call inside a done-callback (or anything 
                  "instead (pass the future as an argument), or wait in a thread of your own")
 
 
-class _Condition:
+class _Condition(_thread.RLock):  # type: ignore[misc]  # subclassable at run time
     """What a future needs of :class:`threading.Condition` (``with``, ``acquire``,
-    ``release``, ``wait``, ``notify_all``), in one object with slots.
+    ``release``, ``wait``, ``notify_all``): the lock itself, with the waiters' list.
 
-    The standard class keeps five bound methods and a deque per instance: seven objects that
-    the garbage collector traces for every queued call. Here the waiters' list is made only
-    when a thread waits.
+    The standard class wraps a lock and keeps five bound methods and a deque per instance:
+    seven objects that the garbage collector traces for every queued call, and a Python
+    frame for every ``with``. This one is the lock (its ``with`` runs in C); the waiters'
+    list is made only when a thread waits.
     """
 
-    __slots__ = ("_lock", "_waiters")
+    __slots__ = ("_waiters",)
 
     def __init__(self) -> None:
-        self._lock = threading.RLock()
         self._waiters: list[Any] | None = None
-
-    def __enter__(self) -> bool:
-        return self._lock.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self._lock.release()
-
-    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        return self._lock.acquire(blocking, timeout)
-
-    def release(self) -> None:
-        self._lock.release()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Release the lock until notified or ``timeout`` seconds pass, then take it again;
         False on a timeout. Called holding the lock, as with the standard class."""
-        lock = self._lock
+        lock = self
         if not lock._is_owned():  # type: ignore[attr-defined]
             raise RuntimeError("cannot wait on un-acquired lock")
         waiter = threading.Lock()
@@ -95,7 +84,7 @@ class _Condition:
         return result
 
     def notify(self, n: int = 1) -> None:
-        if not self._lock._is_owned():  # type: ignore[attr-defined]
+        if not self._is_owned():  # type: ignore[attr-defined]
             raise RuntimeError("cannot notify on un-acquired lock")
         waiters = self._waiters
         while waiters and n > 0:
@@ -241,11 +230,19 @@ class RemoteFuture(Future[R], Generic[R]):
             pass
 
     def _succeed(self, value: Any) -> None:
-        """Set the result unless the future is already finished (or cancelled)."""
-        try:
-            self.set_result(value)
-        except InvalidStateError:
-            pass
+        """Set the result unless the future is already finished (or cancelled): what
+        ``set_result`` does, without raising, and waking waiters only if there are some."""
+        condition = self._condition
+        with condition:
+            if self._state not in _NOT_DONE:
+                return
+            self._result = value
+            self._state = FINISHED
+            for waiter in self._waiters:
+                waiter.add_result(self)
+            if condition._waiters:  # type: ignore[attr-defined]
+                condition.notify_all()
+        self._invoke_callbacks()  # type: ignore[attr-defined]
 
 
 def gather(futures: Iterable[Future[T]], timeout: float | None = None) -> list[T]:
