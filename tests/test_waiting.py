@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import textwrap
 import time
 
 import pytest
@@ -94,3 +97,50 @@ def test_done_callbacks_run_while_the_caller_waits_and_may_submit_but_not_wait(l
     assert seen[1].result(timeout=60) == 2
     (tmp_path / "later").touch()
     assert pending.result(timeout=60) == 9
+
+
+_SHUTDOWN_IN_CALLBACK = textwrap.dedent("""
+    import sys, threading
+    import remotefn
+    from remotefn import remote
+    from helpers import wait_until
+    from test_waiting import pid, value_after
+
+    gate = sys.argv[1]
+    where = []
+    with remotefn.session("local", max_cores=1, forward_output=False) as session:
+        handle = remote(value_after, block=True, max_workers=1)
+        remote(pid, block=True, max_workers=1)().result(timeout=60)  # up and idle
+        future = handle(gate, 7)  # to the idle worker at once
+
+        def callback(done):
+            where.append(threading.current_thread().name)
+            session.shutdown()  # wait=True, in a done-callback
+
+        future.add_done_callback(callback)
+        main = threading.main_thread().ident
+
+        def reads_its_own_result():
+            frame = sys._current_frames().get(main)
+            while frame is not None and frame.f_code.co_name != "read_own_result":
+                frame = frame.f_back
+            return frame is not None
+
+        def open_gate():  # once the caller reads the worker's socket itself
+            wait_until(reads_its_own_result, what="the caller to read its result itself")
+            open(gate, "w").close()
+
+        threading.Thread(target=open_gate, daemon=True).start()
+        assert future.result(timeout=60) == 7
+        print("callback ran in", where, flush=True)
+""")
+
+
+def test_shutdown_in_a_done_callback_run_by_the_waiting_thread_returns(tmp_path):
+    """The thread that reads its own result runs done-callbacks holding the hub's lock; a
+    ``session.shutdown()`` there must not wait for the hub (which waits for that lock)."""
+    script = subprocess.run([sys.executable, "-c", _SHUTDOWN_IN_CALLBACK, str(tmp_path / "gate")],
+                            capture_output=True, text=True, timeout=60, cwd=os.path.dirname(__file__),
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert script.returncode == 0, script.stderr
+    assert "callback ran in ['MainThread']" in script.stdout
