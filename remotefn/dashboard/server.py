@@ -51,9 +51,13 @@ class Dashboard:
                           f"{error.strerror}") from None
         self.port: int = self.httpd.server_address[1]
         self.url_file = os.path.join(run_dir, URL_FILE)
-        descriptor = os.open(self.url_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w") as file:
-            file.write(f"{self.url}\n")
+        try:
+            descriptor = os.open(self.url_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "w") as file:
+                file.write(f"{self.url}\n")
+        except BaseException:
+            self.httpd.server_close()
+            raise
         recorder.tap = self.state.events
         self._recorder = recorder
         self.thread = threading.Thread(target=self.httpd.serve_forever, args=(IDLE_DRAIN,),
@@ -88,6 +92,14 @@ class Dashboard:
         self.thread.join()
 
 
+def _version(given: str) -> int | None:
+    """The task stream version a page says it has, or None when it is not a number."""
+    try:
+        return int(given)
+    except ValueError:
+        return None
+
+
 class _Server(http.server.HTTPServer):
     def __init__(self, address: tuple[str, int], handler: type, dashboard: Dashboard) -> None:
         self.dashboard = dashboard
@@ -115,8 +127,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if parts.path == "/":
             self._send(200, dashboard.page(), "text/html; charset=utf-8")
         elif parts.path == "/data":
-            version = parse_qs(parts.query).get("stream", [""])[0]
-            known = int(version) if version.lstrip("-").isdigit() else None
+            known = _version(parse_qs(parts.query).get("stream", [""])[0])
             self._send(200, dashboard.state.data(known).encode(), "application/json")
         else:
             self._send(404, b"", "text/plain")
