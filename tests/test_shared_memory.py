@@ -126,6 +126,33 @@ def test_a_head_that_lies_about_how_a_frame_came_is_dropped():
         end.close()
 
 
+def test_descriptors_that_no_frame_names_are_refused_and_closed(before):
+    """A peer that passes descriptors with messages that name none cannot make the receiver
+    pile them up: past what two messages may pass, the stream is closed, and so are they."""
+    import array
+
+    from remotefn.protocol.socketpair import StreamClosed
+
+    ours, theirs = socket.socketpair()
+    theirs.setblocking(False)
+    receiver = FrameStream(theirs)
+    pool = segments.Pool()
+    segment = pool.copy(bytes(MIB))
+    unnamed = array.array("i", [segment.fd] * 8)
+    message = b"".join(FrameStream.encode([b"no segment here"]))
+    fds_before = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(StreamClosed, match="no frame names"):
+        for _ in range(100):
+            ours.sendmsg([message], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, unnamed)])
+            receiver.receive_ready()
+    assert len(os.listdir("/proc/self/fd")) <= fds_before
+    for end in (ours, receiver):
+        end.close()
+    segment.release()
+    pool.close()
+    assert memfds() == before
+
+
 def doubled_after_changing_it(array, marker):
     """Changes its argument in place; the first time it also kills its worker."""
     array *= 2

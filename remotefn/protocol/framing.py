@@ -22,15 +22,13 @@ import struct
 from typing import Any, Sequence
 
 from .messages import PROTOCOL_VERSION, Kind
-from .segments import Received, Segment
+from .segments import MAX_PASSED, Received, Segment
 
 HEADER = struct.Struct("!BBBxQQ")
 MAC_SIZE = 32
 KEY_SIZE = 32
 #: Frames larger than this enter the MAC through their SHA-256, which is faster for bulk data.
 BULK = 1 << 16
-#: The most segments one message passes as descriptors (see :mod:`.socketpair`).
-MAX_PASSED = 64
 TO_WORKER = b"S"
 TO_SESSION = b"W"
 

@@ -34,6 +34,9 @@ FREE_LIMIT = 256 << 20
 #: The most segments a pool lends at once (each holds two descriptors); beyond, buffers are
 #: copied as bytes.
 MAX_LENT = 128
+#: The most segments one message passes as descriptors (SCM_RIGHTS takes up to 253); a
+#: message with more sends the rest as bytes.
+MAX_PASSED = 64
 _ROUND = 1 << 16
 #: A segment's size is sealed, so that a receiver can never map past its end.
 _SEALS = getattr(fcntl, "F_SEAL_SHRINK", 0) | getattr(fcntl, "F_SEAL_GROW", 0)

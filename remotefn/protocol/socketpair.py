@@ -35,9 +35,7 @@ _MAX_FRAMES = 1 << 16
 #: stream are the segment's id.
 _PASSED = 1 << 63
 _ID = struct.Struct("!Q")
-#: The most descriptors one message passes (SCM_RIGHTS takes up to 253).
-MAX_FDS = 64
-_ANCILLARY = socket.CMSG_SPACE(MAX_FDS * array.array("i").itemsize)
+_ANCILLARY = socket.CMSG_SPACE(segments.MAX_PASSED * array.array("i").itemsize)
 _CLOEXEC = getattr(socket, "MSG_CMSG_CLOEXEC", 0)
 
 
@@ -223,8 +221,13 @@ class FrameStream:
                 fds = array.array("i")
                 fds.frombytes(payload[:len(payload) - len(payload) % fds.itemsize])
                 self._fds.extend(fds)
-        if flags & socket.MSG_CTRUNC:
-            raise StreamClosed("more descriptors arrived than a message may pass")
+        # At most the passed segments of the message being read and of the next one (whose
+        # descriptors come with the read that ends this one) wait for their frames.
+        if flags & socket.MSG_CTRUNC or len(self._fds) > 2 * segments.MAX_PASSED:
+            self.discard_descriptors()
+            raise StreamClosed("more descriptors arrived than a message may pass"
+                               if flags & socket.MSG_CTRUNC else
+                               "the peer passed descriptors that no frame names")
 
     def _parse(self, messages: list[list[Any]], limit: int = 0) -> None:
         buffer = self._buffer
