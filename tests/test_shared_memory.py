@@ -18,6 +18,7 @@ import remotefn
 from helpers import alive, read_pid, wait_for_file, wait_until, write_pid
 from remotefn import WorkerDied, remote
 from remotefn.protocol import segments
+from remotefn.testing import probe
 from remotefn.protocol.framing import Channel
 from remotefn.protocol.messages import Kind
 from remotefn.protocol.socketpair import FrameStream
@@ -259,3 +260,21 @@ def test_calls_answered_from_the_cache_leave_no_segment(tmp_path, before):
             again = handle(array)
             assert again.result(timeout=60).sum() == first.sum() and again.info.from_cache
     assert memfds() == before
+
+
+def test_a_session_shut_down_in_a_done_callback_closes_its_segments(before):
+    """shutdown() in a callback the hub thread runs returns at once; the session's segments
+    still close, whether the caller keeps the session or not."""
+    import concurrent.futures
+
+    session = remotefn.session("local", max_cores=1, forward_output=False)
+    with session:
+        array = np.ones(MIB)
+        first = remote(negated, block=True)(array)
+        concurrent.futures.wait([first])  # answered by the hub thread: the pool keeps it
+        assert memfds()[0] > before[0]
+        second = remote(negated, block=True)(array)
+        second.add_done_callback(lambda _: session.shutdown())
+        concurrent.futures.wait([second])
+        wait_until(lambda: probe(session).stopped, what="the session to stop")
+        assert memfds() == before

@@ -159,6 +159,7 @@ class Session(concurrent.futures.Executor):
         if threading.current_thread() is self._hub.thread:
             self._close_dashboard()
             self._hub.stop(kill=False)
+            self._close_segments()  # the free ones now; lent ones as their calls end
             return
         if not wait or session_thread.active:  # a done-callback (see hub.direct) cannot wait
             threading.Thread(target=self._stop_when_done, name="remotefn-shutdown",
