@@ -278,3 +278,20 @@ def test_a_session_shut_down_in_a_done_callback_closes_its_segments(before):
         concurrent.futures.wait([second])
         wait_until(lambda: probe(session).stopped, what="the session to stop")
         assert memfds() == before
+
+
+def test_a_kernel_without_huge_pages_still_receives_large_segments(monkeypatch):
+    """MADV_HUGEPAGE is advice: where the kernel refuses it (built without transparent huge
+    pages: EINVAL), a passed segment still arrives."""
+    import errno
+
+    def refuse(self, *args):
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(segments.Received, "madvise", refuse)
+    pool = segments.Pool()
+    segment = pool.copy(np.arange(4 * MIB, dtype=np.uint8))
+    received = segments.receive(os.dup(segment.fd), segment.size)
+    assert bytes(received[:3]) == bytes([0, 1, 2]) and len(received) == 4 * MIB
+    segment.release()
+    pool.close()

@@ -193,7 +193,10 @@ def receive(fd: int, size: int) -> Received:
             raise ValueError("a passed descriptor is not a segment of the size announced")
         out = Received(-1, size, flags=mmap.MAP_PRIVATE)
         if size >= 2 << 20:
-            out.madvise(mmap.MADV_HUGEPAGE)
+            try:
+                out.madvise(mmap.MADV_HUGEPAGE)
+            except OSError:  # advice only: a kernel without transparent huge pages refuses it
+                pass
         with mmap.mmap(fd, size, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE,
                        prot=mmap.PROT_READ) as source:
             memoryview(out)[:] = memoryview(source)
