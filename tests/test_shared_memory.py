@@ -295,3 +295,31 @@ def test_a_kernel_without_huge_pages_still_receives_large_segments(monkeypatch):
     assert bytes(received[:3]) == bytes([0, 1, 2]) and len(received) == 4 * MIB
     segment.release()
     pool.close()
+
+
+def break_the_stream_then_wait(path):
+    """Pass the session descriptors that no frame names (a worker gone wrong), then wait."""
+    import array
+    import gc
+    import time
+
+    write_pid(path)
+    stream = next(o for o in gc.get_objects() if isinstance(o, FrameStream))
+    unnamed = array.array("i", [0] * 8)
+    message = b"".join(FrameStream.encode([b"no segment here"]))
+    for _ in range(40):
+        stream.socket.sendmsg([message], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, unnamed)])
+    time.sleep(600)
+
+
+def test_a_worker_that_breaks_the_stream_is_ended_and_its_call_fails(tmp_path):
+    """The session stops reading a socket pair that broke its rules; the worker on it is
+    killed, so that its call fails instead of waiting for ever."""
+    with remotefn.session("local", max_cores=1, forward_output=False) as session:
+        future = remote(break_the_stream_then_wait, block=True)(str(tmp_path / "pid"))
+        worker = read_pid(str(tmp_path / "pid"))
+        with pytest.raises(WorkerDied):
+            future.result(timeout=60)
+        wait_until(lambda: not alive(worker), what="the worker to end")
+        assert probe(session).rejected >= 1  # counted and logged
+        assert remote(negated, block=True)(np.ones(4)).result(timeout=60).sum() == -4

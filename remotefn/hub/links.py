@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from functools import partial
 from typing import Any, Callable, Sequence
 
@@ -18,7 +19,7 @@ import zmq
 from ..protocol import zmqlink
 from ..protocol.framing import AuthenticationError
 from ..protocol.messages import Kind, release
-from ..protocol.socketpair import FrameStream, StreamClosed
+from ..protocol.socketpair import FrameStream, StreamBroken, StreamClosed
 from .events import POLLIN, POLLOUT, EventLoop
 from .heartbeat import Heartbeats
 from .records import WorkerRecord
@@ -144,6 +145,11 @@ class Links:
         stream = worker.stream
         try:
             messages = stream.receive_ready()
+        except StreamBroken as error:  # nothing more can be read: the worker must end, or
+            messages = []              # its calls would wait for ever; its exit fails them
+            self.reject(f"{worker.worker_id}: {error}; stopping the worker")
+            self._drop_stream(worker)
+            worker.process.signal(signal.SIGKILL)
         except (StreamClosed, OSError):  # the worker is gone; its exit comes separately
             messages = []
             self._drop_stream(worker)

@@ -40,7 +40,13 @@ _CLOEXEC = getattr(socket, "MSG_CMSG_CLOEXEC", 0)
 
 
 class StreamClosed(Exception):
-    """The other end closed the connection (or sent something that is not a message)."""
+    """The other end closed the connection (or broke the stream's rules: see
+    :class:`StreamBroken`)."""
+
+
+class StreamBroken(StreamClosed):
+    """The other end sent something that is not a message, or passed descriptors that are
+    not the segments its messages name: nothing more can be read from it."""
 
 
 class FrameStream:
@@ -225,7 +231,7 @@ class FrameStream:
         # descriptors come with the read that ends this one) wait for their frames.
         if flags & socket.MSG_CTRUNC or len(self._fds) > 2 * segments.MAX_PASSED:
             self.discard_descriptors()
-            raise StreamClosed("more descriptors arrived than a message may pass"
+            raise StreamBroken("more descriptors arrived than a message may pass"
                                if flags & socket.MSG_CTRUNC else
                                "the peer passed descriptors that no frame names")
 
@@ -242,7 +248,7 @@ class FrameStream:
                     return
                 (count,) = _COUNT.unpack_from(buffer)
                 if count > _MAX_FRAMES:
-                    raise StreamClosed(f"a message of {count} frames is not a message")
+                    raise StreamBroken(f"a message of {count} frames is not a message")
                 end = _COUNT.size + _SIZE.size * count
                 if len(buffer) < end:
                     return
@@ -278,11 +284,11 @@ class FrameStream:
     def _passed(self, size: int, segment_id: int) -> segments.Received:
         """The copy of the next passed segment (whose descriptor came with its message)."""
         if not self._fds:
-            raise StreamClosed("a message names a segment that was not passed")
+            raise StreamBroken("a message names a segment that was not passed")
         try:
             received = segments.receive(self._fds.popleft(), size)
         except ValueError as error:
-            raise StreamClosed(str(error)) from None
+            raise StreamBroken(str(error)) from None
         if self.released is not None:
             self.released.append(segment_id)
         return received
