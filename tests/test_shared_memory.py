@@ -323,3 +323,22 @@ def test_a_worker_that_breaks_the_stream_is_ended_and_its_call_fails(tmp_path):
         wait_until(lambda: not alive(worker), what="the worker to end")
         assert probe(session).rejected >= 1  # counted and logged
         assert remote(negated, block=True)(np.ones(4)).result(timeout=60).sum() == -4
+
+
+@pytest.mark.parametrize("sealed, length, announced", [(True, 4096, 8192), (False, 8192, 8192),
+                                                       (True, 4096, 0)])
+def test_a_descriptor_that_is_not_a_segment_of_the_size_announced_is_refused(
+        sealed, length, announced):
+    """Checked before it is mapped: a segment that could shrink, or is shorter than its
+    message says, would fault when read. The error names the sizes."""
+    import fcntl
+
+    fd = os.memfd_create("remotefn", os.MFD_ALLOW_SEALING)
+    os.ftruncate(fd, length)
+    if sealed:
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW)
+    with pytest.raises(ValueError, match=f"segment of the {announced} bytes announced: it "
+                                         f"holds {length} bytes"):
+        segments.receive(fd, announced)
+    with pytest.raises(OSError):
+        os.fstat(fd)  # closed all the same

@@ -189,8 +189,12 @@ def receive(fd: int, size: int) -> Received:
     ``fd``. ``ValueError`` when ``fd`` is not a sealed segment that large (it would fault)."""
     try:
         seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
-        if size < 1 or not seals & fcntl.F_SEAL_SHRINK or os.fstat(fd).st_size < size:
-            raise ValueError("a passed descriptor is not a segment of the size announced")
+        actual = os.fstat(fd).st_size
+        if size < 1 or not seals & fcntl.F_SEAL_SHRINK or actual < size:
+            raise ValueError(f"a passed descriptor is not a segment of the {size} bytes "
+                             f"announced: it holds {actual} bytes, "
+                             f"{'sealed' if seals & fcntl.F_SEAL_SHRINK else 'not sealed'} "
+                             f"against shrinking")
         out = Received(-1, size, flags=mmap.MAP_PRIVATE)
         if size >= 2 << 20:
             try:
