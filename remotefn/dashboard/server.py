@@ -34,12 +34,11 @@ IDLE_DRAIN = 0.5
 
 
 class Dashboard:
-    """Serves the live dashboard of a session until :meth:`close`."""
+    """Serves the live dashboard of a session until :meth:`close`; ``port`` 0 takes a free
+    one (the session has checked the setting)."""
 
     def __init__(self, port: int, run_dir: str, resources: Callable[[], dict[str, Any]],
                  recorder: "Recorder", title: str = "remotefn session") -> None:
-        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-            raise ValueError(f"dashboard must be True, False or a port (0-65535), got {port!r}")
         self._page = page_module()  # before anything starts: Bokeh must be there
         self.state = LiveState(resources)
         self.token = secrets.token_urlsafe(32)
