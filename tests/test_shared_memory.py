@@ -179,6 +179,10 @@ def negated(array):
     return -array
 
 
+def added(a, b):
+    return a + b
+
+
 def test_reused_segments_carry_each_calls_own_values():
     """Many calls of one size in both directions, so segments are reused; every result kept
     by the caller keeps its own values."""
@@ -342,3 +346,30 @@ def test_a_descriptor_that_is_not_a_segment_of_the_size_announced_is_refused(
         segments.receive(fd, announced)
     with pytest.raises(OSError):
         os.fstat(fd)  # closed all the same
+
+
+def test_a_call_whose_segments_cannot_be_passed_fails_instead_of_waiting(monkeypatch, before):
+    """With no descriptor left to pass a segment with (EMFILE), the call fails: its worker
+    never got it, so it is stopped, and the call fails with WorkerDied."""
+    import errno
+
+    from remotefn.protocol import socketpair
+
+    with remotefn.session("local", max_cores=1, forward_output=False):
+        handle = remote(negated, block=True)
+        assert handle(np.ones(4)).result(timeout=60).sum() == -4  # up, on a socket pair
+        dup = os.dup
+        calls = []
+
+        def dup_then_fail(fd):
+            calls.append(fd)
+            if len(calls) > 1:
+                raise OSError(errno.EMFILE, "Too many open files")
+            return dup(fd)
+
+        monkeypatch.setattr(socketpair.os, "dup", dup_then_fail)
+        with pytest.raises(WorkerDied):
+            remote(added, block=True)(np.ones(MIB), np.ones(MIB)).result(timeout=60)
+        monkeypatch.undo()
+        assert handle(np.ones(4)).result(timeout=60).sum() == -4
+    assert memfds() == before

@@ -90,7 +90,15 @@ class Links:
             elif not stream.send(frames):
                 self.loop.modify(stream.fileno(), POLLIN | POLLOUT)
         except (zmq.ZMQError, OSError) as error:
-            logger.debug("could not send %s to %s: %s", kind.name, worker.worker_id, error)
+            if stream is None or isinstance(error, _GONE) or stream.fileno() < 0:
+                logger.debug("could not send %s to %s: %s", kind.name, worker.worker_id, error)
+                return
+            # The worker is there but will never get this message (no descriptor was left to
+            # pass a segment with, say): it would wait for ever, and its calls with it.
+            # Stopped, its exit fails them.
+            logger.warning("could not send %s to %s (%s); stopping the worker", kind.name,
+                           worker.worker_id, error)
+            worker.process.signal(signal.SIGKILL)
 
     def drain(self, worker: WorkerRecord) -> None:
         """Deliver everything that has arrived, and everything ``worker``'s socket pair holds
@@ -177,6 +185,10 @@ class Links:
         """Count and log a dropped message."""
         self._dropped += 1
         logger.warning("remotefn session dropped a message from %s", why)
+
+
+#: What a send to a worker that has gone raises.
+_GONE = (BrokenPipeError, ConnectionResetError)
 
 
 def _beside(address: str, name: str) -> str:

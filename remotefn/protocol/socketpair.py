@@ -127,7 +127,15 @@ class FrameStream:
     def _queue(self, frames: Sequence[Any]) -> None:
         views, fds = self._encode(frames)
         if fds:  # copies of the descriptors, so a segment closed meanwhile is still sent
-            self._passing.append((views[0], [os.dup(fd) for fd in fds]))
+            copies: list[int] = []
+            try:
+                for fd in fds:
+                    copies.append(os.dup(fd))
+            except OSError:  # no descriptor left: nothing of the message is queued
+                for fd in copies:
+                    os.close(fd)
+                raise
+            self._passing.append((views[0], copies))
         self.outgoing.extend(views)
 
     def send(self, frames: Sequence[Any]) -> bool:
