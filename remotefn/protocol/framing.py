@@ -9,8 +9,9 @@ Large items (over 64 KiB) travel as frames of their own, without copies, and ent
 through their SHA-256. On a socket pair, a shared-memory segment (:mod:`.segments`) travels as
 its descriptor: the kernel vouches for the only peer that can pass one, so it enters the MAC
 by its marker and its size, not its bytes. The MAC is a keyed BLAKE2b over the direction, the
-worker's identity and every frame, with the session's fresh secret as key. A receiver checks the MAC and that
-the sequence number grows before it looks at, let alone unpickles, anything else.
+worker's identity and every frame, with the session's fresh secret as key. A receiver checks
+the MAC and that the sequence number grows before it looks at, let alone unpickles, anything
+else.
 """
 
 from __future__ import annotations
