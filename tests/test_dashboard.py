@@ -219,3 +219,40 @@ def test_a_port_in_use_is_named_and_the_session_leaves_nothing_running():
             remotefn.session("local", max_cores=1, dashboard=port)
     finally:
         taken.close()
+
+
+def test_a_stream_version_that_is_not_a_number_gets_the_whole_stream(watched):
+    session, url = watched
+    remote(square, block=True, max_workers=1)(3).result(timeout=60)
+    data_url = url.replace("/?", "/data?")
+    for version in ("--1", "%C2%B2", "x", "", "-1"):
+        status, body = get(data_url + "&stream=" + version)
+        assert status == 200, version
+        assert json.loads(body)["stream"] is not None, version
+
+
+def test_text_of_a_run_cannot_end_or_hide_the_page_script():
+    from remotefn.dashboard.page import render
+    from remotefn.dashboard.tally import Tally
+
+    message = "ValueError: <!--<script>"
+    traceback = "</script><script>alert(1)</script>"
+    tally = Tally(0.0)
+    tally.ran("failed", "f<!--<script>", 1.0, "w", 0.5, 1.0, error=(message, traceback))
+    page = render({"summary": tally.summary(), "stream": tally.stream.columns()}, "t",
+                  live=False)
+    embedded = re.search(r"const REMOTEFN = \{data: (.*), live: false", page).group(1)
+    assert "<" not in embedded
+    (error,) = json.loads(embedded)["summary"]["errors"]
+    assert (error["message"], error["traceback"]) == (message, traceback)
+
+
+def test_a_dashboard_that_cannot_write_its_url_file_closes_its_socket(tmp_path):
+    from remotefn.dashboard.server import URL_FILE, Dashboard
+    from remotefn.hub.recorder import Recorder
+
+    (tmp_path / URL_FILE).write_text("")
+    before = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(FileExistsError):
+        Dashboard(0, str(tmp_path), dict, Recorder())
+    assert len(os.listdir("/proc/self/fd")) == before

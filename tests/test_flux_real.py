@@ -90,6 +90,21 @@ def kill_myself():
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def register_exit_hook(path):
+    import atexit
+
+    atexit.register(lambda: open(path, "w").write("ran"))
+
+
+def leave_a_thread(gate, done):
+    """Start a thread that writes ``done`` once ``gate`` exists, and return at once."""
+    def finish():
+        wait_for_file(gate, timeout=600)
+        open(done, "w").close()
+
+    threading.Thread(target=finish).start()
+
+
 def active_jobs():
     """The jobs of this Flux instance that have not ended (pending, running, cleaning up)."""
     return flux.job.JobList(flux.Flux(), filters=["pending", "running"]).jobs()
@@ -235,6 +250,22 @@ def test_error_in_the_session_block_cancels_running_jobs(tmp_path):
             wait_until(future.running, timeout=60, what="the call to run")
             raise KeyError("stop")
     wait_until(lambda: not active_jobs(), timeout=30, what="the jobs to end")
+
+
+def test_a_one_shot_worker_runs_its_calls_exit_hooks(session, tmp_path):
+    hook = tmp_path / "hook"
+    remote(register_exit_hook)(str(hook)).result(timeout=120)
+    wait_until(lambda: not active_jobs(), timeout=30, what="the job to end")
+    assert hook.read_text() == "ran"
+
+
+def test_a_one_shot_worker_ends_after_the_threads_its_call_left(session, tmp_path):
+    gate, done = tmp_path / "gate", tmp_path / "done"
+    remote(leave_a_thread)(str(gate), str(done)).result(timeout=120)
+    assert len(active_jobs()) == 1  # the thread holds the job until the gate opens
+    gate.touch()
+    wait_until(lambda: not active_jobs(), timeout=30, what="the job to end")
+    assert done.exists()
 
 
 def test_resources_from_threads_while_the_session_cancels_never_deadlocks(session):

@@ -18,6 +18,7 @@ import remotefn
 from helpers import alive, read_pid, wait_for_file, wait_until, write_pid
 from remotefn import WorkerDied, remote
 from remotefn.protocol import segments
+from remotefn.testing import probe
 from remotefn.protocol.framing import Channel
 from remotefn.protocol.messages import Kind
 from remotefn.protocol.socketpair import FrameStream
@@ -126,6 +127,33 @@ def test_a_head_that_lies_about_how_a_frame_came_is_dropped():
         end.close()
 
 
+def test_descriptors_that_no_frame_names_are_refused_and_closed(before):
+    """A peer that passes descriptors with messages that name none cannot make the receiver
+    pile them up: past what two messages may pass, the stream is closed, and so are they."""
+    import array
+
+    from remotefn.protocol.socketpair import StreamClosed
+
+    ours, theirs = socket.socketpair()
+    theirs.setblocking(False)
+    receiver = FrameStream(theirs)
+    pool = segments.Pool()
+    segment = pool.copy(bytes(MIB))
+    unnamed = array.array("i", [segment.fd] * 8)
+    message = b"".join(FrameStream.encode([b"no segment here"]))
+    fds_before = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(StreamClosed, match="no frame names"):
+        for _ in range(100):
+            ours.sendmsg([message], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, unnamed)])
+            receiver.receive_ready()
+    assert len(os.listdir("/proc/self/fd")) <= fds_before
+    for end in (ours, receiver):
+        end.close()
+    segment.release()
+    pool.close()
+    assert memfds() == before
+
+
 def doubled_after_changing_it(array, marker):
     """Changes its argument in place; the first time it also kills its worker."""
     array *= 2
@@ -149,6 +177,10 @@ def test_a_retry_sees_the_argument_as_it_was_at_the_call(tmp_path):
 
 def negated(array):
     return -array
+
+
+def added(a, b):
+    return a + b
 
 
 def test_reused_segments_carry_each_calls_own_values():
@@ -231,4 +263,113 @@ def test_calls_answered_from_the_cache_leave_no_segment(tmp_path, before):
         for _ in range(3):
             again = handle(array)
             assert again.result(timeout=60).sum() == first.sum() and again.info.from_cache
+    assert memfds() == before
+
+
+def test_a_session_shut_down_in_a_done_callback_closes_its_segments(before):
+    """shutdown() in a callback the hub thread runs returns at once; the session's segments
+    still close, whether the caller keeps the session or not."""
+    import concurrent.futures
+
+    session = remotefn.session("local", max_cores=1, forward_output=False)
+    with session:
+        array = np.ones(MIB)
+        first = remote(negated, block=True)(array)
+        concurrent.futures.wait([first])  # answered by the hub thread: the pool keeps it
+        assert memfds()[0] > before[0]
+        second = remote(negated, block=True)(array)
+        second.add_done_callback(lambda _: session.shutdown())
+        concurrent.futures.wait([second])
+        wait_until(lambda: probe(session).stopped, what="the session to stop")
+        assert memfds() == before
+
+
+def test_a_kernel_without_huge_pages_still_receives_large_segments(monkeypatch):
+    """MADV_HUGEPAGE is advice: where the kernel refuses it (built without transparent huge
+    pages: EINVAL), a passed segment still arrives."""
+    import errno
+
+    def refuse(self, *args):
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(segments.Received, "madvise", refuse)
+    pool = segments.Pool()
+    segment = pool.copy(np.arange(4 * MIB, dtype=np.uint8))
+    received = segments.receive(os.dup(segment.fd), segment.size)
+    assert bytes(received[:3]) == bytes([0, 1, 2]) and len(received) == 4 * MIB
+    segment.release()
+    pool.close()
+
+
+def break_the_stream_then_wait(path):
+    """Pass the session descriptors that no frame names (a worker gone wrong), then wait."""
+    import array
+    import gc
+    import time
+
+    write_pid(path)
+    stream = next(o for o in gc.get_objects() if isinstance(o, FrameStream))
+    unnamed = array.array("i", [0] * 8)
+    message = b"".join(FrameStream.encode([b"no segment here"]))
+    for _ in range(40):
+        stream.socket.sendmsg([message], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, unnamed)])
+    time.sleep(600)
+
+
+def test_a_worker_that_breaks_the_stream_is_ended_and_its_call_fails(tmp_path):
+    """The session stops reading a socket pair that broke its rules; the worker on it is
+    killed, so that its call fails instead of waiting for ever."""
+    with remotefn.session("local", max_cores=1, forward_output=False) as session:
+        future = remote(break_the_stream_then_wait, block=True)(str(tmp_path / "pid"))
+        worker = read_pid(str(tmp_path / "pid"))
+        with pytest.raises(WorkerDied):
+            future.result(timeout=60)
+        wait_until(lambda: not alive(worker), what="the worker to end")
+        assert probe(session).rejected >= 1  # counted and logged
+        assert remote(negated, block=True)(np.ones(4)).result(timeout=60).sum() == -4
+
+
+@pytest.mark.parametrize("sealed, length, announced", [(True, 4096, 8192), (False, 8192, 8192),
+                                                       (True, 4096, 0)])
+def test_a_descriptor_that_is_not_a_segment_of_the_size_announced_is_refused(
+        sealed, length, announced):
+    """Checked before it is mapped: a segment that could shrink, or is shorter than its
+    message says, would fault when read. The error names the sizes."""
+    import fcntl
+
+    fd = os.memfd_create("remotefn", os.MFD_ALLOW_SEALING)
+    os.ftruncate(fd, length)
+    if sealed:
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW)
+    with pytest.raises(ValueError, match=f"segment of the {announced} bytes announced: it "
+                                         f"holds {length} bytes"):
+        segments.receive(fd, announced)
+    with pytest.raises(OSError):
+        os.fstat(fd)  # closed all the same
+
+
+def test_a_call_whose_segments_cannot_be_passed_fails_instead_of_waiting(monkeypatch, before):
+    """With no descriptor left to pass a segment with (EMFILE), the call fails: its worker
+    never got it, so it is stopped, and the call fails with WorkerDied."""
+    import errno
+
+    from remotefn.protocol import socketpair
+
+    with remotefn.session("local", max_cores=1, forward_output=False):
+        handle = remote(negated, block=True)
+        assert handle(np.ones(4)).result(timeout=60).sum() == -4  # up, on a socket pair
+        dup = os.dup
+        calls = []
+
+        def dup_then_fail(fd):
+            calls.append(fd)
+            if len(calls) > 1:
+                raise OSError(errno.EMFILE, "Too many open files")
+            return dup(fd)
+
+        monkeypatch.setattr(socketpair.os, "dup", dup_then_fail)
+        with pytest.raises(WorkerDied):
+            remote(added, block=True)(np.ones(MIB), np.ones(MIB)).result(timeout=60)
+        monkeypatch.undo()
+        assert handle(np.ones(4)).result(timeout=60).sum() == -4
     assert memfds() == before

@@ -7,6 +7,8 @@ import gc
 import os
 import time
 
+import pytest
+
 import remotefn
 from remotefn import remote
 
@@ -43,6 +45,7 @@ def one_round(handle, calls: int = CALLS, chains: int = CHAINS) -> float:
     return time.monotonic() - started
 
 
+@pytest.mark.timeout(900)  # a liveness limit: about 30 s here, more on a loaded machine
 def test_memory_stays_flat_over_rounds_of_calls_and_chains():
     """A warm-up round, then two rounds: the resident size after the second is within 10% of
     the size after the first."""

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import textwrap
 import time
 
 import pytest
@@ -119,3 +122,60 @@ def test_several_threads_wait_for_one_call_each_as_it_asked(local, tmp_path):
     assert results == [7, 7, 7, 7]
     done, _ = concurrent.futures.wait([future], timeout=60)
     assert done == {future}
+
+
+_SHUTDOWN_IN_CALLBACK = textwrap.dedent("""
+    import os, sys, threading
+    import remotefn
+    from remotefn import remote
+    from helpers import wait_until
+    from test_waiting import pid, value_after
+
+    where = []
+    main = threading.main_thread()
+
+    def waiting():
+        \"\"\"Whether the main thread waits: reading its result itself, or as usual.\"\"\"
+        frame = sys._current_frames().get(main.ident)
+        while frame is not None:
+            name = frame.f_code.co_name
+            if name == "read_own_result" or (name == "wait" and frame.f_code.co_filename.endswith(
+                    ("threading.py", os.path.join("remotefn", "future.py")))):
+                return True
+            frame = frame.f_back
+        return False
+
+    def open_gate(gate):
+        wait_until(waiting, what="the caller to wait")
+        open(gate, "w").close()
+
+    with remotefn.session("local", max_cores=1, forward_output=False) as session:
+        handle = remote(value_after, block=True, max_workers=1)
+        remote(pid, block=True, max_workers=1)().result(timeout=60)  # up and idle
+
+        def callback(done):
+            where.append(threading.current_thread().name)
+            if threading.current_thread() is main:  # the caller read its result itself
+                session.shutdown()  # wait=True, in a done-callback
+
+        for attempt in range(20):  # the caller reads it itself unless the hub is busy then
+            gate = f"{sys.argv[1]}-{attempt}"
+            future = handle(gate, 7)  # to the idle worker at once
+            future.add_done_callback(callback)
+            threading.Thread(target=open_gate, args=(gate,), daemon=True).start()
+            assert future.result(timeout=60) == 7
+            if where[-1] == "MainThread":
+                break
+        print("callback ran in", where[-1], flush=True)
+""")
+
+
+def test_shutdown_in_a_done_callback_run_by_the_waiting_thread_returns(tmp_path):
+    """The thread that reads its own result runs done-callbacks holding the hub's lock; a
+    ``session.shutdown()`` there must not wait for the hub (which waits for that lock)."""
+    script = subprocess.run(
+        [sys.executable, "-c", _SHUTDOWN_IN_CALLBACK, str(tmp_path / "gate")],
+        capture_output=True, text=True, timeout=60, cwd=os.path.dirname(__file__),
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert script.returncode == 0, script.stderr
+    assert "callback ran in MainThread" in script.stdout

@@ -170,7 +170,7 @@ def show_steps(job_id: str) -> str | None:
         return last[1]
     try:
         shown = subprocess.run(["scontrol", "show", "step", job_id], capture_output=True,
-                               text=True, timeout=30).stdout
+                               text=True, timeout=5).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     _STEPS[job_id] = (now, shown)

@@ -94,8 +94,10 @@ def render(data: dict[str, Any], title: str, live: bool) -> str:
     own = package_files.files(__package__)
     style = own.joinpath("page.css").read_text(encoding="utf-8")
     code = own.joinpath("page.js").read_text(encoding="utf-8")
+    # No "<" at all inside the script element: "</script>" would end it, and "<!--" with
+    # "<script" (in a function's name or an error message) would make the parser run past it.
     embedded = json.dumps({**data, "stream": None}, separators=(",", ":"),
-                          default=str).replace("</", "<\\/")
+                          default=str).replace("<", "\\u003c")
     return _TEMPLATE.format(title=html.escape(title), style=style, bokeh_js=bokeh_js,
                             bokeh_script=script, plots=div, data=embedded, code=code,
                             live="true" if live else "false", poll=POLL_MS)

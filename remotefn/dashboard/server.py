@@ -34,12 +34,11 @@ IDLE_DRAIN = 0.5
 
 
 class Dashboard:
-    """Serves the live dashboard of a session until :meth:`close`."""
+    """Serves the live dashboard of a session until :meth:`close`; ``port`` 0 takes a free
+    one (the session has checked the setting)."""
 
     def __init__(self, port: int, run_dir: str, resources: Callable[[], dict[str, Any]],
                  recorder: "Recorder", title: str = "remotefn session") -> None:
-        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-            raise ValueError(f"dashboard must be True, False or a port (0-65535), got {port!r}")
         self._page = page_module()  # before anything starts: Bokeh must be there
         self.state = LiveState(resources)
         self.token = secrets.token_urlsafe(32)
@@ -51,9 +50,13 @@ class Dashboard:
                           f"{error.strerror}") from None
         self.port: int = self.httpd.server_address[1]
         self.url_file = os.path.join(run_dir, URL_FILE)
-        descriptor = os.open(self.url_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w") as file:
-            file.write(f"{self.url}\n")
+        try:
+            descriptor = os.open(self.url_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "w") as file:
+                file.write(f"{self.url}\n")
+        except BaseException:
+            self.httpd.server_close()
+            raise
         recorder.tap = self.state.events
         self._recorder = recorder
         self.thread = threading.Thread(target=self.httpd.serve_forever, args=(IDLE_DRAIN,),
@@ -88,6 +91,14 @@ class Dashboard:
         self.thread.join()
 
 
+def _version(given: str) -> int | None:
+    """The task stream version a page says it has, or None when it is not a number."""
+    try:
+        return int(given)
+    except ValueError:
+        return None
+
+
 class _Server(http.server.HTTPServer):
     def __init__(self, address: tuple[str, int], handler: type, dashboard: Dashboard) -> None:
         self.dashboard = dashboard
@@ -115,8 +126,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if parts.path == "/":
             self._send(200, dashboard.page(), "text/html; charset=utf-8")
         elif parts.path == "/data":
-            version = parse_qs(parts.query).get("stream", [""])[0]
-            known = int(version) if version.lstrip("-").isdigit() else None
+            known = _version(parse_qs(parts.query).get("stream", [""])[0])
             self._send(200, dashboard.state.data(known).encode(), "application/json")
         else:
             self._send(404, b"", "text/plain")

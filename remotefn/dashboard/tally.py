@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from .stream import Counts, TaskStream
 
@@ -190,11 +190,6 @@ class Tally:
         if memory is not None and memory > (stats.peak_memory or 0):
             stats.peak_memory = memory
         self.stream.add(worker, function, start, end, False, call_id)
-
-    def feed(self, entries: Iterable[dict[str, Any]]) -> "Tally":
-        for entry in entries:
-            self.event(entry)
-        return self
 
     def summary(self, now: float | None = None) -> dict[str, Any]:
         """Plain data for the page: per function, per worker, the errors, the run's span."""

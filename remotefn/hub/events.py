@@ -96,7 +96,7 @@ class EventLoop:
         """Watch ``item`` (an fd; from any thread) for ``events`` from now on."""
         try:
             self.epoll.modify(item, events)
-        except OSError:  # no longer watched: the worker is gone
+        except (OSError, ValueError):  # no longer watched (the worker is gone), or closed
             pass
 
     def later(self, delay: float, function: Callable[..., None], *args: Any) -> None:

@@ -72,14 +72,6 @@ class Ledger:
         #: The nodes that failed, in the order they did.
         self.lost: list[str] = []
 
-    @property
-    def cpus_in_use(self) -> int:
-        return sum(node.cpus - free.cpus for node, free in zip(self.nodes, self.free) if free.up)
-
-    @property
-    def free_gpus(self) -> list[int]:
-        return [gpu for free in self.free if free.up for gpu in free.gpus]
-
     def _memory(self, demand: Demand) -> int:
         return demand.cpus * self.capacity.memory_per_cpu
 

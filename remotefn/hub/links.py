@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from functools import partial
 from typing import Any, Callable, Sequence
 
@@ -18,7 +19,7 @@ import zmq
 from ..protocol import zmqlink
 from ..protocol.framing import AuthenticationError
 from ..protocol.messages import Kind, release
-from ..protocol.socketpair import FrameStream, StreamClosed
+from ..protocol.socketpair import FrameStream, StreamBroken, StreamClosed
 from .events import POLLIN, POLLOUT, EventLoop
 from .heartbeat import Heartbeats
 from .records import WorkerRecord
@@ -89,7 +90,15 @@ class Links:
             elif not stream.send(frames):
                 self.loop.modify(stream.fileno(), POLLIN | POLLOUT)
         except (zmq.ZMQError, OSError) as error:
-            logger.debug("could not send %s to %s: %s", kind.name, worker.worker_id, error)
+            if stream is None or isinstance(error, _GONE) or stream.fileno() < 0:
+                logger.debug("could not send %s to %s: %s", kind.name, worker.worker_id, error)
+                return
+            # The worker is there but will never get this message (no descriptor was left to
+            # pass a segment with, say): it would wait for ever, and its calls with it.
+            # Stopped, its exit fails them.
+            logger.warning("could not send %s to %s (%s); stopping the worker", kind.name,
+                           worker.worker_id, error)
+            worker.process.signal(signal.SIGKILL)
 
     def drain(self, worker: WorkerRecord) -> None:
         """Deliver everything that has arrived, and everything ``worker``'s socket pair holds
@@ -144,6 +153,11 @@ class Links:
         stream = worker.stream
         try:
             messages = stream.receive_ready()
+        except StreamBroken as error:  # nothing more can be read: the worker must end, or
+            messages = []              # its calls would wait for ever; its exit fails them
+            self.reject(f"{worker.worker_id}: {error}; stopping the worker")
+            self._drop_stream(worker)
+            worker.process.signal(signal.SIGKILL)
         except (StreamClosed, OSError):  # the worker is gone; its exit comes separately
             messages = []
             self._drop_stream(worker)
@@ -171,6 +185,10 @@ class Links:
         """Count and log a dropped message."""
         self._dropped += 1
         logger.warning("remotefn session dropped a message from %s", why)
+
+
+#: What a send to a worker that has gone raises.
+_GONE = (BrokenPipeError, ConnectionResetError)
 
 
 def _beside(address: str, name: str) -> str:

@@ -75,7 +75,6 @@ class Pool:
         self.limit = limit
         self.init_payload = init_payload
         self.cpus = options.cpus
-        self.gpus = options.total_gpus
         self.demand = Demand.of(options)
         self.queue: deque[Call] = deque()
         self.workers: set[WorkerRecord] = set()

@@ -9,8 +9,9 @@ Large items (over 64 KiB) travel as frames of their own, without copies, and ent
 through their SHA-256. On a socket pair, a shared-memory segment (:mod:`.segments`) travels as
 its descriptor: the kernel vouches for the only peer that can pass one, so it enters the MAC
 by its marker and its size, not its bytes. The MAC is a keyed BLAKE2b over the direction, the
-worker's identity and every frame, with the session's fresh secret as key. A receiver checks the MAC and that
-the sequence number grows before it looks at, let alone unpickles, anything else.
+worker's identity and every frame, with the session's fresh secret as key. A receiver checks
+the MAC and that the sequence number grows before it looks at, let alone unpickles, anything
+else.
 """
 
 from __future__ import annotations
@@ -22,15 +23,13 @@ import struct
 from typing import Any, Sequence
 
 from .messages import PROTOCOL_VERSION, Kind
-from .segments import Received, Segment
+from .segments import MAX_PASSED, Received, Segment
 
 HEADER = struct.Struct("!BBBxQQ")
 MAC_SIZE = 32
 KEY_SIZE = 32
 #: Frames larger than this enter the MAC through their SHA-256, which is faster for bulk data.
 BULK = 1 << 16
-#: The most segments one message passes as descriptors (see :mod:`.socketpair`).
-MAX_PASSED = 64
 TO_WORKER = b"S"
 TO_SESSION = b"W"
 

@@ -34,6 +34,9 @@ FREE_LIMIT = 256 << 20
 #: The most segments a pool lends at once (each holds two descriptors); beyond, buffers are
 #: copied as bytes.
 MAX_LENT = 128
+#: The most segments one message passes as descriptors (SCM_RIGHTS takes up to 253); a
+#: message with more sends the rest as bytes.
+MAX_PASSED = 64
 _ROUND = 1 << 16
 #: A segment's size is sealed, so that a receiver can never map past its end.
 _SEALS = getattr(fcntl, "F_SEAL_SHRINK", 0) | getattr(fcntl, "F_SEAL_GROW", 0)
@@ -186,11 +189,18 @@ def receive(fd: int, size: int) -> Received:
     ``fd``. ``ValueError`` when ``fd`` is not a sealed segment that large (it would fault)."""
     try:
         seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
-        if size < 1 or not seals & fcntl.F_SEAL_SHRINK or os.fstat(fd).st_size < size:
-            raise ValueError("a passed descriptor is not a segment of the size announced")
+        actual = os.fstat(fd).st_size
+        if size < 1 or not seals & fcntl.F_SEAL_SHRINK or actual < size:
+            raise ValueError(f"a passed descriptor is not a segment of the {size} bytes "
+                             f"announced: it holds {actual} bytes, "
+                             f"{'sealed' if seals & fcntl.F_SEAL_SHRINK else 'not sealed'} "
+                             f"against shrinking")
         out = Received(-1, size, flags=mmap.MAP_PRIVATE)
         if size >= 2 << 20:
-            out.madvise(mmap.MADV_HUGEPAGE)
+            try:
+                out.madvise(mmap.MADV_HUGEPAGE)
+            except OSError:  # advice only: a kernel without transparent huge pages refuses it
+                pass
         with mmap.mmap(fd, size, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE,
                        prot=mmap.PROT_READ) as source:
             memoryview(out)[:] = memoryview(source)

@@ -35,14 +35,18 @@ _MAX_FRAMES = 1 << 16
 #: stream are the segment's id.
 _PASSED = 1 << 63
 _ID = struct.Struct("!Q")
-#: The most descriptors one message passes (SCM_RIGHTS takes up to 253).
-MAX_FDS = 64
-_ANCILLARY = socket.CMSG_SPACE(MAX_FDS * array.array("i").itemsize)
+_ANCILLARY = socket.CMSG_SPACE(segments.MAX_PASSED * array.array("i").itemsize)
 _CLOEXEC = getattr(socket, "MSG_CMSG_CLOEXEC", 0)
 
 
 class StreamClosed(Exception):
-    """The other end closed the connection (or sent something that is not a message)."""
+    """The other end closed the connection (or broke the stream's rules: see
+    :class:`StreamBroken`)."""
+
+
+class StreamBroken(StreamClosed):
+    """The other end sent something that is not a message, or passed descriptors that are
+    not the segments its messages name: nothing more can be read from it."""
 
 
 class FrameStream:
@@ -123,7 +127,15 @@ class FrameStream:
     def _queue(self, frames: Sequence[Any]) -> None:
         views, fds = self._encode(frames)
         if fds:  # copies of the descriptors, so a segment closed meanwhile is still sent
-            self._passing.append((views[0], [os.dup(fd) for fd in fds]))
+            copies: list[int] = []
+            try:
+                for fd in fds:
+                    copies.append(os.dup(fd))
+            except OSError:  # no descriptor left: nothing of the message is queued
+                for fd in copies:
+                    os.close(fd)
+                raise
+            self._passing.append((views[0], copies))
         self.outgoing.extend(views)
 
     def send(self, frames: Sequence[Any]) -> bool:
@@ -223,8 +235,13 @@ class FrameStream:
                 fds = array.array("i")
                 fds.frombytes(payload[:len(payload) - len(payload) % fds.itemsize])
                 self._fds.extend(fds)
-        if flags & socket.MSG_CTRUNC:
-            raise StreamClosed("more descriptors arrived than a message may pass")
+        # At most the passed segments of the message being read and of the next one (whose
+        # descriptors come with the read that ends this one) wait for their frames.
+        if flags & socket.MSG_CTRUNC or len(self._fds) > 2 * segments.MAX_PASSED:
+            self.discard_descriptors()
+            raise StreamBroken("more descriptors arrived than a message may pass"
+                               if flags & socket.MSG_CTRUNC else
+                               "the peer passed descriptors that no frame names")
 
     def _parse(self, messages: list[list[Any]], limit: int = 0) -> None:
         buffer = self._buffer
@@ -239,7 +256,7 @@ class FrameStream:
                     return
                 (count,) = _COUNT.unpack_from(buffer)
                 if count > _MAX_FRAMES:
-                    raise StreamClosed(f"a message of {count} frames is not a message")
+                    raise StreamBroken(f"a message of {count} frames is not a message")
                 end = _COUNT.size + _SIZE.size * count
                 if len(buffer) < end:
                     return
@@ -275,11 +292,11 @@ class FrameStream:
     def _passed(self, size: int, segment_id: int) -> segments.Received:
         """The copy of the next passed segment (whose descriptor came with its message)."""
         if not self._fds:
-            raise StreamClosed("a message names a segment that was not passed")
+            raise StreamBroken("a message names a segment that was not passed")
         try:
             received = segments.receive(self._fds.popleft(), size)
         except ValueError as error:
-            raise StreamClosed(str(error)) from None
+            raise StreamBroken(str(error)) from None
         if self.released is not None:
             self.released.append(segment_id)
         return received

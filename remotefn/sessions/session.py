@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, TypeVar
 from .. import backends
 from ..cache.front import CacheFront
 from ..errors import SerializationError
-from ..future import CallInfo, RemoteFuture
+from ..future import CallInfo, RemoteFuture, session_thread
 from ..hub.hub import Hub
 from ..hub.ledger import Demand
 from ..hub.recorder import Recorder
@@ -148,8 +148,10 @@ class Session(concurrent.futures.Executor):
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop accepting calls and stop every worker once the submitted calls are done.
 
-        ``wait=True`` blocks until then; ``cancel_futures=True`` cancels calls not yet running.
-        Ctrl-C while waiting stops the workers at once.
+        ``wait=True`` blocks until then, except in a done-callback of a remote future, where
+        waiting would stop the session for good: there it returns at once, as ``wait=False``
+        does. ``cancel_futures=True`` cancels calls not yet running. Ctrl-C while waiting
+        stops the workers at once.
         """
         with self._lock:
             self._closed = True
@@ -159,8 +161,9 @@ class Session(concurrent.futures.Executor):
         if threading.current_thread() is self._hub.thread:
             self._close_dashboard()
             self._hub.stop(kill=False)
+            self._close_segments()  # the free ones now; lent ones as their calls end
             return
-        if not wait:
+        if not wait or session_thread.active:  # a done-callback (see hub.direct) cannot wait
             threading.Thread(target=self._stop_when_done, name="remotefn-shutdown",
                              daemon=True).start()
             return

@@ -15,7 +15,7 @@ from ..protocol import messages, segments
 from ..protocol.framing import AuthenticationError, Channel
 from ..protocol.launch import MEASURE_MEMORY, STATUS_FD
 from ..protocol.messages import Flag, Kind, Outcome, Usage
-from ..protocol.socketpair import FrameStream, StreamClosed
+from ..protocol.socketpair import FrameStream, StreamBroken, StreamClosed
 from ..sessions import registry
 from . import usage
 from .runner import Runner
@@ -105,6 +105,10 @@ class Worker:
         while True:
             try:
                 frames = self.receive()
+            except StreamBroken as error:  # the session's stream cannot be read any more
+                print(f"remotefn worker: stopped reading the session: {error}",
+                      file=sys.__stderr__)
+                return
             except StreamClosed:
                 return
             try:
