@@ -256,3 +256,21 @@ def test_a_dashboard_that_cannot_write_its_url_file_closes_its_socket(tmp_path):
     with pytest.raises(FileExistsError):
         Dashboard(0, str(tmp_path), dict, Recorder())
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_serving_the_page_leaves_bokeh_out_of_the_sessions_process():
+    """The page is rendered by a child process: Bokeh's many objects would otherwise sit in
+    the session's heap, and every full garbage collection during the run would walk them."""
+    code = """
+import sys, urllib.request
+import remotefn
+with remotefn.session("local", max_cores=1, forward_output=False, dashboard=True) as session:
+    url = open(session.dashboard.url_file).read().strip()
+    page = urllib.request.urlopen(url, timeout=120).read().decode()
+assert "Bokeh" in page and "task stream" in page.lower(), page[:300]
+print(sorted(name for name in sys.modules if name.split(".")[0] == "bokeh"))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", done.stdout

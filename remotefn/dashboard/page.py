@@ -126,3 +126,17 @@ _TEMPLATE = """<!DOCTYPE html>
 </body>
 </html>
 """
+
+
+def main() -> None:
+    """Render one page from ``{"data": ..., "title": ..., "live": ...}`` read as JSON on
+    stdin, to stdout (the live dashboard renders its page in a child process this way, so
+    that Bokeh's objects never join the session's heap)."""
+    import sys
+
+    request = json.load(sys.stdin)
+    sys.stdout.write(render(request["data"], request["title"], request["live"]))
+
+
+if __name__ == "__main__":
+    main()

@@ -17,14 +17,26 @@ from ..errors import MissingDependency
 from .tally import Tally
 
 
+def require_bokeh() -> None:
+    """Raise :class:`~remotefn.errors.MissingDependency` when Bokeh is not installed (without
+    importing it)."""
+    import importlib.util
+
+    if importlib.util.find_spec("bokeh") is None:
+        raise MissingDependency(BOKEH_MISSING)
+
+
+BOKEH_MISSING = ("the dashboard and the report need Bokeh: pip install 'remotefn[dashboard]' "
+                 "(or pip install bokeh)")
+
+
 def page_module() -> Any:
     """:mod:`.page`, which needs Bokeh; raises :class:`~remotefn.errors.MissingDependency`
     without it."""
     try:
         from . import page
     except ImportError:
-        raise MissingDependency("the dashboard and the report need Bokeh: pip install "
-                                "'remotefn[dashboard]' (or pip install bokeh)") from None
+        raise MissingDependency(BOKEH_MISSING) from None
     return page
 
 

@@ -14,21 +14,26 @@ from __future__ import annotations
 
 import hmac
 import http.server
+import json
 import logging
 import os
 import secrets
+import subprocess
+import sys
 import threading
 from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
 from .live import LiveState
-from .report import page_module
+from .report import require_bokeh
 
 if TYPE_CHECKING:
     from ..hub.recorder import Recorder
 
 logger = logging.getLogger(__name__)
 URL_FILE = "dashboard-url"
+#: Where the child that renders the page finds remotefn (and Bokeh): as this process does.
+_IMPORT_PATH = os.pathsep.join(p for p in sys.path if p)
 #: Seconds between two counts of the session's calls when no page asks.
 IDLE_DRAIN = 0.5
 
@@ -39,7 +44,7 @@ class Dashboard:
 
     def __init__(self, port: int, run_dir: str, resources: Callable[[], dict[str, Any]],
                  recorder: "Recorder", title: str = "remotefn session") -> None:
-        self._page = page_module()  # before anything starts: Bokeh must be there
+        require_bokeh()  # before anything starts
         self.state = LiveState(resources)
         self.token = secrets.token_urlsafe(32)
         self.title = title
@@ -80,7 +85,18 @@ class Dashboard:
         return hmac.compare_digest(given.encode(), self.token.encode())
 
     def page(self) -> bytes:
-        return self._page.render(self.state.page_data(), self.title, live=True).encode()
+        """The page with the session's data now. Rendered by a child process: importing
+        Bokeh here would add its ~90k objects to the session's heap, which every full
+        garbage collection of the session would then walk."""
+        request = json.dumps({"data": self.state.page_data(), "title": self.title,
+                              "live": True}, default=str)
+        done = subprocess.run([sys.executable, "-m", "remotefn.dashboard.page"],
+                              input=request.encode(), capture_output=True, timeout=120,
+                              env={**os.environ, "PYTHONPATH": _IMPORT_PATH})
+        if done.returncode != 0:
+            raise RuntimeError("the dashboard's page could not be rendered: "
+                               + done.stderr.decode(errors="replace").strip()[-2000:])
+        return done.stdout
 
     def close(self) -> None:
         """Stop serving and stop counting (the session's recorder no longer feeds it)."""
@@ -124,7 +140,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._send(403, b"", "text/plain")
             return
         if parts.path == "/":
-            self._send(200, dashboard.page(), "text/html; charset=utf-8")
+            try:
+                page = dashboard.page()
+            except (RuntimeError, OSError, subprocess.SubprocessError) as error:
+                logger.warning("%s", error)
+                self._send(500, str(error).encode(), "text/plain; charset=utf-8")
+                return
+            self._send(200, page, "text/html; charset=utf-8")
         elif parts.path == "/data":
             known = _version(parse_qs(parts.query).get("stream", [""])[0])
             self._send(200, dashboard.state.data(known).encode(), "application/json")

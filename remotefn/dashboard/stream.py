@@ -76,6 +76,7 @@ class TaskStream:
         self.buckets: dict[tuple[int, int], _Bucket] = {}
         self.calls = 0
         self.end = origin  #: the latest end of a call
+        self._drawn = _empty_columns()  #: the columns of the bars drawn so far
 
     def function_index(self, name: str) -> int:
         index = self.functions.get(name)
@@ -159,11 +160,11 @@ class TaskStream:
         ``color``, ``alpha`` and ``label`` (the hover text)."""
         workers = list(self.workers)
         functions = list(self.functions)
-        out: dict[str, list[Any]] = {"worker": [], "start": [], "end": [], "color": [],
-                                     "alpha": [], "label": []}
         origin = self.origin
         if self.bars is not None:
-            for w, f, start, end, failed, call_id in self.bars:
+            # Bars only grow: the columns of those drawn before are kept, new ones appended.
+            out = self._drawn
+            for w, f, start, end, failed, call_id in self.bars[len(out["worker"]):]:
                 out["worker"].append(workers[w])
                 out["start"].append(round(start - origin, 6))
                 out["end"].append(round(end - origin, 6))
@@ -173,6 +174,7 @@ class TaskStream:
                 out["label"].append(f"{functions[f]} (call {call_id}) {state} "
                                     f"after {end - start:.3g} s")
             return out
+        out = _empty_columns()
         width = self.width
         for (w, index), bucket in sorted(self.buckets.items()):
             if not bucket.calls and not bucket.busy:
@@ -189,6 +191,10 @@ class TaskStream:
             out["label"].append(f"{bucket.calls} calls ({bucket.failed} failed) of {names}; "
                                 f"busy {min(share, 1.0):.0%} of {width:.3g} s")
         return out
+
+
+def _empty_columns() -> dict[str, list[Any]]:
+    return {"worker": [], "start": [], "end": [], "color": [], "alpha": [], "label": []}
 
 
 def color(function: int) -> str:
