@@ -200,3 +200,23 @@ class Waiter(abc.ABC):
             self.failed(failure)
             return
         self.ready(args, kwargs)
+
+
+class CallWhenReady(Waiter):
+    """A call whose arguments hold futures: ``start(args, kwargs)`` runs once they are all
+    done; ``future``, the call's, fails as soon as one of them does."""
+
+    __slots__ = ("start", "future")
+
+    def __init__(self, start: Callable[[tuple, dict[str, Any]], None], future: Any,
+                 arguments: Arguments) -> None:
+        self.start, self.future = start, future
+        super().__init__(arguments)
+
+    def ready(self, args: tuple, kwargs: dict[str, Any]) -> None:
+        start, self.start, self.future = self.start, None, None  # type: ignore[assignment]
+        start(args, kwargs)
+
+    def failed(self, error: BaseException) -> None:
+        future, self.future, self.start = self.future, None, None  # type: ignore[assignment]
+        future._fail(error)

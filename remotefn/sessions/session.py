@@ -23,14 +23,16 @@ from ..cache.front import CacheFront
 from ..errors import SerializationError
 from ..future import CallInfo, RemoteFuture, session_thread
 from ..hub.hub import Hub
-from ..hub.ledger import Demand
 from ..hub.recorder import Recorder
 from ..hub.records import Call
 from ..options import DEFAULT_OPTIONS, CallOptions
 from ..protocol import pickling, segments
 from ..protocol.shipping import FunctionRef, function_ref
 from . import registry
-from .dependencies import Arguments, Waiter, find_futures
+from .admission import Admission
+from .chunks import Chunked, chunks
+from .dependencies import Arguments, CallWhenReady, find_futures
+from .settings import SESSION_SETTINGS, check_settings
 
 if TYPE_CHECKING:  # the dashboard is imported when a session serves one
     from ..dashboard.server import Dashboard
@@ -40,11 +42,6 @@ _FINISHED = "FINISHED"  # concurrent.futures' state of a future with a result or
 
 T = TypeVar("T")
 
-#: The settings every session takes, whatever its backend.
-_SESSION_SETTINGS = ("forward_output", "start_timeout", "cache_directory", "cache_by",
-                     "record", "measure_memory", "dashboard")
-
-
 class Session(concurrent.futures.Executor):
     """Runs calls on workers that its backend launches; see :func:`~remotefn.session`."""
 
@@ -53,23 +50,9 @@ class Session(concurrent.futures.Executor):
                  cache_by: str = "code", record: str | os.PathLike | None = None,
                  measure_memory: bool = False, dashboard: bool | int = False,
                  **settings: Any) -> None:
-        for name, flag in (("forward_output", forward_output), ("measure_memory", measure_memory)):
-            if not isinstance(flag, bool):
-                raise TypeError(f"{name} must be True or False, got {flag!r}")
-        if not isinstance(dashboard, int):
-            raise TypeError(f"dashboard must be True, False or a port, got {dashboard!r}")
-        if not isinstance(dashboard, bool) and not 0 < dashboard <= 65535:
-            raise ValueError(f"dashboard must be a port from 1 to 65535, got {dashboard!r}")
-        if record is not None and not isinstance(record, (str, os.PathLike)):
-            raise TypeError(f"record must be the path of a file, got {record!r}")
-        if isinstance(start_timeout, bool) or not isinstance(start_timeout, (int, float)):
-            raise TypeError(f"start_timeout must be a number of seconds, got {start_timeout!r}")
-        if not start_timeout > 0:
-            raise ValueError(f"start_timeout must be > 0, got {start_timeout!r}")
-        if cache_directory is not None and not isinstance(cache_directory, (str, os.PathLike)):
-            raise TypeError(f"cache_directory must be a path, got {cache_directory!r}")
-        if cache_by not in ("code", "name"):
-            raise ValueError(f"cache_by must be 'code' or 'name', got {cache_by!r}")
+        check_settings(forward_output=forward_output, start_timeout=start_timeout,
+                       cache_directory=cache_directory, cache_by=cache_by, record=record,
+                       measure_memory=measure_memory, dashboard=dashboard)
         self.cache_directory = os.path.abspath(cache_directory) if cache_directory else None
         self._cache = CacheFront(self.cache_directory, by_code=cache_by == "code")
         if backend is None and registry.confined() is not None:
@@ -78,7 +61,7 @@ class Session(concurrent.futures.Executor):
             backend = confined.pop("backend")
             settings = {**confined, **settings}
         name = backend if backend is not None else backends.detect(os.environ)
-        self.backend = backends.create(name, settings, also_valid=_SESSION_SETTINGS)
+        self.backend = backends.create(name, settings, also_valid=SESSION_SETTINGS)
         self._recorder = Recorder(record)
         self._hub = Hub(self.backend, forward_output=forward_output,
                         start_timeout=float(start_timeout), recorder=self._recorder,
@@ -96,9 +79,7 @@ class Session(concurrent.futures.Executor):
         self._call_ids = itertools.count(1)
         self._functions: weakref.WeakKeyDictionary[Any, FunctionRef] = weakref.WeakKeyDictionary()
         self._tokens: list[Any] = []
-        #: Options already checked against this session's capacity and backend.
-        self._accepted: set[CallOptions] = set()
-        self._last_accepted: CallOptions | None = None
+        self._admission = Admission(self._hub.ledger, self.backend)
         #: The last function submitted (weakly) and its reference: calls come in runs.
         self._last_function: tuple[Callable[[], Any], FunctionRef] | None = None
         #: ``_call_done``, bound once: every future holds the same callback.
@@ -139,11 +120,10 @@ class Session(concurrent.futures.Executor):
             return super().map(fn, *iterables, timeout=timeout)
 
         handle = _is_handle(fn)
-        options = fn.remote_options if handle else DEFAULT_OPTIONS
-        plain = fn.__wrapped__ if handle else fn
-        chunked = _Chunked(partial(_run_chunk, plain), options)
-        chunks = _chunks(zip(*iterables), chunksize)
-        return itertools.chain.from_iterable(super().map(chunked, chunks, timeout=timeout))
+        chunked = Chunked(fn.__wrapped__ if handle else fn,
+                          fn.remote_options if handle else DEFAULT_OPTIONS)
+        return itertools.chain.from_iterable(
+            super().map(chunked, chunks(zip(*iterables), chunksize), timeout=timeout))
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop accepting calls and stop every worker once the submitted calls are done.
@@ -295,23 +275,7 @@ class Session(concurrent.futures.Executor):
                 kwargs: dict[str, Any]) -> RemoteFuture[Any]:
         if self._closed:
             raise RuntimeError("cannot submit calls to a session that was shut down")
-        if options is self._last_accepted:
-            accepted = True
-        else:
-            try:
-                accepted = options in self._accepted
-            except TypeError:  # extras holding lists: checked on every call
-                accepted = False
-        if not accepted:
-            self._check_fits(options)
-            self.backend.check_options(options)
-            self.backend.check_extras(options.extras)
-            try:
-                self._accepted.add(options)
-            except TypeError:
-                pass
-            else:
-                self._last_accepted = options
+        self._admission.check(options)
         ref = self._function_ref(function)
         caching = self._cache.applies(options)
         dependencies = find_futures(args, kwargs)
@@ -325,7 +289,8 @@ class Session(concurrent.futures.Executor):
         if arguments is not None:
             self._launch(future, function, ref, options, args, kwargs, arguments, caching)
         else:
-            _WaitingCall(self, future, function, ref, options, caching, pending)
+            start = partial(self._dependencies_ready, future, function, ref, options, caching)
+            CallWhenReady(start, future, pending)
         return future
 
     def _dependencies_ready(self, future: RemoteFuture, function: Callable[..., Any],
@@ -369,18 +334,6 @@ class Session(concurrent.futures.Executor):
         if tap is not None:  # the dashboard's: a finished call's info, or (kind, future)
             tap.append(future.info if kind == "finished" else (kind, future))
 
-    def _check_fits(self, options: CallOptions) -> None:
-        why = self._hub.ledger.never_fits(Demand.of(options))
-        if why is not None:
-            raise ValueError(f"the call asks for {options.cores} ranks x "
-                             f"{options.threads_per_core} threads and {options.gpus} GPUs per "
-                             f"rank: {why}")
-        if options.block and options.max_workers:
-            why = self._hub.ledger.never_fits(Demand.of(options, options.max_workers))
-            if why is not None:
-                raise ValueError(f"a block pool of max_workers={options.max_workers} workers "
-                                 f"asks for {why}; lower max_workers")
-
     def _function_ref(self, function: Callable[..., Any]) -> FunctionRef:
         last = self._last_function
         if last is not None and last[0]() is function:
@@ -404,41 +357,6 @@ def _is_handle(fn: Any) -> bool:
     return getattr(type(fn), "__remotefn_handle__", False)
 
 
-class _Chunked:
-    """Stands for a handle in ``map(..., chunksize=k)``: runs a chunk of calls with the
-    options of the mapped function."""
-
-    __remotefn_handle__ = True
-
-    def __init__(self, function: Callable[..., Any], options: CallOptions) -> None:
-        self.__wrapped__ = function
-        self.remote_options = options
-
-
-class _WaitingCall(Waiter):
-    """A call whose arguments hold futures: queued once they are all done."""
-
-    __slots__ = ("session", "future", "function", "ref", "options", "caching")
-
-    def __init__(self, session: Session, future: RemoteFuture, function: Callable[..., Any],
-                 ref: FunctionRef, options: CallOptions, caching: bool,
-                 arguments: Arguments) -> None:
-        self.session, self.future, self.function = session, future, function
-        self.ref, self.options, self.caching = ref, options, caching
-        super().__init__(arguments)
-
-    def ready(self, args: tuple, kwargs: dict[str, Any]) -> None:
-        session, future, function = self.session, self.future, self.function
-        self.session = self.future = self.function = None  # type: ignore[assignment]
-        session._dependencies_ready(future, function, self.ref, self.options, self.caching,
-                                    args, kwargs)
-
-    def failed(self, error: BaseException) -> None:
-        future, self.future = self.future, None  # type: ignore[assignment]
-        self.session = self.function = None  # type: ignore[assignment]
-        future._fail(error)
-
-
 def session(backend: str | None = None, **settings: Any) -> Session:
     """Open a session on ``backend`` (``"local"``, ``"slurm"`` or ``"flux"``; default: detected
     from the environment). Use it as a context manager: inside the ``with`` block, calls of
@@ -460,19 +378,6 @@ def session(backend: str | None = None, **settings: Any) -> Session:
     ``transport``, ``interface``, ``fork_server``; see docs/ for slurm and flux).
     """
     return Session(backend, **settings)
-
-
-# -- arguments ----------------------------------------------------------------------------------
-
-
-def _chunks(items: Iterable[tuple[Any, ...]], size: int) -> Iterator[list[tuple[Any, ...]]]:
-    iterator = iter(items)
-    while chunk := list(itertools.islice(iterator, size)):
-        yield chunk
-
-
-def _run_chunk(function: Callable[..., Any], chunk: list[tuple[Any, ...]]) -> list[Any]:
-    return [function(*args) for args in chunk]
 
 
 __all__ = ["Session", "session"]
