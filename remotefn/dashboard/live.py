@@ -123,11 +123,6 @@ class LiveState:
             return text[:-1] + ',"stream":null}'
         return text[:-1] + ',"stream":' + stream_json + "}"
 
-    def page_data(self) -> dict[str, Any]:
-        """The data the page starts with (a dict, the task stream included)."""
-        data = json.loads(self.data())
-        return data
-
 
 def _take(items: deque) -> list:
     """Everything in ``items`` now, removed from it (other threads may append meanwhile)."""

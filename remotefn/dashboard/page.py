@@ -1,8 +1,8 @@
 """One self-contained HTML page: Bokeh's plots (its JavaScript inline), the tables, and the
 data; the live dashboard's page also fetches fresh data twice a second.
 
-The page's data (see :func:`page_data`) is one JSON object: ``summary`` (per function, per
-worker, errors), ``stream`` (the task stream's rectangles), ``nodes`` and ``running`` (live
+The page's data (``LiveState.data`` in :mod:`.live`) is one JSON object: ``summary`` (per
+function, per worker, errors), ``stream`` (the task stream's rectangles), ``nodes`` and ``running`` (live
 only). The same script draws it in the report and in the dashboard, so both look alike.
 """
 

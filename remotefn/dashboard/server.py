@@ -88,8 +88,8 @@ class Dashboard:
         """The page with the session's data now. Rendered by a child process: importing
         Bokeh here would add its ~90k objects to the session's heap, which every full
         garbage collection of the session would then walk."""
-        request = json.dumps({"data": self.state.page_data(), "title": self.title,
-                              "live": True}, default=str)
+        request = ('{"data":' + self.state.data() + ',"title":' + json.dumps(self.title)
+                   + ',"live":true}')
         done = subprocess.run([sys.executable, "-m", "remotefn.dashboard.page"],
                               input=request.encode(), capture_output=True, timeout=120,
                               env={**os.environ, "PYTHONPATH": _IMPORT_PATH})
