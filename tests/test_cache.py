@@ -15,7 +15,7 @@ import pytest
 import remotefn
 from remotefn import SerializationError, cache, remote
 from remotefn.cache import store
-from helpers import read_pid
+from helpers import read_pid, wait_until
 
 
 def record(path, x):
@@ -291,3 +291,27 @@ def test_the_command_line(cached, tmp_path):
     assert "value: 8" in shown and "arguments:" in shown
     assert "removed 1 entries" in cli("clear", directory, "--function", "record")
     assert cache.entries(directory) == []
+
+
+def zeros(n):
+    return bytes(n)
+
+
+def test_a_result_that_was_not_stored_is_computed_again_once_the_warning_is_out(small_disk):
+    """Whoever sees "not stored" and calls again gets a fresh run, not the unsaved call's
+    value labelled as from the cache."""
+    seen = []
+    with remotefn.session("local", cache_directory=small_disk, forward_output=False):
+        handle = remote(zeros)
+
+        def again_on_warning(message, *rest):
+            if "was not stored" in str(message):
+                seen.append(handle(1 << 20))
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr("warnings.showwarning", again_on_warning)
+            first = handle(1 << 20)
+            assert len(first.result(timeout=60)) == 1 << 20
+            wait_until(lambda: seen, what="the warning that the 1 MiB result was not stored")
+        assert len(seen[0].result(timeout=60)) == 1 << 20
+        assert not seen[0].info.from_cache and seen[0].info.pid is not None

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
 import sys
 import textwrap
 import threading
@@ -239,23 +238,6 @@ FAULTS = {
         ("return 1 MiB", "path"), None, r"not stored: OSError: \[Errno 28\]", KEPT,
         starts=(True,)),
 }
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    """A directory on a 64 KiB tmpfs (needs root), unmounted after the test."""
-    directory = tmp_path / "small"
-    directory.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("a full disk needs root to mount a small tmpfs")
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(directory)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"could not mount a small tmpfs: {mounted.stderr.strip()}")
-    try:
-        yield str(directory)
-    finally:
-        subprocess.run(["umount", str(directory)], check=True)
 
 
 def matrix():

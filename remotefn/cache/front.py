@@ -158,8 +158,11 @@ class CacheFront:
         try:
             store.write(path, taken, metadata, taken=True)
         except Exception as error:
+            # Out of ``in_flight`` before the warning: whoever sees the warning and calls
+            # again runs the call rather than being answered by the one that was not stored.
+            self._leave_in_flight(key, info)
             self._not_stored(key, name, error)
-        finally:
+        else:
             self._leave_in_flight(key, info)
 
     def _written(self, write: concurrent.futures.Future) -> None:
