@@ -1,12 +1,20 @@
-"""Shipping functions to workers: pickled once, by name where the worker can import them.
+"""Shipping functions to workers: pickled once, by name where the worker can import them,
+else by value.
 
-Kept free of heavy imports: a worker unpickling a function imports this module.
+Kept free of heavy imports: a worker unpickling a function imports this module. A function
+without a closure (a script's plain ``def``) is pickled by value with its compiled code and the
+globals it reads, rebuilt here, so that a worker running it does not import cloudpickle (about
+8 ms of a fresh worker's start); anything else pickled by value (closures, classes, lambdas with
+captured values) is cloudpickle's.
 """
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import importlib
+import io
+import marshal
 import sys
 import types
 from typing import Any, Callable, NamedTuple
@@ -81,12 +89,112 @@ def function_ref(function: Callable[..., Any]) -> FunctionRef:
     module = getattr(function, "__module__", None)
     label = f"{module}.{name}" if module and module != "__main__" else name
     importable = importable_name(function)
-    import cloudpickle  # here, not at the top: workers import this module too
-
     try:
-        payload = (cloudpickle.dumps(_ByName(*importable)) if importable
-                   else cloudpickle.dumps(function))
+        payload = dumps(_ByName(*importable) if importable else function)
     except Exception as error:
         raise SerializationError(f"the function {label} cannot be pickled: "
                                  f"{type(error).__name__}: {error}") from error
     return FunctionRef(hashlib.blake2b(payload, digest_size=16).digest(), payload, label)
+
+
+# -- plain functions by value ---------------------------------------------------------------
+
+_PICKLER: Any = None
+
+
+def dumps(obj: Any) -> bytes:
+    """cloudpickle's pickle of ``obj``, except that plain functions and importable modules in
+    it need only this module to load."""
+    file = io.BytesIO()
+    _pickler_class()(file, protocol=5).dump(obj)
+    return file.getvalue()
+
+
+def _pickler_class() -> Any:
+    """cloudpickle's pickler, with plain functions by value as :func:`_function_skeleton`
+    rebuilds them (made on first use: cloudpickle is imported only where functions are
+    pickled)."""
+    global _PICKLER
+    if _PICKLER is None:
+        import cloudpickle  # here, not at the top: workers import this module too
+
+        class Pickler(cloudpickle.CloudPickler):
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                #: id of a module's globals -> the one dict its functions share over there
+                self.shared_globals: dict[int, dict[str, Any]] = {}
+
+            def reducer_override(self, obj: Any) -> Any:
+                if type(obj) is types.FunctionType and obj.__closure__ is None \
+                        and importable_name(obj) is None:
+                    return _reduce_plain_function(obj, self.shared_globals)
+                if type(obj) is types.ModuleType and _importable_module(obj):
+                    return importlib.import_module, (obj.__name__,)
+                return super().reducer_override(obj)
+
+        _PICKLER = Pickler
+    return _PICKLER
+
+
+def _reduce_plain_function(function: types.FunctionType,
+                           shared_globals: dict[int, dict[str, Any]]) -> tuple[Any, ...]:
+    """A function without a closure as a skeleton (its code) and a state (the globals its code
+    reads, its defaults and attributes), set once the skeleton is memoized, so that a function
+    that calls itself, or functions that call each other, pickle."""
+    namespace = function.__globals__
+    shared = shared_globals.setdefault(id(namespace), {})
+    reads = {name: namespace[name] for name in _global_names(function.__code__)
+             if name in namespace}
+    attributes = {name: getattr(function, name) for name in _ATTRIBUTES
+                  if hasattr(function, name)}
+    attributes["__dict__"] = function.__dict__
+    return (_function_skeleton, (marshal.dumps(function.__code__), function.__name__, shared,
+                                 sys.version_info[:2]),
+            (reads, attributes), None, None, _function_setstate)
+
+
+def _importable_module(module: types.ModuleType) -> bool:
+    """Whether a worker can import ``module`` by its name (cloudpickle's choice too)."""
+    name = module.__name__
+    return (name != "__main__" and sys.modules.get(name) is module
+            and not pickled_by_value(name))
+
+
+_GLOBAL_OPS = frozenset({"LOAD_GLOBAL", "STORE_GLOBAL", "DELETE_GLOBAL"})
+_ATTRIBUTES = ("__qualname__", "__module__", "__doc__", "__defaults__", "__kwdefaults__",
+               "__annotations__", "__type_params__")
+
+
+def _global_names(code: types.CodeType) -> set[str]:
+    """The global names ``code`` and the code nested in it (comprehensions, inner functions)
+    load, store or delete (not every name it uses: ``x.session`` reads no global ``session``)."""
+    import dis  # the session's side only
+
+    names = {instruction.argval for instruction in dis.get_instructions(code)
+             if instruction.opname in _GLOBAL_OPS}
+    for constant in code.co_consts:
+        if isinstance(constant, types.CodeType):
+            names |= _global_names(constant)
+    return names
+
+
+def _function_skeleton(code: bytes, name: str, namespace: dict[str, Any],
+                       python: tuple[int, int]) -> types.FunctionType:
+    """The function of compiled ``code``, its globals ``namespace`` (filled by
+    :func:`_function_setstate`)."""
+    if tuple(python) != sys.version_info[:2]:
+        raise SerializationError(
+            f"the function {name} was defined under Python {python[0]}.{python[1]} and cannot "
+            f"run under this worker's Python {sys.version_info[0]}.{sys.version_info[1]}: "
+            "workers must run the session's Python version (the backend's python= setting)")
+    namespace.setdefault("__builtins__", builtins)
+    return types.FunctionType(marshal.loads(code), namespace, name)
+
+
+def _function_setstate(function: types.FunctionType,
+                       state: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    reads, attributes = state
+    function.__globals__.update(reads)
+    function.__dict__.update(attributes.pop("__dict__"))
+    for name, value in attributes.items():
+        setattr(function, name, value)

@@ -1,0 +1,147 @@
+"""Functions shipped by value: a script's plain functions reach workers without cloudpickle,
+and arrive as cloudpickle would have sent them."""
+
+from __future__ import annotations
+
+import json
+import marshal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from remotefn import SerializationError
+from remotefn.protocol import shipping
+
+#: A script's functions: each name below is called with no arguments in a fresh interpreter.
+SCRIPT = textwrap.dedent('''
+    import math, os.path, threading, types
+    from dataclasses import dataclass
+
+    RATE = 3
+    counter = 0
+
+    def fib(n):
+        return n if n < 2 else fib(n - 1) + fib(n - 2)
+
+    def is_even(n):
+        return n == 0 or is_odd(n - 1)
+
+    def is_odd(n):
+        return n != 0 and is_even(n - 1)
+
+    def bump():
+        global counter
+        counter += 1
+        return counter
+
+    def read_counter():
+        return counter
+
+    def shape(x: int, y=2, *, z=RATE) -> str:
+        "What the function carries besides its code."
+        return repr((x, y, z, shape.__doc__, shape.__qualname__, shape.__module__,
+                     shape.__annotations__, getattr(shape, "tag", None)))
+    shape.tag = "kept"
+
+    def comprehension():
+        def inner(i):
+            return math.sqrt(i) * RATE
+        return [round(inner(i), 6) for i in range(4)] + [os.path.basename("/a/b")]
+
+    @dataclass
+    class Point:
+        x: int
+
+    def with_a_class():
+        return repr(Point(RATE))
+
+    lock = threading.Lock()  # never sent: only read as an attribute below
+
+    def attribute_only():
+        return types.SimpleNamespace(lock=RATE).lock
+
+    def generator():
+        yield from range(RATE)
+
+    CALLS = {
+        "fib": lambda: fib(10),
+        "mutual": lambda: [is_even(10), is_odd(7)],
+        "shared globals": lambda: [bump(), bump(), read_counter()],
+        "attributes": lambda: shape(1),
+        "comprehension": comprehension,
+        "class": with_a_class,
+        "generator": lambda: list(generator()),
+        "attribute": attribute_only,
+    }
+''')
+
+RUN = textwrap.dedent('''
+    import json, pickle, sys
+    functions = pickle.loads(sys.stdin.buffer.read())
+    results = {name: repr(call()) for name, call in functions.items()}
+    print(json.dumps({"results": results, "cloudpickle": "cloudpickle" in sys.modules}))
+''')
+
+
+def script_functions() -> dict:
+    namespace = {"__name__": "__main__"}
+    exec(compile(SCRIPT, "<script>", "exec"), namespace)
+    return namespace
+
+
+def run_elsewhere(payload: bytes) -> dict:
+    out = subprocess.run([sys.executable, "-c", RUN], input=payload, capture_output=True,
+                         check=True, timeout=120)
+    return json.loads(out.stdout)
+
+
+def test_plain_functions_arrive_as_cloudpickle_sends_them():
+    import cloudpickle
+
+    namespace = script_functions()
+    names = ["fib", "is_even", "is_odd", "bump", "read_counter", "shape", "comprehension",
+             "generator", "attribute_only"]
+    ours = {name: shipping.function_ref(namespace[name]).payload for name in names}
+    assert not [name for name, payload in ours.items() if b"cloudpickle" in payload]
+
+    calls = namespace["CALLS"]
+    ours = run_elsewhere(shipping.dumps(calls))
+    theirs = run_elsewhere(cloudpickle.dumps(calls))
+    assert ours["results"] == theirs["results"]
+    assert ours["results"]["fib"] == "55"
+    assert ours["results"]["shared globals"] == "[1, 2, 2]"
+    assert "'kept'" in ours["results"]["attributes"]
+    assert "What the function carries" in ours["results"]["attributes"]
+
+
+def test_a_worker_running_a_scripts_plain_function_does_not_import_cloudpickle(tmp_path):
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent('''
+        import sys
+        import remotefn
+        from remotefn import remote
+
+        def plain():
+            return "cloudpickle" in sys.modules
+
+        def closure(x):
+            def inner():
+                return x, "cloudpickle" in sys.modules
+            return inner
+
+        with remotefn.session("local", fork_server=False, forward_output=False):
+            print(remote(plain)().result(timeout=60), remote(closure(1))().result(timeout=60))
+    '''))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "(1,", "True)"]
+
+
+def test_a_function_from_another_python_version_is_refused_naming_both():
+    code = marshal.dumps(compile("def f(): pass", "<x>", "exec"))
+    with pytest.raises(SerializationError, match=r"f was defined under Python 3\.1 .*"
+                                                 r"worker's Python 3\.\d+"):
+        shipping._function_skeleton(code, "f", {}, (3, 1))
