@@ -5,7 +5,7 @@ from __future__ import annotations
 import _thread
 import threading
 from concurrent.futures import FIRST_EXCEPTION, Future, InvalidStateError, wait
-from concurrent.futures._base import FINISHED, PENDING, RUNNING
+from concurrent.futures._base import FINISHED, LOGGER as _LOGGER, PENDING, RUNNING
 from time import monotonic
 from typing import Any, Callable, Generator, Generic, Iterable, TypeVar
 
@@ -27,33 +27,34 @@ _WAITING_HERE = ("waiting for a remote call inside a done-callback (or anything 
                  "instead (pass the future as an argument), or wait in a thread of your own")
 
 
+#: The threads waiting on each :class:`_Condition` that has any, by the condition's id: read
+#: and changed only by a thread holding that condition.
+_WAITING: dict[int, list[Any]] = {}
+
+
 class _Condition(_thread.RLock):  # type: ignore[misc]  # subclassable at run time
     """What a future needs of :class:`threading.Condition` (``with``, ``acquire``,
-    ``release``, ``wait``, ``notify_all``): the lock itself, with the waiters' list.
+    ``release``, ``wait``, ``notify_all``): the lock itself, its waiters kept apart.
 
     The standard class wraps a lock and keeps five bound methods and a deque per instance:
     seven objects that the garbage collector traces for every queued call, and a Python
-    frame for every ``with``. This one is the lock (its ``with`` runs in C); the waiters'
-    list is made only when a thread waits.
+    frame for every ``with``. This one is the lock (its ``with`` runs in C) and holds no
+    reference, so the collector does not trace it at all; the list of threads waiting on it
+    exists only while some do.
     """
 
-    __slots__ = ("_waiters",)
-
-    def __init__(self) -> None:
-        self._waiters: list[Any] | None = None
+    __slots__ = ()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Release the lock until notified or ``timeout`` seconds pass, then take it again;
         False on a timeout. Called holding the lock, as with the standard class."""
-        lock = self
-        if not lock._is_owned():  # type: ignore[attr-defined]
+        if not self._is_owned():  # type: ignore[attr-defined]
             raise RuntimeError("cannot wait on un-acquired lock")
         waiter = threading.Lock()
         waiter.acquire()
-        if self._waiters is None:
-            self._waiters = []
-        self._waiters.append(waiter)
-        saved = lock._release_save()  # type: ignore[attr-defined]
+        waiters = _WAITING.setdefault(id(self), [])
+        waiters.append(waiter)
+        saved = self._release_save()  # type: ignore[attr-defined]
         notified = False
         try:
             if timeout is None:
@@ -64,12 +65,14 @@ class _Condition(_thread.RLock):  # type: ignore[misc]  # subclassable at run ti
                 notified = waiter.acquire(False)
             return notified
         finally:
-            lock._acquire_restore(saved)  # type: ignore[attr-defined]
+            self._acquire_restore(saved)  # type: ignore[attr-defined]
             if not notified:
                 try:
-                    self._waiters.remove(waiter)
+                    waiters.remove(waiter)
                 except ValueError:
                     pass
+            if not waiters and _WAITING.get(id(self)) is waiters:
+                del _WAITING[id(self)]
 
     def wait_for(self, predicate: Callable[[], Any], timeout: float | None = None) -> Any:
         """Wait until ``predicate()`` is true or ``timeout`` seconds pass; its last value."""
@@ -86,13 +89,13 @@ class _Condition(_thread.RLock):  # type: ignore[misc]  # subclassable at run ti
     def notify(self, n: int = 1) -> None:
         if not self._is_owned():  # type: ignore[attr-defined]
             raise RuntimeError("cannot notify on un-acquired lock")
-        waiters = self._waiters
+        waiters = _WAITING.get(id(self))
         while waiters and n > 0:
             waiters.pop(0).release()
             n -= 1
 
     def notify_all(self) -> None:
-        self.notify(len(self._waiters) if self._waiters else 0)
+        self.notify(len(_WAITING.get(id(self), ())))
 
 
 class CallInfo:
@@ -167,15 +170,48 @@ class RemoteFuture(Future[R], Generic[R]):
 
     def __init__(self, info: CallInfo,
                  done: Callable[[RemoteFuture[Any]], object] | None = None) -> None:
-        # Future.__init__'s state, with a lighter condition; ``done`` is the first
-        # done-callback (the session's), set before the future is shared with any thread.
+        # Future.__init__'s state, with a lighter condition and no lists until they are
+        # needed; ``done`` is the first done-callback (the session's), set before the future
+        # is shared with any thread.
         self._condition = _Condition()  # type: ignore[assignment]  # its interface
         self._state = PENDING
         self._result: Any = None
         self._exception: BaseException | None = None
-        self._waiters: list[Any] = []
-        self._done_callbacks: list[Callable[[Any], object]] = [done] if done is not None else []
+        self._waiter_list: list[Any] | None = None
+        self._first_callback = done
+        self._callback_list: list[Callable[[Any], object]] | None = None
         self.info = info
+
+    # concurrent.futures reads and changes these two lists (wait() and as_completed() add
+    # their waiters, add_done_callback its callbacks): each is made on first use, so that a
+    # call nobody waits on or adds a callback to holds neither.
+
+    @property
+    def _waiters(self) -> list[Any]:
+        waiters = self._waiter_list
+        if waiters is None:
+            waiters = self._waiter_list = []
+        return waiters
+
+    @property
+    def _done_callbacks(self) -> list[Callable[[Any], object]]:
+        callbacks = self._callback_list
+        if callbacks is None:
+            callbacks = self._callback_list = []
+        return callbacks
+
+    def _invoke_callbacks(self) -> None:
+        first = self._first_callback
+        if first is not None:
+            try:
+                first(self)
+            except Exception:
+                _LOGGER.exception("exception calling callback for %r", self)
+        for callback in self._callback_list or ():
+            try:
+                callback(self)
+            except Exception:
+                _LOGGER.exception("exception calling callback for %r", self)
 
     def result(self, timeout: float | None = None) -> R:
         """The call's value, waiting up to ``timeout`` seconds; raises the call's exception,
@@ -238,11 +274,11 @@ class RemoteFuture(Future[R], Generic[R]):
                 return
             self._result = value
             self._state = FINISHED
-            for waiter in self._waiters:
+            for waiter in self._waiter_list or ():
                 waiter.add_result(self)
-            if condition._waiters:  # type: ignore[attr-defined]
+            if id(condition) in _WAITING:
                 condition.notify_all()
-        self._invoke_callbacks()  # type: ignore[attr-defined]
+        self._invoke_callbacks()
 
 
 def gather(futures: Iterable[Future[T]], timeout: float | None = None) -> list[T]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import os
 from collections import deque
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 
 from ..backends import LaunchedWorker
@@ -29,7 +29,7 @@ class Call:
                  "timed_out", "on_success", "started")
 
     def __init__(self, call_id: int, future: RemoteFuture, function: FunctionRef,
-                 arguments: list[Any], options: CallOptions) -> None:
+                 arguments: Sequence[Any], options: CallOptions) -> None:
         self.call_id = call_id
         self.future = future
         self.function = function
@@ -55,7 +55,7 @@ class Call:
     def drop_arguments(self) -> None:
         """Drop the pickled arguments; their segments go back to the session's pool."""
         release(self.arguments)
-        self.arguments = []
+        self.arguments = ()
 
 
 class State(enum.Enum):

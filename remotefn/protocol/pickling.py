@@ -84,7 +84,7 @@ def loads(frames: Sequence[Any]) -> Any:
 
 
 def dumps_arguments(function: str, args: tuple, kwargs: dict[str, Any],
-                    pool: Pool | None = None) -> list[Any]:
+                    pool: Pool | None = None) -> Sequence[Any]:
     """:func:`dumps` of a call's ``(args, kwargs)``; raises
     :class:`~remotefn.SerializationError` naming the first argument that does not pickle."""
     if not kwargs and len(args) <= 16:  # the common case: a few scalars, checked inline
@@ -92,7 +92,7 @@ def dumps_arguments(function: str, args: tuple, kwargs: dict[str, Any],
             if type(item) not in _PLAIN:
                 break
         else:
-            return [pickle.dumps((args, kwargs), protocol=5)]
+            return (pickle.dumps((args, kwargs), protocol=5),)  # a tuple: untracked by gc
     try:
         return dumps((args, kwargs), pool)
     except Exception as error:

@@ -16,7 +16,7 @@ import time
 import types
 import weakref
 from functools import partial
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 from .. import backends
 from ..cache.front import CacheFront
@@ -307,7 +307,7 @@ class Session(concurrent.futures.Executor):
 
     def _launch(self, future: RemoteFuture, function: Callable[..., Any], ref: FunctionRef,
                 options: CallOptions, args: tuple, kwargs: dict[str, Any],
-                arguments: list[Any], caching: bool) -> None:
+                arguments: Sequence[Any], caching: bool) -> None:
         """Serve the call from the cache or an identical call in flight, else queue it."""
         call = Call(future.info.call_id, future, ref, arguments, options)
         if caching:
