@@ -80,7 +80,12 @@ SCRIPT = textwrap.dedent('''
 RUN = textwrap.dedent('''
     import json, pickle, sys
     functions = pickle.loads(sys.stdin.buffer.read())
-    results = {name: repr(call()) for name, call in functions.items()}
+    def outcome(call):
+        try:
+            return repr(call())
+        except Exception as error:
+            return f"{type(error).__name__}: {error}"
+    results = {name: outcome(call) for name, call in functions.items()}
     print(json.dumps({"results": results, "cloudpickle": "cloudpickle" in sys.modules}))
 ''')
 
@@ -145,3 +150,34 @@ def test_a_function_from_another_python_version_is_refused_naming_both():
     with pytest.raises(SerializationError, match=r"f was defined under Python 3\.1 .*"
                                                  r"worker's Python 3\.\d+"):
         shipping._function_skeleton(code, "f", {}, (3, 1))
+
+
+def defined_in_main(source: str) -> dict:
+    namespace = {"__name__": "__main__", "__file__": "/somewhere/script.py"}
+    exec(compile(textwrap.dedent(source), "<script>", "exec"), namespace)
+    return namespace
+
+
+def both_ways(calls: dict) -> tuple[dict, dict]:
+    import cloudpickle
+
+    return (run_elsewhere(shipping.dumps(calls))["results"],
+            run_elsewhere(cloudpickle.dumps(calls))["results"])
+
+
+def test_submodules_reached_through_a_package_are_imported_in_the_worker():
+    namespace = defined_in_main('''
+        import xml.etree.ElementTree
+        import email.mime.text
+
+        def parse():
+            return xml.etree.ElementTree.fromstring("<a/>").tag
+
+        def in_a_comprehension():
+            return [type(email.mime.text.MIMEText(s)).__name__ for s in "x"]
+    ''')
+    ours, theirs = both_ways({"parse": namespace["parse"],
+                              "comprehension": namespace["in_a_comprehension"]})
+    assert ours == {"parse": "'a'", "comprehension": "['MIMEText']"}
+    assert theirs["parse"] == ours["parse"]
+

@@ -150,7 +150,32 @@ def _reduce_plain_function(function: types.FunctionType,
     attributes["__dict__"] = function.__dict__
     return (_function_skeleton, (marshal.dumps(function.__code__), function.__name__, shared,
                                  sys.version_info[:2]),
-            (reads, attributes), None, None, _function_setstate)
+            (reads, attributes, _submodules(function.__code__, reads.values())), None, None,
+            _function_setstate)
+
+
+def _submodules(code: types.CodeType, values: Any) -> list[types.ModuleType]:
+    """The loaded submodules of the packages in ``values`` that ``code`` can reach as
+    attributes (``xml.etree.ElementTree``): sent by name, so that the worker imports them."""
+    names = _all_names(code)
+    found = []
+    for value in values:
+        if type(value) is types.ModuleType and getattr(value, "__package__", None):
+            prefix = value.__name__ + "."
+            for name, module in list(sys.modules.items()):
+                if name.startswith(prefix) and type(module) is types.ModuleType \
+                        and not set(name[len(prefix):].split(".")) - names:
+                    found.append(module)
+    return found
+
+
+def _all_names(code: types.CodeType) -> set[str]:
+    """The names ``code`` and the code nested in it use."""
+    names = set(code.co_names)
+    for constant in code.co_consts:
+        if isinstance(constant, types.CodeType):
+            names |= _all_names(constant)
+    return names
 
 
 def _importable_module(module: types.ModuleType) -> bool:
@@ -192,8 +217,8 @@ def _function_skeleton(code: bytes, name: str, namespace: dict[str, Any],
 
 
 def _function_setstate(function: types.FunctionType,
-                       state: tuple[dict[str, Any], dict[str, Any]]) -> None:
-    reads, attributes = state
+                       state: tuple[dict[str, Any], dict[str, Any], list[Any]]) -> None:
+    reads, attributes = state[:2]  # state[2]: the submodules, imported as they loaded
     function.__globals__.update(reads)
     function.__dict__.update(attributes.pop("__dict__"))
     for name, value in attributes.items():
