@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import marshal
+import os
 import subprocess
 import sys
 import textwrap
@@ -180,4 +181,44 @@ def test_submodules_reached_through_a_package_are_imported_in_the_worker():
                               "comprehension": namespace["in_a_comprehension"]})
     assert ours == {"parse": "'a'", "comprehension": "['MIMEText']"}
     assert theirs["parse"] == ours["parse"]
+
+
+def test_a_module_pickled_by_value_keeps_its_relative_imports_and_name(tmp_path, monkeypatch):
+    import cloudpickle
+
+    package = tmp_path / "shipped_by_value"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "settings.py").write_text("VALUE = 5\n")
+    (package / "tasks.py").write_text(textwrap.dedent('''
+        def relative():
+            from .settings import VALUE
+            return VALUE
+
+        def own_name():
+            return globals()["__name__"], globals()["__package__"]
+    '''))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [
+        str(tmp_path), os.environ.get("PYTHONPATH")])))  # the worker has the package too
+    import shipped_by_value.tasks as tasks
+
+    cloudpickle.register_pickle_by_value(sys.modules["shipped_by_value"])
+    try:
+        ours, theirs = both_ways({"relative": tasks.relative, "name": tasks.own_name})
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules["shipped_by_value"])
+        for name in [name for name in sys.modules if name.startswith("shipped_by_value")]:
+            del sys.modules[name]
+    assert ours == theirs == {"relative": "5",
+                              "name": "('shipped_by_value.tasks', 'shipped_by_value')"}
+
+
+def test_a_scripts_function_sees_its_modules_name_in_globals():
+    namespace = defined_in_main('''
+        def name():
+            return globals()["__name__"], globals()["__file__"]
+    ''')
+    ours, theirs = both_ways({"name": namespace["name"]})
+    assert ours == theirs == {"name": "('__main__', '/somewhere/script.py')"}
 

@@ -142,7 +142,10 @@ def _reduce_plain_function(function: types.FunctionType,
     reads, its defaults and attributes), set once the skeleton is memoized, so that a function
     that calls itself, or functions that call each other, pickle."""
     namespace = function.__globals__
-    shared = shared_globals.setdefault(id(namespace), {})
+    shared = shared_globals.get(id(namespace))
+    if shared is None:  # what relative imports and globals() read, as cloudpickle sends it
+        shared = shared_globals[id(namespace)] = {
+            name: namespace[name] for name in _MODULE_ATTRIBUTES if name in namespace}
     reads = {name: namespace[name] for name in _global_names(function.__code__)
              if name in namespace}
     attributes = {name: getattr(function, name) for name in _ATTRIBUTES
@@ -186,6 +189,7 @@ def _importable_module(module: types.ModuleType) -> bool:
 
 
 _GLOBAL_OPS = frozenset({"LOAD_GLOBAL", "STORE_GLOBAL", "DELETE_GLOBAL"})
+_MODULE_ATTRIBUTES = ("__package__", "__name__", "__path__", "__file__")
 _ATTRIBUTES = ("__qualname__", "__module__", "__doc__", "__defaults__", "__kwdefaults__",
                "__annotations__", "__type_params__")
 
