@@ -222,3 +222,15 @@ def test_a_scripts_function_sees_its_modules_name_in_globals():
     ours, theirs = both_ways({"name": namespace["name"]})
     assert ours == theirs == {"name": "('__main__', '/somewhere/script.py')"}
 
+
+def test_functions_made_by_exec_with_restricted_builtins_get_the_workers_builtins():
+    namespace = {"__builtins__": {"len": len}}
+    exec(textwrap.dedent('''
+        def restricted():
+            return __builtins__["len"]("ab")
+
+        def sorts():
+            return sorted([2, 1])
+    '''), namespace)
+    ours, theirs = both_ways({"restricted": namespace["restricted"], "sorts": namespace["sorts"]})
+    assert ours == theirs == {"restricted": "2", "sorts": "[1, 2]"}

@@ -216,8 +216,11 @@ def _function_skeleton(code: bytes, name: str, namespace: dict[str, Any],
             f"the function {name} was defined under Python {python[0]}.{python[1]} and cannot "
             f"run under this worker's Python {sys.version_info[0]}.{sys.version_info[1]}: "
             "workers must run the session's Python version (the backend's python= setting)")
-    namespace.setdefault("__builtins__", builtins)
-    return types.FunctionType(marshal.loads(code), namespace, name)
+    given = namespace.get("__builtins__", builtins)
+    namespace["__builtins__"] = builtins  # the worker's, whatever another function's globals read
+    function = types.FunctionType(marshal.loads(code), namespace, name)
+    namespace["__builtins__"] = given
+    return function
 
 
 def _function_setstate(function: types.FunctionType,
