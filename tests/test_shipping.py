@@ -234,3 +234,27 @@ def test_functions_made_by_exec_with_restricted_builtins_get_the_workers_builtin
     '''), namespace)
     ours, theirs = both_ways({"restricted": namespace["restricted"], "sorts": namespace["sorts"]})
     assert ours == theirs == {"restricted": "2", "sorts": "[1, 2]"}
+
+
+def test_a_plain_function_and_a_closure_share_the_globals_of_their_script():
+    namespace = defined_in_main('''
+        counter = 0
+
+        def bump():
+            global counter
+            counter += 1
+
+        def scaled_by(k):
+            def read():
+                return counter * k
+            return read
+
+        read = scaled_by(10)
+
+        def bump_twice_and_read():
+            bump()
+            bump()
+            return read()
+    ''')
+    ours, theirs = both_ways({"read": namespace["bump_twice_and_read"]})
+    assert ours == theirs == {"read": "20"}

@@ -119,15 +119,12 @@ def _pickler_class() -> Any:
         import cloudpickle  # here, not at the top: workers import this module too
 
         class Pickler(cloudpickle.CloudPickler):
-            def __init__(self, *args: Any, **kwargs: Any) -> None:
-                super().__init__(*args, **kwargs)
-                #: id of a module's globals -> the one dict its functions share over there
-                self.shared_globals: dict[int, dict[str, Any]] = {}
-
             def reducer_override(self, obj: Any) -> Any:
                 if type(obj) is types.FunctionType and obj.__closure__ is None \
                         and importable_name(obj) is None:
-                    return _reduce_plain_function(obj, self.shared_globals)
+                    # globals_ref: id of a module's globals -> the one dict its functions
+                    # share over there, closures (cloudpickle's) included
+                    return _reduce_plain_function(obj, self.globals_ref)
                 if type(obj) is types.ModuleType and _importable_module(obj):
                     return importlib.import_module, (obj.__name__,)
                 return super().reducer_override(obj)
