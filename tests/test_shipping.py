@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import marshal
+import os
 import subprocess
 import sys
 import textwrap
@@ -80,7 +81,12 @@ SCRIPT = textwrap.dedent('''
 RUN = textwrap.dedent('''
     import json, pickle, sys
     functions = pickle.loads(sys.stdin.buffer.read())
-    results = {name: repr(call()) for name, call in functions.items()}
+    def outcome(call):
+        try:
+            return repr(call())
+        except Exception as error:
+            return f"{type(error).__name__}: {error}"
+    results = {name: outcome(call) for name, call in functions.items()}
     print(json.dumps({"results": results, "cloudpickle": "cloudpickle" in sys.modules}))
 ''')
 
@@ -145,3 +151,110 @@ def test_a_function_from_another_python_version_is_refused_naming_both():
     with pytest.raises(SerializationError, match=r"f was defined under Python 3\.1 .*"
                                                  r"worker's Python 3\.\d+"):
         shipping._function_skeleton(code, "f", {}, (3, 1))
+
+
+def defined_in_main(source: str) -> dict:
+    namespace = {"__name__": "__main__", "__file__": "/somewhere/script.py"}
+    exec(compile(textwrap.dedent(source), "<script>", "exec"), namespace)
+    return namespace
+
+
+def both_ways(calls: dict) -> tuple[dict, dict]:
+    import cloudpickle
+
+    return (run_elsewhere(shipping.dumps(calls))["results"],
+            run_elsewhere(cloudpickle.dumps(calls))["results"])
+
+
+def test_submodules_reached_through_a_package_are_imported_in_the_worker():
+    namespace = defined_in_main('''
+        import xml.etree.ElementTree
+        import email.mime.text
+
+        def parse():
+            return xml.etree.ElementTree.fromstring("<a/>").tag
+
+        def in_a_comprehension():
+            return [type(email.mime.text.MIMEText(s)).__name__ for s in "x"]
+    ''')
+    ours, theirs = both_ways({"parse": namespace["parse"],
+                              "comprehension": namespace["in_a_comprehension"]})
+    assert ours == {"parse": "'a'", "comprehension": "['MIMEText']"}
+    assert theirs["parse"] == ours["parse"]
+
+
+def test_a_module_pickled_by_value_keeps_its_relative_imports_and_name(tmp_path, monkeypatch):
+    import cloudpickle
+
+    package = tmp_path / "shipped_by_value"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "settings.py").write_text("VALUE = 5\n")
+    (package / "tasks.py").write_text(textwrap.dedent('''
+        def relative():
+            from .settings import VALUE
+            return VALUE
+
+        def own_name():
+            return globals()["__name__"], globals()["__package__"]
+    '''))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [
+        str(tmp_path), os.environ.get("PYTHONPATH")])))  # the worker has the package too
+    import shipped_by_value.tasks as tasks
+
+    cloudpickle.register_pickle_by_value(sys.modules["shipped_by_value"])
+    try:
+        ours, theirs = both_ways({"relative": tasks.relative, "name": tasks.own_name})
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules["shipped_by_value"])
+        for name in [name for name in sys.modules if name.startswith("shipped_by_value")]:
+            del sys.modules[name]
+    assert ours == theirs == {"relative": "5",
+                              "name": "('shipped_by_value.tasks', 'shipped_by_value')"}
+
+
+def test_a_scripts_function_sees_its_modules_name_in_globals():
+    namespace = defined_in_main('''
+        def name():
+            return globals()["__name__"], globals()["__file__"]
+    ''')
+    ours, theirs = both_ways({"name": namespace["name"]})
+    assert ours == theirs == {"name": "('__main__', '/somewhere/script.py')"}
+
+
+def test_functions_made_by_exec_with_restricted_builtins_get_the_workers_builtins():
+    namespace = {"__builtins__": {"len": len}}
+    exec(textwrap.dedent('''
+        def restricted():
+            return __builtins__["len"]("ab")
+
+        def sorts():
+            return sorted([2, 1])
+    '''), namespace)
+    ours, theirs = both_ways({"restricted": namespace["restricted"], "sorts": namespace["sorts"]})
+    assert ours == theirs == {"restricted": "2", "sorts": "[1, 2]"}
+
+
+def test_a_plain_function_and_a_closure_share_the_globals_of_their_script():
+    namespace = defined_in_main('''
+        counter = 0
+
+        def bump():
+            global counter
+            counter += 1
+
+        def scaled_by(k):
+            def read():
+                return counter * k
+            return read
+
+        read = scaled_by(10)
+
+        def bump_twice_and_read():
+            bump()
+            bump()
+            return read()
+    ''')
+    ours, theirs = both_ways({"read": namespace["bump_twice_and_read"]})
+    assert ours == theirs == {"read": "20"}

@@ -119,15 +119,12 @@ def _pickler_class() -> Any:
         import cloudpickle  # here, not at the top: workers import this module too
 
         class Pickler(cloudpickle.CloudPickler):
-            def __init__(self, *args: Any, **kwargs: Any) -> None:
-                super().__init__(*args, **kwargs)
-                #: id of a module's globals -> the one dict its functions share over there
-                self.shared_globals: dict[int, dict[str, Any]] = {}
-
             def reducer_override(self, obj: Any) -> Any:
                 if type(obj) is types.FunctionType and obj.__closure__ is None \
                         and importable_name(obj) is None:
-                    return _reduce_plain_function(obj, self.shared_globals)
+                    # globals_ref: id of a module's globals -> the one dict its functions
+                    # share over there, closures (cloudpickle's) included
+                    return _reduce_plain_function(obj, self.globals_ref)
                 if type(obj) is types.ModuleType and _importable_module(obj):
                     return importlib.import_module, (obj.__name__,)
                 return super().reducer_override(obj)
@@ -142,7 +139,10 @@ def _reduce_plain_function(function: types.FunctionType,
     reads, its defaults and attributes), set once the skeleton is memoized, so that a function
     that calls itself, or functions that call each other, pickle."""
     namespace = function.__globals__
-    shared = shared_globals.setdefault(id(namespace), {})
+    shared = shared_globals.get(id(namespace))
+    if shared is None:  # what relative imports and globals() read, as cloudpickle sends it
+        shared = shared_globals[id(namespace)] = {
+            name: namespace[name] for name in _MODULE_ATTRIBUTES if name in namespace}
     reads = {name: namespace[name] for name in _global_names(function.__code__)
              if name in namespace}
     attributes = {name: getattr(function, name) for name in _ATTRIBUTES
@@ -150,7 +150,32 @@ def _reduce_plain_function(function: types.FunctionType,
     attributes["__dict__"] = function.__dict__
     return (_function_skeleton, (marshal.dumps(function.__code__), function.__name__, shared,
                                  sys.version_info[:2]),
-            (reads, attributes), None, None, _function_setstate)
+            (reads, attributes, _submodules(function.__code__, reads.values())), None, None,
+            _function_setstate)
+
+
+def _submodules(code: types.CodeType, values: Any) -> list[types.ModuleType]:
+    """The loaded submodules of the packages in ``values`` that ``code`` can reach as
+    attributes (``xml.etree.ElementTree``): sent by name, so that the worker imports them."""
+    names = _all_names(code)
+    found = []
+    for value in values:
+        if type(value) is types.ModuleType and getattr(value, "__package__", None):
+            prefix = value.__name__ + "."
+            for name, module in list(sys.modules.items()):
+                if name.startswith(prefix) and type(module) is types.ModuleType \
+                        and not set(name[len(prefix):].split(".")) - names:
+                    found.append(module)
+    return found
+
+
+def _all_names(code: types.CodeType) -> set[str]:
+    """The names ``code`` and the code nested in it use."""
+    names = set(code.co_names)
+    for constant in code.co_consts:
+        if isinstance(constant, types.CodeType):
+            names |= _all_names(constant)
+    return names
 
 
 def _importable_module(module: types.ModuleType) -> bool:
@@ -161,6 +186,7 @@ def _importable_module(module: types.ModuleType) -> bool:
 
 
 _GLOBAL_OPS = frozenset({"LOAD_GLOBAL", "STORE_GLOBAL", "DELETE_GLOBAL"})
+_MODULE_ATTRIBUTES = ("__package__", "__name__", "__path__", "__file__")
 _ATTRIBUTES = ("__qualname__", "__module__", "__doc__", "__defaults__", "__kwdefaults__",
                "__annotations__", "__type_params__")
 
@@ -187,13 +213,16 @@ def _function_skeleton(code: bytes, name: str, namespace: dict[str, Any],
             f"the function {name} was defined under Python {python[0]}.{python[1]} and cannot "
             f"run under this worker's Python {sys.version_info[0]}.{sys.version_info[1]}: "
             "workers must run the session's Python version (the backend's python= setting)")
-    namespace.setdefault("__builtins__", builtins)
-    return types.FunctionType(marshal.loads(code), namespace, name)
+    given = namespace.get("__builtins__", builtins)
+    namespace["__builtins__"] = builtins  # the worker's, whatever another function's globals read
+    function = types.FunctionType(marshal.loads(code), namespace, name)
+    namespace["__builtins__"] = given
+    return function
 
 
 def _function_setstate(function: types.FunctionType,
-                       state: tuple[dict[str, Any], dict[str, Any]]) -> None:
-    reads, attributes = state
+                       state: tuple[dict[str, Any], dict[str, Any], list[Any]]) -> None:
+    reads, attributes = state[:2]  # state[2]: the submodules, imported as they loaded
     function.__globals__.update(reads)
     function.__dict__.update(attributes.pop("__dict__"))
     for name, value in attributes.items():
