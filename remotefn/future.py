@@ -65,14 +65,20 @@ class _Condition(_thread.RLock):  # type: ignore[misc]  # subclassable at run ti
                 notified = waiter.acquire(False)
             return notified
         finally:
-            self._acquire_restore(saved)  # type: ignore[attr-defined]
-            if not notified:
-                try:
-                    waiters.remove(waiter)
-                except ValueError:
-                    pass
-            if not waiters and _WAITING.get(id(self)) is waiters:
-                del _WAITING[id(self)]
+            # A signal that arrives while the lock is being taken back (it cannot interrupt
+            # that) raises as soon as it is held: the inner ``finally`` still takes this
+            # thread out of _WAITING, where a waiter left behind would outlive the condition
+            # (its entry is not freed with it, unlike the standard class's own list).
+            try:
+                self._acquire_restore(saved)  # type: ignore[attr-defined]
+            finally:
+                if not notified:
+                    try:
+                        waiters.remove(waiter)
+                    except ValueError:
+                        pass
+                if not waiters and _WAITING.get(id(self)) is waiters:
+                    del _WAITING[id(self)]
 
     def wait_for(self, predicate: Callable[[], Any], timeout: float | None = None) -> Any:
         """Wait until ``predicate()`` is true or ``timeout`` seconds pass; its last value."""

@@ -179,3 +179,47 @@ def test_shutdown_in_a_done_callback_run_by_the_waiting_thread_returns(tmp_path)
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert script.returncode == 0, script.stderr
     assert "callback ran in MainThread" in script.stdout
+
+
+class _Interrupted(Exception):
+    """What the test's SIGINT handler raises (a KeyboardInterrupt would stop pytest)."""
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="needs signal.pthread_kill")
+def test_a_wait_interrupted_while_it_takes_the_lock_back_leaves_no_waiter_behind():
+    """Ctrl-C arriving while a timed-out ``result()`` waits to take its future's lock back
+    (held by another thread: the hub setting a result, a ``wait()`` adding its waiter) is
+    raised once the lock is held: the thread must still leave the futures' shared table of
+    waiting threads, whose entry would otherwise outlive the future (kept by its id)."""
+    import gc
+    import threading
+
+    from remotefn.future import _WAITING, CallInfo, RemoteFuture
+
+    def interrupt(signum, frame):
+        raise _Interrupted
+
+    future = RemoteFuture(CallInfo("f", 1, 0.0))
+    key = id(future._condition)
+    main = threading.get_ident()
+
+    def hold_the_lock():
+        wait_until(lambda: key in _WAITING, what="the main thread to wait")
+        with future._condition:
+            time.sleep(0.5)  # the main thread's wait times out; it waits for the lock
+            signal.pthread_kill(main, signal.SIGINT)
+            time.sleep(0.1)
+
+    previous = signal.signal(signal.SIGINT, interrupt)
+    holder = threading.Thread(target=hold_the_lock)
+    try:
+        holder.start()
+        with pytest.raises(_Interrupted):
+            future.result(timeout=0.05)
+    finally:
+        holder.join(timeout=60)
+        signal.signal(signal.SIGINT, previous)
+    assert _WAITING.get(key) is None
+    future = None  # type: ignore[assignment]  # its condition freed with it
+    gc.collect()
+    assert key not in _WAITING
