@@ -38,9 +38,8 @@ class _Condition(_thread.RLock):  # type: ignore[misc]  # subclassable at run ti
 
     The standard class wraps a lock and keeps five bound methods and a deque per instance:
     seven objects that the garbage collector traces for every queued call, and a Python
-    frame for every ``with``. This one is the lock (its ``with`` runs in C) and holds no
-    reference, so the collector does not trace it at all; the list of threads waiting on it
-    exists only while some do.
+    frame for every ``with``. This one is the lock (its ``with`` runs in C) and nothing else;
+    the list of threads waiting on it exists, in ``_WAITING``, only while some do.
     """
 
     __slots__ = ()
@@ -193,14 +192,14 @@ class RemoteFuture(Future[R], Generic[R]):
     # call nobody waits on or adds a callback to holds neither.
 
     @property
-    def _waiters(self) -> list[Any]:
+    def _waiters(self) -> list[Any]:  # type: ignore[override]  # made on first use
         waiters = self._waiter_list
         if waiters is None:
             waiters = self._waiter_list = []
         return waiters
 
     @property
-    def _done_callbacks(self) -> list[Callable[[Any], object]]:
+    def _done_callbacks(self) -> list[Callable[[Any], object]]:  # type: ignore[override]
         callbacks = self._callback_list
         if callbacks is None:
             callbacks = self._callback_list = []
