@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import textwrap
 import time
 
+import psutil
 import pytest
 
 import remotefn
 from remotefn import WorkerDied, remote
 from remotefn.hub.recorder import read
+from helpers import wait_until
 
 
 def burn(seconds):
@@ -93,6 +99,58 @@ def test_the_record_of_a_run_is_complete_and_ordered(tmp_path):
     deaths = [e for e in events if e["event"] == "worker died"]
     assert [e["worker"] for e in deaths] == [died.info.worker_id]
     assert "exit code 3" in deaths[0]["detail"]
+
+
+def noop(i):
+    return i
+
+
+def test_a_record_of_many_batches_is_whole_after_ctrl_c_and_readable_meanwhile(tmp_path):
+    record = tmp_path / "run.jsonl"
+    calls = 3000  # 9,000 call events: two full batches and a rest
+    with pytest.raises(KeyboardInterrupt):
+        with remotefn.session("local", max_cores=2, record=str(record),
+                              forward_output=False) as session:
+            handle = remote(noop, block=True, max_workers=2)
+            futures = [handle(i) for i in range(calls)]
+            assert [f.result(timeout=120) for f in futures] == list(range(calls))
+            session.report(tmp_path / "meanwhile.html")  # reads the file: all events so far
+            assert len(read(record)) >= 3 * calls
+            raise KeyboardInterrupt
+    events = read(record)
+    by_call = {}
+    for event in events:
+        if "call" in event:
+            by_call.setdefault(event["call"], []).append(event["event"])
+    ids = {f.info.call_id for f in futures}
+    assert all(by_call[i] == ["queued", "started", "finished"] for i in ids)
+    assert [e["t"] for e in events] == sorted(e["t"] for e in events)
+
+
+def test_a_killed_session_leaves_its_record_written_and_no_writer_behind(tmp_path):
+    record = tmp_path / "run.jsonl"
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, signal, remotefn
+        from remotefn import remote
+
+        def noop(i):
+            return i
+
+        with remotefn.session("local", max_cores=2, record={str(record)!r},
+                              forward_output=False) as session:
+            handle = remote(noop, block=True, max_workers=2)
+            assert [f.result() for f in [handle(i) for i in range(2000)]] == list(range(2000))
+            session.report({str(tmp_path / "run.html")!r})  # everything so far is written
+            os.kill(os.getpid(), signal.SIGKILL)
+    """))
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == -signal.SIGKILL, run.stderr
+    assert len([e for e in read(record) if e["event"] == "finished"]) == 2000
+    wait_until(lambda: not [p for p in psutil.process_iter(["cmdline"])
+                            if "remotefn.hub.recordfile" in " ".join(p.info["cmdline"] or [])],
+               what="the record's writer to exit once its session is gone")
 
 
 def running_until(gate):

@@ -10,7 +10,7 @@ Call events: queued, started (handed to a worker), finished, failed, cancelled, 
 (answered from the cache or by an identical call in flight, instead of queued and finished).
 Worker events: worker started, worker ready, worker stopped, worker died; pool grown and pool
 shrunk (block pools, with their new size). Appending is one tuple and one deque append, from
-any thread; formatting happens when a batch is written.
+any thread; a batch is pickled to a child process that formats and writes it (:mod:`.recordfile`).
 """
 
 from __future__ import annotations
@@ -19,8 +19,11 @@ import json
 import os
 import threading
 import time
+import warnings
 from collections import deque
 from typing import Any, Iterator
+
+from .recordfile import Writer
 
 #: Events the in-memory record keeps (the oldest are dropped first).
 LIMIT = 100_000
@@ -31,18 +34,8 @@ BATCH = 4096
 Event = tuple[int, str, int, str, str]
 
 
-def _template(kind: str) -> str:
-    """The JSON line of an event of ``kind``; it takes ``(seconds, microseconds, call id,
-    worker, detail)`` and leaves out (``%.0s``) what that kind does not carry."""
-    call = ', "call": %d' if not kind.startswith(("worker", "pool")) else "%.0s"
-    worker = ', "worker": "%s"' if kind != "queued" else "%.0s"
-    detail = ', "detail": %s' if kind.startswith(("queued", "worker", "pool")) else "%.0s"
-    return '{"t": %d.%06d, "event": "' + kind + '"' + call + worker + detail + "}\n"
-
-
 KINDS = ("queued", "started", "finished", "failed", "cancelled", "cached", "worker started",
          "worker ready", "worker stopped", "worker died", "pool grown", "pool shrunk")
-_TEMPLATES = {kind: _template(kind) for kind in KINDS}
 _UNTAPPED = frozenset(("started", "finished", "failed", "cancelled", "cached"))
 
 
@@ -55,6 +48,8 @@ class Recorder:
         self._pending: deque[Event] = deque()
         self._lock = threading.Lock()
         self._file = open(self.path, "a", encoding="utf-8") if self.path else None
+        #: Formats and writes the file in a child process (see :mod:`.recordfile`).
+        self._writer = Writer(self._file.fileno()) if self._file is not None else None
         self._quoted: dict[str, str] = {}
         #: Where else events go as they happen (the live dashboard's queue): all but a call's
         #: start and end, which it learns from the session's futures.
@@ -74,35 +69,57 @@ class Recorder:
         tap = self.tap
         if tap is not None and kind not in _UNTAPPED:
             tap.append(event)
-        if self._file is not None:
+        if self._writer is not None:
             self._pending.append(event)
             if len(self._pending) >= BATCH:
-                self.flush()
+                with self._lock:
+                    self._send()
 
     def events(self) -> list[dict[str, Any]]:
         """The events still in memory, oldest first, as dicts."""
         return [self._as_dict(event) for event in list(self.recent)]
 
     def flush(self) -> None:
-        """Write the events not yet in the record file."""
-        if self._file is None:
-            return
+        """Return once every event so far is in the record file."""
         with self._lock:
-            events = list(_drain(self._pending))
-            if events:
-                templates = _TEMPLATES
-                self._file.write("".join([
-                    templates[kind] % (ns // 1_000_000_000, ns // 1000 % 1_000_000, call,
-                                       worker, detail or '""')
-                    for ns, kind, call, worker, detail in events]))
-                self._file.flush()
+            if self._send():
+                try:
+                    self._writer.sync()  # type: ignore[union-attr]
+                except OSError as error:
+                    self._lost(error)
 
     def close(self) -> None:
-        self.flush()
+        """Write what is left, end the file's writer and close the file."""
         with self._lock:
+            self._send()
+            writer, self._writer = self._writer, None
+            if writer is not None:
+                writer.close()
             if self._file is not None:
                 self._file.close()
                 self._file = None
+
+    def _send(self) -> bool:
+        """Hand the pending events to the file's writer (holding the lock); False when there
+        is no writer (any more)."""
+        if self._writer is None:
+            return False
+        events = list(_drain(self._pending))
+        if events:
+            try:
+                self._writer.send(events)
+            except OSError as error:
+                self._lost(error)
+                return False
+        return True
+
+    def _lost(self, error: OSError) -> None:
+        writer, self._writer = self._writer, None
+        self._pending.clear()
+        if writer is not None:
+            writer.close(timeout=1.0)
+        warnings.warn(f"remotefn: the event record {self.path} stopped being written: "
+                      f"{type(error).__name__}: {error}", RuntimeWarning, stacklevel=2)
 
     @staticmethod
     def _as_dict(event: Event) -> dict[str, Any]:
