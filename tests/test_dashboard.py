@@ -274,3 +274,24 @@ print(sorted(name for name in sys.modules if name.split(".")[0] == "bokeh"))
                           timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]", done.stdout
+
+
+def test_a_sessions_report_leaves_bokeh_out_of_the_sessions_process(tmp_path):
+    """session.report() mid-run renders in a child process, as the live page does."""
+    code = f"""
+import sys
+import remotefn
+from remotefn import remote
+
+with remotefn.session("local", max_cores=1, forward_output=False) as session:
+    remote(abs, block=True)(-2).result(timeout=120)
+    session.report({str(tmp_path / "run.html")!r})
+print(sorted(name for name in sys.modules if name.split(".")[0] == "bokeh"))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", done.stdout
+    page = (tmp_path / "run.html").read_text()
+    data = json.loads(re.search(r"const REMOTEFN = \{data: (.*), live: false", page).group(1))
+    assert data["summary"]["calls"] == 1

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from typing import Any, Iterable, Iterator
 
 from ..errors import MissingDependency
@@ -25,6 +27,9 @@ def require_bokeh() -> None:
     if importlib.util.find_spec("bokeh") is None:
         raise MissingDependency(BOKEH_MISSING)
 
+
+#: Where a child that renders a page finds remotefn (and Bokeh): as this process does.
+IMPORT_PATH = os.pathsep.join(p for p in sys.path if p)
 
 BOKEH_MISSING = ("the dashboard and the report need Bokeh: pip install 'remotefn[dashboard]' "
                  "(or pip install bokeh)")
@@ -78,3 +83,31 @@ def write_report(events: Iterable[dict[str, Any]], path: str | os.PathLike,
     with open(path, "w", encoding="utf-8") as file:
         file.write(text)
     return len(text.encode())
+
+
+def render_elsewhere(data: str, title: str, live: bool) -> bytes:
+    """The page of ``data`` (JSON), rendered by a child process (``python -m
+    remotefn.dashboard.page``): importing Bokeh in a session would add its ~90k objects to the
+    session's heap, which every full garbage collection of the session would then walk."""
+    request = ('{"data":' + data + ',"title":' + json.dumps(title) + ',"live":'
+               + ("true" if live else "false") + "}")
+    done = subprocess.run([sys.executable, "-m", "remotefn.dashboard.page"],
+                          input=request.encode(), capture_output=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": IMPORT_PATH})
+    if done.returncode != 0:
+        raise RuntimeError("the page could not be rendered: "
+                           + done.stderr.decode(errors="replace").strip()[-2000:])
+    return done.stdout
+
+
+def write_report_elsewhere(events: Iterable[dict[str, Any]], path: str | os.PathLike,
+                           title: str) -> int:
+    """:func:`write_report`, with the page rendered by a child process (for a session, which
+    must not import Bokeh: see :func:`render_elsewhere`)."""
+    require_bokeh()
+    tally = tally_of(events)
+    page = render_elsewhere(json.dumps({"summary": tally.summary(),
+                                        "stream": tally.stream.columns()}), title, live=False)
+    with open(path, "wb") as file:
+        file.write(page)
+    return len(page)

@@ -14,26 +14,22 @@ from __future__ import annotations
 
 import hmac
 import http.server
-import json
 import logging
 import os
 import secrets
 import subprocess
-import sys
 import threading
 from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
 from .live import LiveState
-from .report import require_bokeh
+from .report import render_elsewhere, require_bokeh
 
 if TYPE_CHECKING:
     from ..hub.recorder import Recorder
 
 logger = logging.getLogger(__name__)
 URL_FILE = "dashboard-url"
-#: Where the child that renders the page finds remotefn (and Bokeh): as this process does.
-_IMPORT_PATH = os.pathsep.join(p for p in sys.path if p)
 #: Seconds between two counts of the session's calls when no page asks.
 IDLE_DRAIN = 0.5
 
@@ -85,18 +81,8 @@ class Dashboard:
         return hmac.compare_digest(given.encode(), self.token.encode())
 
     def page(self) -> bytes:
-        """The page with the session's data now. Rendered by a child process: importing
-        Bokeh here would add its ~90k objects to the session's heap, which every full
-        garbage collection of the session would then walk."""
-        request = ('{"data":' + self.state.data() + ',"title":' + json.dumps(self.title)
-                   + ',"live":true}')
-        done = subprocess.run([sys.executable, "-m", "remotefn.dashboard.page"],
-                              input=request.encode(), capture_output=True, timeout=120,
-                              env={**os.environ, "PYTHONPATH": _IMPORT_PATH})
-        if done.returncode != 0:
-            raise RuntimeError("the dashboard's page could not be rendered: "
-                               + done.stderr.decode(errors="replace").strip()[-2000:])
-        return done.stdout
+        """The page with the session's data now, rendered by a child process."""
+        return render_elsewhere(self.state.data(), self.title, live=True)
 
     def close(self) -> None:
         """Stop serving and stop counting (the session's recorder no longer feeds it)."""

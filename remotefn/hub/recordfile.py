@@ -96,8 +96,7 @@ class Writer:
 
 
 def _start(fd: int) -> subprocess.Popen[bytes]:
-    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    path = os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))
+    path = os.pathsep.join(p for p in sys.path if p)  # finds remotefn as this process does
     return subprocess.Popen([sys.executable, "-m", "remotefn.hub.recordfile", str(fd)],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, pass_fds=(fd,),
                             env={**os.environ, "PYTHONPATH": path})

@@ -234,12 +234,12 @@ class Session(concurrent.futures.Executor):
         Made from the record file when the session writes one, else from the events kept in
         memory. Raises :class:`~remotefn.errors.MissingDependency` without Bokeh
         (``pip install 'remotefn[dashboard]'``)."""
-        from ..dashboard.report import read_events, write_report
+        from ..dashboard.report import read_events, write_report_elsewhere
 
         self._recorder.flush()
         events = (read_events(self._recorder.path) if self._recorder.path
                   else self._recorder.events())
-        write_report(events, path, title=f"remotefn session ({self.backend.name})")
+        write_report_elsewhere(events, path, title=f"remotefn session ({self.backend.name})")
         return os.fspath(path)
 
     def _open_dashboard(self, port: int) -> None:
