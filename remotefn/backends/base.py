@@ -110,7 +110,7 @@ class LaunchedWorker:
 
     def __init__(self, popen: subprocess.Popen[bytes], status_fd: int | None = None) -> None:
         self.popen = popen
-        self.pid = popen.pid
+        self.pid: int | None = popen.pid
         self.exit_fd: int | None = os.pidfd_open(popen.pid) if hasattr(os, "pidfd_open") else None
         self.stderr_fd: int | None = popen.stderr.fileno() if popen.stderr else None
         self.status_fd = status_fd
@@ -124,7 +124,7 @@ class LaunchedWorker:
         if self.popen.returncode is not None:
             return
         try:
-            os.killpg(self.pid, signum)
+            os.killpg(self.popen.pid, signum)
         except (ProcessLookupError, PermissionError):
             try:
                 self.popen.send_signal(signum)
@@ -221,8 +221,10 @@ class Backend(abc.ABC):
         was running if the worker dies (and may therefore send it several calls at once).
         """
         environment = worker_environment(spec, {**os.environ, **self.environment(spec)})
-        status_read, status_write = os.pipe() if spec.options.cores == 1 else (None, None)
-        if status_write is not None:
+        status_read: int | None = None
+        status_write: int | None = None
+        if spec.options.cores == 1:
+            status_read, status_write = os.pipe()
             environment[launch.STATUS_FD] = str(status_write)
             os.set_blocking(status_read, False)
         try:

@@ -89,13 +89,18 @@ class FluxWorker(LaunchedWorker):
         self.backend = backend
         self.future = future
         self.pid = None
-        self.stderr_fd = None
+        self.stderr_fd: int | None = None
+        self.exit_fd: int | None
+        self._wake: int | None
         self.exit_fd, self._wake = os.pipe()
         future.add_done_callback(self._done)
 
     def _done(self, future: Any) -> None:
+        wake = self._wake
+        if wake is None:  # closed: nobody watches any more
+            return
         try:
-            os.write(self._wake, b"x")
+            os.write(wake, b"x")
         except OSError:
             pass
 

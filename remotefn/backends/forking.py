@@ -109,11 +109,11 @@ class ForkedWorker(LaunchedWorker):
                  connection: socket.socket) -> None:
         self.server = server
         self.status_fd = status_fd
-        self.connection = connection
-        self.pid = pid
-        self.exit_fd = os.pidfd_open(pid)
-        self.stderr_fd = stderr_fd
-        self._stderr = stderr_fd
+        self.connection: socket.socket = connection
+        self.pid: int = pid
+        self.exit_fd: int | None = os.pidfd_open(pid)
+        self.stderr_fd: int | None = stderr_fd
+        self._stderr: int | None = stderr_fd
 
     def poll(self) -> int | None:
         with self.server.exited:

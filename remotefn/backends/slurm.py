@@ -152,8 +152,8 @@ class SrunWorker(LaunchedWorker):
         """Whether SLURM holds this srun's step pending (``scontrol show step`` lists a step
         ``<job>.TDB`` with ``State=PENDING`` and this srun's host and pid)."""
         shown = show_steps(self.job_id)
-        return pending_step(shown, socket.gethostname().split(".")[0], self.pid) if shown \
-            else None
+        return pending_step(shown, socket.gethostname().split(".")[0], self.popen.pid) \
+            if shown else None
 
 
 #: The last ``scontrol show step`` of each job and when it was read: one answers for every
@@ -261,7 +261,8 @@ class SlurmBackend(Backend):
                 raise ValueError(f"extras[{name!r}] must be an int >= 1, got {value!r}")
             if not isinstance(value, kind):
                 raise TypeError(f"extras[{name!r}] must be {kind.__name__}, got {value!r}")
-            if name == "slurm_args" and not all(isinstance(a, str) for a in value):
+            if name == "slurm_args" and not (isinstance(value, list)
+                                             and all(isinstance(a, str) for a in value)):
                 raise TypeError(f"extras['slurm_args'] must be a list of str, got {value!r}")
 
     def check_options(self, options: CallOptions) -> None:

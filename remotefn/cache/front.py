@@ -144,10 +144,10 @@ class CacheFront:
                 self.writer = concurrent.futures.ThreadPoolExecutor(
                     1, thread_name_prefix="remotefn-cache")
             try:
-                write = self.writer.submit(job)
+                write: concurrent.futures.Future[None] | None = self.writer.submit(job)
             except RuntimeError:  # the interpreter is exiting: no new threads
                 write = None
-            else:
+            if write is not None:
                 self.writes.add(write)
                 write.add_done_callback(self._written)
         if write is None:
@@ -204,7 +204,9 @@ class CacheFront:
 def _copy_outcome(target: RemoteFuture, source: concurrent.futures.Future) -> None:
     if source.cancelled():
         target.cancel()
-    elif source.exception() is not None:
-        target._fail(source.exception())
+        return
+    error = source.exception()
+    if error is not None:
+        target._fail(error)
     else:
         target._succeed(source.result())

@@ -112,7 +112,7 @@ def _hash_value(digest: Any, value: Any, code_of: CodeOf | None = None) -> None:
         if array.dtype.hasobject:
             _hash_value(digest, array.tolist(), code_of)
         else:
-            digest.update(memoryview(array).cast("B"))
+            digest.update(array.data.cast("B"))
     elif code_of is not None and (kind in _CALLABLES or getattr(kind, "__remotefn_handle__",
                                                                  False)):
         digest.update(b"code:" + code_of(value))

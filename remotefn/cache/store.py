@@ -174,7 +174,7 @@ def _checksum(payload: Any) -> str:
     import numpy as np
 
     flat = np.ascontiguousarray(payload).reshape(-1)
-    return hashlib.sha256(flat.view(np.uint8)).hexdigest()
+    return hashlib.sha256(flat.view(np.uint8).data).hexdigest()
 
 
 def _text(value: Any) -> str:
@@ -185,7 +185,7 @@ def entries(directory: str, function: str | None = None) -> list[CacheEntry]:
     """The entries in ``directory`` (those of ``function`` only, if given), oldest first."""
     import h5py
 
-    found = []
+    found: list[CacheEntry] = []
     if not os.path.isdir(directory):
         return found
     for name in os.listdir(directory):

@@ -73,7 +73,7 @@ class EventLoop:
         """Call ``handler(events)`` whenever ``item`` (a socket or an fd) is ready."""
         if isinstance(item, zmq.Socket):
             self._sockets[item] = events
-            fd = item.getsockopt(zmq.FD)
+            fd = _fd_of(item)
             self.epoll.register(fd, POLLIN)
         else:
             fd = item
@@ -84,7 +84,7 @@ class EventLoop:
     def unwatch(self, item: Any) -> None:
         if self.handlers.pop(item, None) is None:
             return
-        fd = item.getsockopt(zmq.FD) if isinstance(item, zmq.Socket) else item
+        fd = _fd_of(item) if isinstance(item, zmq.Socket) else item
         self._sockets.pop(item, None)
         self._items.pop(fd, None)
         try:
@@ -107,7 +107,7 @@ class EventLoop:
     def poll(self) -> list[tuple[Any, int]]:
         """Wait until something is ready, a timer is due or a post arrives."""
         sockets = self._sockets
-        ready = [(socket, now) for socket, events in sockets.items()
+        ready: list[tuple[Any, int]] = [(socket, now) for socket, events in sockets.items()
                  if (now := _socket_events(socket, events))]
         if self.inbox or ready:
             timeout = 0.0
@@ -173,8 +173,13 @@ class EventLoop:
                 return stranded
 
 
+def _fd_of(socket: zmq.Socket) -> int:
+    """The file descriptor that signals ZeroMQ ``socket``'s events."""
+    return int(socket.getsockopt(zmq.FD))
+
+
 def _socket_events(socket: zmq.Socket, watched: int) -> int:
     """Which of the ``watched`` events (POLLIN, POLLOUT) ZeroMQ ``socket`` is ready for."""
-    events = socket.getsockopt(_EVENTS)
+    events = int(socket.getsockopt(_EVENTS))
     return ((POLLIN if events & _ZMQ_POLLIN else 0)
             | (POLLOUT if events & _ZMQ_POLLOUT else 0)) & watched

@@ -127,7 +127,7 @@ class Scheduler:
                     continue
                 room = min(depth - len(worker.inflight)
                            if worker.process.status_fd is not None else 1, share)
-                calls = []
+                calls: list[Call] = []
                 while queue and len(calls) < room:
                     call = queue.popleft()
                     if self.assign(worker, call):

@@ -263,6 +263,7 @@ class FrameStream:
                 self._sizes = list(struct.unpack_from(f"!{count}Q", buffer, _COUNT.size))
                 del buffer[:end]
             sizes = self._sizes
+            assert sizes is not None  # read above, or with the frames before a large one
             frames = self._frames
             while len(frames) < len(sizes):
                 size = sizes[len(frames)]

@@ -187,7 +187,7 @@ class Waiter(abc.ABC):
             arguments, self._arguments = self._arguments, None
         if error is not None:
             run_flat(lambda: self.failed(error))
-        else:
+        elif arguments is not None:
             run_flat(lambda: self._resolve(arguments))
 
     def _resolve(self, arguments: Arguments) -> None:

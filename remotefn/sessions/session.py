@@ -16,7 +16,8 @@ import time
 import types
 import weakref
 from functools import partial
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence, TypeVar
+from typing import (TYPE_CHECKING, Any, Callable, Iterable, Iterator, Protocol, Sequence,
+                    TypeGuard, TypeVar)
 
 from .. import backends
 from ..cache.front import CacheFront
@@ -98,12 +99,14 @@ class Session(concurrent.futures.Executor):
         """
         options = DEFAULT_OPTIONS
         if _is_handle(fn):
-            fn, options = fn.__wrapped__, fn.remote_options
+            handle = fn
+            fn, options = handle.__wrapped__, handle.remote_options
         elif not callable(fn):
             raise TypeError(f"fn must be callable, got {fn!r} ({type(fn).__name__})")
-        if type(fn) is types.MethodType:
+        if isinstance(fn, types.MethodType):
             # Ship the function once and its instance with each call, as a bound handle does.
-            fn, args = fn.__func__, (fn.__self__, *args)
+            method = fn
+            fn, args = method.__func__, (method.__self__, *args)
         return self._submit(fn, options, args, kwargs)
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
@@ -119,11 +122,11 @@ class Session(concurrent.futures.Executor):
         if chunksize == 1:
             return super().map(fn, *iterables, timeout=timeout)
 
-        handle = _is_handle(fn)
-        chunked = Chunked(fn.__wrapped__ if handle else fn,
-                          fn.remote_options if handle else DEFAULT_OPTIONS)
-        return itertools.chain.from_iterable(
-            super().map(chunked, chunks(zip(*iterables), chunksize), timeout=timeout))
+        chunked = (Chunked(fn.__wrapped__, fn.remote_options) if _is_handle(fn)
+                   else Chunked(fn, DEFAULT_OPTIONS))
+        return itertools.chain.from_iterable(  # a Chunked stands for a handle: submit() takes it
+            super().map(chunked, chunks(zip(*iterables), chunksize),  # type: ignore[arg-type]
+                        timeout=timeout))
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop accepting calls and stop every worker once the submitted calls are done.
@@ -284,7 +287,8 @@ class Session(concurrent.futures.Executor):
         else:
             arguments = pickling.dumps_arguments(ref.name, args, kwargs, self._segments)
         call_id = next(self._call_ids)
-        future = RemoteFuture(CallInfo(ref.name, call_id, time.time()), self._on_done)
+        future: RemoteFuture[Any] = RemoteFuture(CallInfo(ref.name, call_id, time.time()),
+                                                 self._on_done)
         self._pending.add(future)
         if arguments is not None:
             self._launch(future, function, ref, options, args, kwargs, arguments, caching)
@@ -352,7 +356,12 @@ class Session(concurrent.futures.Executor):
         return ref
 
 
-def _is_handle(fn: Any) -> bool:
+class _Handle(Protocol):
+    __wrapped__: Callable[..., Any]
+    remote_options: CallOptions
+
+
+def _is_handle(fn: Any) -> TypeGuard[_Handle]:
     """Whether ``fn`` is a :func:`~remotefn.remote` handle (or stands for one)."""
     return getattr(type(fn), "__remotefn_handle__", False)
 

@@ -24,8 +24,12 @@ import signal
 import socket
 import sys
 import traceback
+from typing import TYPE_CHECKING
 
 from ..protocol.launch import CONNECTION_FD, STATUS_FD
+
+if TYPE_CHECKING:
+    from typing import Any
 
 #: Seconds without requests after which the server imports the rest (see serve()).
 WARM_AFTER = 0.2
@@ -91,8 +95,9 @@ def serve(channel: socket.socket) -> None:
     signal.set_wakeup_fd(wake_write)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     warm = False
+    watched: list[Any] = [channel, wake_read]
     while True:
-        readable, _, _ = select.select([channel, wake_read], [], [], None if warm else WARM_AFTER)
+        readable, _, _ = select.select(watched, [], [], None if warm else WARM_AFTER)
         if not readable and not warm:
             # Idle after starting: load what unpickling user functions usually needs, so
             # that workers forked from now on have it too.
