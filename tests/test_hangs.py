@@ -243,14 +243,15 @@ def pid_after(gate):
     return os.getpid()
 
 
-def test_a_session_thread_busy_longer_than_the_heartbeat_kills_no_worker(tmp_path):
+def test_a_session_thread_busy_longer_than_the_session_timeout_kills_no_worker(tmp_path):
     import time
 
     from remotefn.worker import watchdog
 
     assert watchdog.SESSION_TIMEOUT < 10
     gate = tmp_path / "gate"
-    # Workers over ZeroMQ (not forked) ping the session and give up after SESSION_TIMEOUT.
+    # Workers over ZeroMQ (not forked) drop a connection silent for SESSION_TIMEOUT; the
+    # session's ZeroMQ I/O thread, not the busy one, answers their heartbeats.
     with remotefn.session("local", fork_server=False, forward_output=False):
         handle = remote(pid_after, block=True, max_workers=1)
         first = handle(str(gate))
