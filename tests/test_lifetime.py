@@ -164,6 +164,21 @@ def test_a_worker_on_zeromq_holds_one_connection_to_its_session(tmp_path):
     assert not any("heartbeat" in name for name in threads)
 
 
+def heavy_modules():
+    """Runs in a worker: which of the modules a watchdog could pull in are loaded."""
+    import sys
+
+    return sorted(name for name in ("asyncio", "zmq.asyncio", "zmq.utils.monitor")
+                  if name in sys.modules)
+
+
+def test_the_watchdog_of_a_worker_on_zeromq_imports_no_asyncio():
+    """pyzmq's monitor parser imports asyncio: about 25 ms of CPU in every worker, a fifth of
+    a one-shot Flux job's rate."""
+    with remotefn.session("local", fork_server=False, forward_output=False):
+        assert remote(heavy_modules)().result(timeout=60) == []
+
+
 def _exit_delay(caller: subprocess.Popen, worker: int, stop: signal.Signals) -> float:
     """Seconds from sending ``stop`` to the caller until ``worker`` has exited."""
     stopped = time.monotonic()

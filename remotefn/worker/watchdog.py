@@ -141,7 +141,6 @@ def _connection_lost(monitor: "zmq.Socket", parent: int) -> bool:
 
 def _follow(monitor: "zmq.Socket", parent: int) -> bool:
     import zmq
-    from zmq.utils.monitor import recv_monitor_message
 
     lost_at: float | None = None
     while os.getppid() == parent:
@@ -152,7 +151,7 @@ def _follow(monitor: "zmq.Socket", parent: int) -> bool:
                 return True
         if not monitor.poll(wait * 1000):
             continue
-        event = recv_monitor_message(monitor)["event"]
+        event = _event(monitor.recv_multipart())
         if event == zmq.EVENT_MONITOR_STOPPED:
             return False
         if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
@@ -160,3 +159,9 @@ def _follow(monitor: "zmq.Socket", parent: int) -> bool:
         elif event == zmq.EVENT_DISCONNECTED and lost_at is None:
             lost_at = time.monotonic()
     return True
+
+
+def _event(frames: list[bytes]) -> int:
+    """The event number of a monitor message: its first frame starts with it, 16 bits little
+    endian (pyzmq's own parser imports asyncio: 25 ms of CPU in every worker)."""
+    return int.from_bytes(frames[0][:2], "little")
