@@ -7,7 +7,7 @@ Workers: a block pool of N real forked workers (oversubscribed on a small machin
 idle but for the no-op calls) takes ``calls`` no-op calls submitted at once, then a tenth as
 many one at a time (each a wake-up of the hub thread). Queue: 10k and
 100k calls wait behind one future, then run on 2 workers. For each, the CPU time of this
-process (caller, hub and heartbeat threads) and of the hub thread alone, per call; each
+process (caller and hub threads, ZeroMQ's) and of the hub thread alone, per call; each
 figure is the median of ``runs`` runs, every size once per round, rounds interleaved.
 """
 

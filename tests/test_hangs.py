@@ -243,14 +243,15 @@ def pid_after(gate):
     return os.getpid()
 
 
-def test_a_session_thread_busy_longer_than_the_heartbeat_kills_no_worker(tmp_path):
+def test_a_session_thread_busy_longer_than_the_session_timeout_kills_no_worker(tmp_path):
     import time
 
     from remotefn.worker import watchdog
 
     assert watchdog.SESSION_TIMEOUT < 10
     gate = tmp_path / "gate"
-    # Workers over ZeroMQ (not forked) ping the session and give up after SESSION_TIMEOUT.
+    # Workers over ZeroMQ (not forked) drop a connection silent for SESSION_TIMEOUT; the
+    # session's ZeroMQ I/O thread, not the busy one, answers their heartbeats.
     with remotefn.session("local", fork_server=False, forward_output=False):
         handle = remote(pid_after, block=True, max_workers=1)
         first = handle(str(gate))
@@ -259,6 +260,38 @@ def test_a_session_thread_busy_longer_than_the_heartbeat_kills_no_worker(tmp_pat
         gate.touch()
         pid = first.result(timeout=60)
         assert handle(str(gate)).result(timeout=60) == pid  # the same worker, still alive
+
+
+def chatter_after(gate, lines):
+    wait_for_file(gate)
+    for line in range(lines):
+        print("line", line)
+    return os.getpid()
+
+
+def test_a_worker_filling_its_connection_while_the_session_thread_is_busy_lives(tmp_path):
+    """The session's thread is busy for longer than a frozen session takes to lose its workers
+    while a worker on ZeroMQ sends more than the connection holds, so that ZeroMQ stops reading
+    it: the session's I/O thread still answers its heartbeats, and nothing is lost."""
+    import time
+
+    from remotefn.worker import watchdog
+
+    busy = watchdog.HEARTBEAT_INTERVAL + watchdog.SESSION_TIMEOUT + watchdog.RECONNECT_GRACE + 2
+    first_gate, gate = tmp_path / "first", tmp_path / "gate"
+
+    def hold_the_session_thread(_):
+        gate.touch()
+        time.sleep(busy)
+
+    with remotefn.session("local", fork_server=False, forward_output=False, max_cores=2):
+        chatty = remote(chatter_after, block=True, max_workers=1)(str(gate), 20000)
+        first = remote(pid_after)(str(first_gate))
+        first.add_done_callback(hold_the_session_thread)  # runs in the session's thread
+        first_gate.touch()
+        pid = chatty.result(timeout=120)
+        assert remote(pid_after, block=True, max_workers=1)(str(gate)).result(timeout=60) == pid
+    assert len(chatty.stdout.splitlines()) == 20000
 
 
 def test_waiting_for_a_remote_call_in_a_done_callback_raises_instead_of_freezing(local,

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import psutil
 import pytest
@@ -15,7 +16,7 @@ import pytest
 import remotefn
 from remotefn import RemoteFnError, remote
 from remotefn.testing import probe
-from helpers import alive, read_pid, wait_until, write_pid
+from helpers import alive, read_pid, wait_for_file, wait_until, write_pid
 
 
 def getpid():
@@ -121,19 +122,124 @@ def test_workers_of_a_killed_caller_exit_on_their_own(tmp_path, fork_server):
     assert set(workers) <= set(started) and all(alive(pid) for pid in workers)
     caller.kill()
     caller.wait(timeout=60)
-    # A liveness bound only; that they exit within 5 s rests on the watchdog's constants
-    # (see test_the_watchdog_gives_up_on_a_silent_session_within_five_seconds).
+    # A liveness bound only; how soon they exit rests on the watchdog's constants (see
+    # test_the_watchdog_gives_up_on_a_silent_session_within_six_seconds and the tests after).
     wait_until(lambda: not any(alive(pid) for pid in started), timeout=60,
                what="the workers of a killed session to exit")
 
 
-def test_the_watchdog_gives_up_on_a_silent_session_within_five_seconds():
-    """A worker on ZeroMQ pings its session every PING_INTERVAL and exits once no answer came
-    for SESSION_TIMEOUT; a worker on a socket pair sees the session's end close at once.
-    Either also exits within PING_INTERVAL once the process that started it is gone."""
+def test_the_watchdog_gives_up_on_a_silent_session_within_six_seconds():
+    """A worker on ZeroMQ has libzmq ping its session every HEARTBEAT_INTERVAL and drop the
+    connection once nothing came for SESSION_TIMEOUT after a PING; it exits when no new
+    handshake follows within RECONNECT_GRACE. A worker on a socket pair sees the session's end
+    close at once. Either also exits within HEARTBEAT_INTERVAL once the process that started
+    it is gone."""
     from remotefn.worker import watchdog
 
-    assert watchdog.SESSION_TIMEOUT + watchdog.PING_INTERVAL <= 5
+    assert watchdog.HEARTBEAT_INTERVAL + watchdog.SESSION_TIMEOUT \
+        + watchdog.RECONNECT_GRACE <= 6
+
+
+def pid_until(path, gate):
+    """Writes this worker's pid to ``path``, then returns once ``gate`` exists."""
+    write_pid(path)
+    wait_for_file(gate)
+
+
+def test_a_worker_on_zeromq_holds_one_connection_to_its_session(tmp_path):
+    """Calls, results and heartbeats share the worker's one CURVE connection (one handshake
+    per worker), and the session answers the heartbeats in libzmq's I/O thread."""
+    pidfile, gate = str(tmp_path / "pid"), tmp_path / "gate"
+    with remotefn.session("local", transport="tcp", fork_server=False,
+                          forward_output=False) as session:
+        future = remote(pid_until)(pidfile, str(gate))
+        worker = read_pid(pidfile)
+        port = int(probe(session).address.rsplit(":", 1)[1])
+        connections = [c for c in psutil.Process(worker).net_connections(kind="inet")
+                       if c.status == psutil.CONN_ESTABLISHED]
+        threads = {thread.name for thread in threading.enumerate()}
+        gate.touch()
+        future.result(timeout=60)
+    assert [c.raddr.port for c in connections] == [port]
+    assert not any("heartbeat" in name for name in threads)
+
+
+def heavy_modules():
+    """Runs in a worker: which of the modules a watchdog could pull in are loaded."""
+    import sys
+
+    return sorted(name for name in ("asyncio", "zmq.asyncio", "zmq.utils.monitor")
+                  if name in sys.modules)
+
+
+def test_the_watchdog_of_a_worker_on_zeromq_imports_no_asyncio():
+    """pyzmq's monitor parser imports asyncio: about 25 ms of CPU in every worker, a fifth of
+    a one-shot Flux job's rate."""
+    with remotefn.session("local", fork_server=False, forward_output=False):
+        assert remote(heavy_modules)().result(timeout=60) == []
+
+
+def _exit_delay(caller: subprocess.Popen, worker: int, stop: signal.Signals) -> float:
+    """Seconds from sending ``stop`` to the caller until ``worker`` has exited."""
+    stopped = time.monotonic()
+    caller.send_signal(stop)
+    wait_until(lambda: not alive(worker), timeout=60, what="the worker to exit")
+    return time.monotonic() - stopped
+
+
+@pytest.mark.parametrize("cores", [1, 2], ids=["exec-ed", "mpi-ranks"])
+def test_a_worker_on_zeromq_of_a_killed_session_exits_within_the_reconnect_grace(
+        tmp_path, cores):
+    """The connection drops when the session dies: the worker need not wait for its
+    heartbeats to go unanswered (SESSION_TIMEOUT) to know. Rank 0 of an MPI worker is the
+    case that shows it: its parent, the MPI launcher, outlives the session."""
+    from remotefn.worker import watchdog
+
+    if cores > 1:
+        pytest.importorskip("mpi4py")
+    pidfile = str(tmp_path / "pid")
+    caller = start_caller(f"""
+        def hold_on_rank_0(path):
+            if int(os.environ.get("PMI_RANK", os.environ.get("OMPI_COMM_WORLD_RANK", 0))):
+                threading.Event().wait()
+            hold(path)
+
+        with remotefn.session("local", forward_output=False, fork_server=False,
+                              max_cores=2):
+            remote(hold_on_rank_0, block=True, cores={cores})({pidfile!r})
+            threading.Event().wait()
+    """)
+    worker = read_pid(pidfile, process=caller)
+    started = descendants(caller.pid)
+    delay = _exit_delay(caller, worker, signal.SIGKILL)
+    caller.wait(timeout=60)
+    # Unanswered heartbeats would have taken at least this long.
+    silent = watchdog.SESSION_TIMEOUT - watchdog.HEARTBEAT_INTERVAL
+    assert delay < silent, f"exited {delay:.1f} s after the session died"
+    wait_until(lambda: not any(alive(pid) for pid in started), timeout=60,
+               what="the worker's other processes to exit")
+
+
+def test_a_worker_on_zeromq_of_a_frozen_session_exits(tmp_path):
+    """A session stopped with SIGSTOP is alive but answers no heartbeat: its workers exit
+    within the watchdog's bound all the same, and the processes their calls started too."""
+    from remotefn.worker import watchdog
+
+    pidfile = str(tmp_path / "pid")
+    caller = start_caller(f"""
+        with remotefn.session("local", forward_output=False, fork_server=False):
+            remote(hold, block=True)({pidfile!r})
+            threading.Event().wait()
+    """)
+    worker = read_pid(pidfile, process=caller)
+    try:
+        delay = _exit_delay(caller, worker, signal.SIGSTOP)
+    finally:
+        caller.kill()
+        caller.send_signal(signal.SIGCONT)
+        caller.wait(timeout=60)
+    bound = watchdog.HEARTBEAT_INTERVAL + watchdog.SESSION_TIMEOUT + watchdog.RECONNECT_GRACE
+    assert delay < bound + 2, f"exited {delay:.1f} s after the session froze"
 
 
 def test_default_session_is_shut_down_at_interpreter_exit():

@@ -268,7 +268,7 @@ def test_interrupted_or_killed_session_leaves_no_step(how):
               if p.name().startswith("python")][0]
     os.kill(python.pid, how)
     # A liveness bound: how soon a killed session's workers exit is the watchdog's (see
-    # test_lifetime.test_the_watchdog_gives_up_on_a_silent_session_within_five_seconds).
+    # test_lifetime.test_the_watchdog_gives_up_on_a_silent_session_within_six_seconds).
     wait_until(lambda: not steps(job), what="the steps to end")
     caller.wait(timeout=30)
 

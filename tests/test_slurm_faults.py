@@ -65,7 +65,7 @@ def test_a_killed_session_leaves_no_process_of_its_calls_behind(where, tmp_path)
         job = job or psutil.Process(sleeper).environ()["SLURM_JOB_ID"]
         assert alive(sleeper) and steps(job)
         session_python(caller).kill()  # SIGKILL: the session can do nothing about it
-        # Liveness bounds: the worker's watchdog gives up on a silent session within 5 s.
+        # Liveness bounds: the worker's watchdog gives up on a silent session within 6 s.
         wait_until(lambda: not alive(sleeper), timeout=30, what=f"sleep (pid {sleeper}) to end")
         wait_until(lambda: not steps(job), timeout=30, what="no step left in squeue -s")
     finally:

@@ -5,7 +5,7 @@ Who writes and who reads::
     caller threads --submit()--> inbox --eventfd wake--> hub thread        (events.py)
     caller thread <--socket pair-- the idle worker it sent its call to     (direct.py)
     hub thread <--ROUTER socket--> workers (DEALER; tasks, results, output)
-    heartbeat thread <--ROUTER socket-- workers' PINGs             (heartbeat.py)
+                      (ZMTP heartbeats on the same connections: libzmq answers them)
     hub thread <--socket pair--> forked local workers (tasks, results, output)   (links.py)
     hub thread <--pidfd, stderr pipe-- worker processes (exit and stderr)       (workers.py)
     hub thread --set_result / set_exception--> futures (callbacks run here)     (results.py)

@@ -1,15 +1,14 @@
 """The hub's ends of the links to its workers, and the check of every message that arrives.
 
 One ZeroMQ ROUTER socket serves every worker that connects over the network; a forked local
-worker has a socket pair of its own; heartbeats go to a socket and thread of their own (see
-:mod:`.heartbeat`). A message from a peer that is not one of this session's workers, or that
-fails its MAC, is counted and dropped unread; anything else goes to ``deliver``.
+worker has a socket pair of its own. Workers on ZeroMQ keep their connection alive with ZMTP
+heartbeats, which libzmq's I/O thread answers (see :mod:`remotefn.worker.watchdog`). A message
+from a peer that is not one of this session's workers, or that fails its MAC, is counted and dropped unread; anything else goes to ``deliver``.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import signal
 from functools import partial
 from typing import Any, Callable, Sequence
@@ -21,7 +20,6 @@ from ..protocol.framing import AuthenticationError
 from ..protocol.messages import Kind, release
 from ..protocol.socketpair import FrameStream, StreamBroken, StreamClosed
 from .events import POLLIN, POLLOUT, EventLoop
-from .heartbeat import Heartbeats
 from .records import WorkerRecord
 
 logger = logging.getLogger("remotefn.hub")
@@ -38,7 +36,6 @@ class Links:
         self.loop = loop
         self.deliver = deliver
         self.zmq = zmq.Context()
-        self.heartbeats: Heartbeats | None = None
         self._dropped = 0
         #: The CURVE key pair of the session's sockets; workers get the public key.
         self.server_public, server_secret = zmqlink.server_keys()
@@ -51,31 +48,23 @@ class Links:
         except ValueError:
             self.close()
             raise
-        try:
-            self.heartbeats = Heartbeats(self.zmq, _beside(self.address, "heartbeat"),
-                                         server_secret)
-        except BaseException:
-            self.close()
-            raise
         loop.watch(self.router, self._on_router)
         #: ZeroMQ identity -> worker.
         self.channels: dict[bytes, WorkerRecord] = {}
 
     def attach(self, worker: WorkerRecord) -> None:
         """Accept messages from ``worker``: on its socket pair if it has one, else on the
-        router under its identity (and its PINGs on the heartbeat socket)."""
+        router under its identity."""
         connection = worker.process.connection
         if connection is not None:
             worker.stream = FrameStream(connection, report_released=True)
             self.loop.watch(connection.fileno(), partial(self._on_stream, worker))
         else:
             self.channels[worker.identity] = worker
-            self.heartbeats.add(worker.heartbeat)  # type: ignore[union-attr]
 
     def detach(self, worker: WorkerRecord) -> None:
         """Hear nothing more from ``worker``."""
         self.channels.pop(worker.identity, None)
-        self.heartbeats.remove(worker.heartbeat)  # type: ignore[union-attr]
         self._drop_stream(worker)
 
     def send(self, worker: WorkerRecord, kind: Kind, body: Sequence[Any] = (), call_id: int = 0,
@@ -110,13 +99,11 @@ class Links:
 
     @property
     def rejected(self) -> int:
-        """Messages (heartbeats included) dropped because they failed authentication or came
-        from peers that are not this session's workers."""
-        return self._dropped + (self.heartbeats.rejected if self.heartbeats else 0)
+        """Messages dropped because they failed authentication or came from peers that are
+        not this session's workers."""
+        return self._dropped
 
     def close(self) -> None:
-        if self.heartbeats is not None:
-            self.heartbeats.close()
         self.router.close(linger=0)
         self.zmq.term()
 
@@ -190,10 +177,3 @@ class Links:
 #: What a send to a worker that has gone raises.
 _GONE = (BrokenPipeError, ConnectionResetError)
 
-
-def _beside(address: str, name: str) -> str:
-    """An address for another socket of the session: ``name`` beside an ipc socket's file,
-    or a free port on a tcp socket's interface."""
-    if address.startswith("ipc://"):
-        return f"ipc://{os.path.join(os.path.dirname(address[len('ipc://'):]), name)}"
-    return address.rsplit(":", 1)[0]

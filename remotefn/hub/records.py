@@ -127,7 +127,7 @@ class Pool:
 class WorkerRecord:
     """The session's view of one worker process."""
 
-    __slots__ = ("worker_id", "identity", "pool", "process", "channel", "heartbeat", "state",
+    __slots__ = ("worker_id", "identity", "pool", "process", "channel", "state",
                  "inflight", "known", "stderr_tail", "host", "pid", "assigned", "share",
                  "exit_code", "finished", "results", "stream", "read_directly")
 
@@ -138,7 +138,6 @@ class WorkerRecord:
         self.pool = pool
         self.process = process
         self.channel = Channel(key, self.identity, session_side=True)
-        self.heartbeat = Channel(key, self.identity + b"#hb", session_side=True)
         self.state = State.STARTING
         self.inflight: deque[Call] = deque()
         self.known: set[bytes] = set()

@@ -70,7 +70,6 @@ class Workers:
         worker_id = f"w{next(self._ids)}-{secrets.token_hex(4)}"
         session_env = {launch.ADDRESS: self.links.address, launch.KEY: self.key.hex(),
                        launch.WORKER: worker_id, launch.CPUS: str(pool.cpus),
-                       launch.HEARTBEAT: self.links.heartbeats.address,
                        launch.SERVER_KEY: self.links.server_public.decode()}
         if self.measure_memory:
             session_env[launch.MEASURE_MEMORY] = "1"

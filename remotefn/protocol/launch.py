@@ -7,7 +7,6 @@ user code or the processes it starts.
 from __future__ import annotations
 
 ADDRESS = "REMOTEFN_ADDRESS"  # the session's ZeroMQ endpoint
-HEARTBEAT = "REMOTEFN_HEARTBEAT"  # where a worker on ZeroMQ sends its PINGs
 KEY = "REMOTEFN_KEY"  # the session's secret, hex
 SERVER_KEY = "REMOTEFN_SERVER_KEY"  # the CURVE public key of the session's sockets (Z85)
 WORKER = "REMOTEFN_WORKER"  # the worker's identity

@@ -16,7 +16,6 @@ TASK       session -> worker function digest, pickled function or empty, pickled
 TASKS      session -> worker an index of (call id, item count), then each TASK body
 RESULT     worker -> session usage (start, end, peak memory, CPU seconds per rank), outcome
 OUTPUT     worker -> session stream number (1 stdout, 2 stderr), text
-PING/PONG  both (heartbeat)  (empty)
 SHUTDOWN   session -> worker (empty)
 RELEASE    session -> worker ids of the worker's segments the session has copied out
 ========== ================= =======================================================
@@ -38,7 +37,7 @@ from . import pickling
 from .segments import Pool
 
 #: Bumped whenever a message's layout changes; workers of another protocol are refused.
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 5
 
 Body = list[Any]
 #: What running one call produced: RESULT flags and the outcome frames.
@@ -56,8 +55,6 @@ class Kind(enum.IntEnum):
     TASK = 6
     RESULT = 7
     OUTPUT = 8
-    PING = 9
-    PONG = 10
     SHUTDOWN = 11
     TASKS = 12
     RELEASE = 13

@@ -17,7 +17,7 @@ from ..protocol.launch import MEASURE_MEMORY, STATUS_FD
 from ..protocol.messages import Flag, Kind, Outcome, Usage
 from ..protocol.socketpair import FrameStream, StreamBroken, StreamClosed
 from ..sessions import registry
-from . import usage
+from . import usage, watchdog
 from .runner import Runner
 
 
@@ -55,6 +55,8 @@ class Worker:
         self.key = key
         self.identity = identity
         self.stream: FrameStream | None = None
+        #: The ZeroMQ socket's monitor until the watchdog thread takes it over.
+        self.monitor: Any = None
         if connection is not None:  # a socket pair from the session (forked local workers)
             self.stream = FrameStream(socket.socket(fileno=connection))
         else:
@@ -67,6 +69,7 @@ class Worker:
             self.socket.setsockopt(zmq.IDENTITY, identity)
             self.socket.setsockopt(zmq.LINGER, 5000)
             zmqlink.connect_curve(self.socket, server_key)
+            self.monitor = watchdog.keep_alive(self.socket)
             self.socket.connect(address)
             self.zmqlink = zmqlink
         self.channel = Channel(key, identity, session_side=False)
@@ -81,6 +84,15 @@ class Worker:
         self.rank_cpu_times: tuple[float, ...] | None = None
         self.stdout = _CallOutput(self, 1)
         self.stderr = _CallOutput(self, 2)
+
+    def start_watchdog(self) -> None:
+        """End this process once the session is gone (see :mod:`.watchdog`); the watchdog
+        thread owns the monitor socket from now on."""
+        if self.stream is not None:
+            watchdog.start(self.stream.fileno())
+        else:
+            watchdog.start(self.monitor)
+            self.monitor = None
 
     def send(self, kind: Kind, body: list[Any] = [], call_id: int = 0, flags: int = 0) -> None:
         frames = self.channel.seal(kind, body, call_id, flags, passing=self.stream is not None)
@@ -178,4 +190,6 @@ class Worker:
             self.stream.close()
         else:
             self.socket.close()
+            if self.monitor is not None:
+                self.monitor.close(linger=0)
             self.zmq.term()

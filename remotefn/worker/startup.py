@@ -11,7 +11,6 @@ import threading
 
 from ..protocol import launch
 from ..sessions import registry
-from . import watchdog
 from .loop import Worker
 
 
@@ -25,7 +24,6 @@ def main() -> int:
         print(f"remotefn worker: started without a session ({error!r} missing or invalid); "
               "workers are started by a remotefn session", file=sys.stderr)
         return 2
-    heartbeat = environ.pop(launch.HEARTBEAT, address)
     server_key = environ.pop(launch.SERVER_KEY, "").encode()
     cpus = environ.pop(launch.CPUS, None)
     ranks = int(environ.pop(launch.RANKS, "1"))
@@ -56,10 +54,9 @@ def main() -> int:
         mpi.follow(comm)
         return 0
     connection = environ.pop(launch.CONNECTION_FD, None)
-    watchdog.start(heartbeat, server_key, key, identity,
-                   int(connection) if connection else None)
     worker = mpi.MpiWorker(address, server_key, key, identity, comm) if comm is not None \
         else Worker(address, server_key, key, identity, int(connection) if connection else None)
+    worker.start_watchdog()
     try:
         worker.serve()
     finally:

@@ -1,9 +1,18 @@
 """The watchdog: a thread that ends the worker once its session is gone, so that a killed
 session leaves no worker behind, nor any process its calls started.
 
-A worker on a socket pair sees the session go as the socket closing; a worker on ZeroMQ pings
-the session on a second socket and gives up when the answers stop. Either also ends when the
-process that started it (the session, an MPI launcher, srun) is gone.
+A worker on a socket pair sees the session go as the socket closing. A worker on ZeroMQ has
+libzmq's I/O thread ping the session on its one connection (ZMTP heartbeats, authenticated
+by CURVE, answered by the session's I/O thread without the GIL) and drop the connection when
+nothing comes back; the watchdog reads the socket's monitor and gives up when the connection
+dropped and no new handshake followed. Either also ends when the process that started it (the
+session, an MPI launcher, srun) is gone.
+
+Who owns what, in a worker on ZeroMQ::
+
+    main thread      the DEALER socket (calls and results); made the monitor before connecting
+    libzmq I/O       PINGs every HEARTBEAT_INTERVAL; no traffic for SESSION_TIMEOUT: disconnect
+    watchdog thread  the monitor's PAIR socket: DISCONNECTED, HANDSHAKE_SUCCEEDED, STOPPED
 """
 
 from __future__ import annotations
@@ -14,41 +23,62 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from ..protocol import zmqlink
-from ..protocol.framing import AuthenticationError, Channel
-from ..protocol.messages import Kind
 from ..sessions import registry
 
-PING_INTERVAL = 1.0
-#: A worker exits when its session has not answered for this long.
+if TYPE_CHECKING:
+    import zmq
+
+#: How often libzmq pings the session, and how often the watchdog checks its parent.
+HEARTBEAT_INTERVAL = 1.0
+#: A connection to the session that carried nothing for this long after a PING is dropped.
 SESSION_TIMEOUT = 4.0
+#: A worker whose connection dropped exits unless a new handshake succeeds within this long
+#: (a live session answers a reconnect within the reconnect interval, 0.1 s, and a handshake).
+RECONNECT_GRACE = 1.0
 EXIT_SESSION_LOST = 70
 
 
-def start(heartbeat: str, server_key: bytes, key: bytes, identity: bytes,
-          connection: int | None) -> None:
-    """Start the watchdog thread for a worker on ``connection`` (a socket pair), or on ZeroMQ
-    pinging the session's ``heartbeat`` address."""
-    watch = (_connection_closed, connection, os.getppid()) if connection is not None \
-        else (_heartbeat, heartbeat, server_key, key, identity, os.getppid())
-    threading.Thread(target=_watch_session, name="remotefn-heartbeat", daemon=True,
-                     args=watch).start()
+def keep_alive(socket: "zmq.Socket") -> "zmq.Socket":
+    """Make ``socket`` (before it connects) ping the session and drop a connection that went
+    silent; returns the monitor socket that reports drops and handshakes, for the watchdog
+    thread alone (see :func:`start`)."""
+    import zmq
+
+    socket.setsockopt(zmq.HEARTBEAT_IVL, int(HEARTBEAT_INTERVAL * 1000))
+    socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(SESSION_TIMEOUT * 1000))
+    return socket.get_monitor_socket(zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
+                                     | zmq.EVENT_MONITOR_STOPPED)
 
 
-def _watch_session(watch: Callable[..., None], *args: Any) -> None:
-    """Exit the process once ``watch(*args)`` returns (the session is gone) or fails."""
+def start(link: "int | zmq.Socket") -> None:
+    """Start the watchdog thread on ``link``: a socket pair's descriptor, or the monitor
+    socket from :func:`keep_alive`, which the thread owns and closes from then on."""
+    watch = _connection_closed if isinstance(link, int) else _connection_lost
+    threading.Thread(target=_watch_session, name="remotefn-watchdog", daemon=True,
+                     args=(watch, link, os.getppid())).start()
+
+
+def _watch_session(watch: Callable[..., bool], *args: Any) -> None:
+    """Exit the process once ``watch(*args)`` says the session is gone, or fails; return
+    quietly when it says the worker closed its link (it is ending on its own)."""
+    gone = True
     try:
-        watch(*args)
+        gone = watch(*args)
     finally:
-        try:
-            registry.kill_local_sessions()
-            end_what_calls_started()
-            print("remotefn worker: the session is gone; exiting", file=sys.__stderr__)
-        except BaseException:  # stderr may be a pipe to the dead session
-            pass
-        os._exit(EXIT_SESSION_LOST)
+        if gone:
+            _end_worker()
+
+
+def _end_worker() -> None:
+    try:
+        registry.kill_local_sessions()
+        end_what_calls_started()
+        print("remotefn worker: the session is gone; exiting", file=sys.__stderr__)
+    except BaseException:  # stderr may be a pipe to the dead session
+        pass
+    os._exit(EXIT_SESSION_LOST)
 
 
 def end_what_calls_started() -> None:
@@ -84,42 +114,54 @@ def end_what_calls_started() -> None:
             pass
 
 
-def _connection_closed(connection: int, parent: int) -> None:
-    """Return once the session has closed its end of the socket pair (a session that dies
-    closes it too) or the process that started this worker is gone."""
+def _connection_closed(connection: int, parent: int) -> bool:
+    """Return True once the session has closed its end of the socket pair (a session that
+    dies closes it too) or the process that started this worker is gone."""
     poller = select.poll()
     poller.register(connection, select.POLLRDHUP)
     while os.getppid() == parent:
-        if poller.poll(PING_INTERVAL * 1000):
-            return
+        if poller.poll(HEARTBEAT_INTERVAL * 1000):
+            return True
+    return True
 
 
-def _heartbeat(address: str, server_key: bytes, key: bytes, identity: bytes,
-               parent: int) -> None:
-    """Ping the session every PING_INTERVAL; return once it stopped answering or the process
-    that started this worker is gone."""
+def _connection_lost(monitor: "zmq.Socket", parent: int) -> bool:
+    """Return True once the connection to the session dropped (the session died, or sent
+    nothing for SESSION_TIMEOUT) and no handshake succeeded for RECONNECT_GRACE, or the
+    process that started this worker is gone; False once the worker closed its socket."""
     import zmq
 
-    ctx = zmq.Context.instance()
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.IDENTITY, identity + b"#hb")
-    sock.setsockopt(zmq.LINGER, 0)
-    zmqlink.connect_curve(sock, server_key)
-    sock.connect(address)
-    channel = Channel(key, identity + b"#hb", session_side=False)
-    last_answer = time.monotonic()
-    while time.monotonic() - last_answer <= SESSION_TIMEOUT:
-        if os.getppid() != parent:
-            return
-        try:  # with the session gone there is no peer, and a blocking send would wait forever
-            sock.send_multipart(channel.seal(Kind.PING), zmq.NOBLOCK)
-        except zmq.Again:
-            pass
-        deadline = time.monotonic() + PING_INTERVAL
-        while (remaining := deadline - time.monotonic()) > 0:
-            if sock.poll(remaining * 1000):
-                try:
-                    channel.open(sock.recv_multipart())
-                    last_answer = time.monotonic()
-                except AuthenticationError:
-                    pass
+    try:
+        return _follow(monitor, parent)
+    except zmq.ContextTerminated:
+        return False
+    finally:
+        monitor.close(linger=0)
+
+
+def _follow(monitor: "zmq.Socket", parent: int) -> bool:
+    import zmq
+
+    lost_at: float | None = None
+    while os.getppid() == parent:
+        wait = HEARTBEAT_INTERVAL
+        if lost_at is not None:
+            wait = min(wait, lost_at + RECONNECT_GRACE - time.monotonic())
+            if wait <= 0:
+                return True
+        if not monitor.poll(wait * 1000):
+            continue
+        event = _event(monitor.recv_multipart())
+        if event == zmq.EVENT_MONITOR_STOPPED:
+            return False
+        if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            lost_at = None
+        elif event == zmq.EVENT_DISCONNECTED and lost_at is None:
+            lost_at = time.monotonic()
+    return True
+
+
+def _event(frames: list[bytes]) -> int:
+    """The event number of a monitor message: its first frame starts with it, 16 bits little
+    endian (pyzmq's own parser imports asyncio: 25 ms of CPU in every worker)."""
+    return int.from_bytes(frames[0][:2], "little")
