@@ -255,3 +255,22 @@ def test_handle_called_inside_a_call_runs_in_a_nested_local_session(local):
     outer, inner = remote(nested_pids)().result(timeout=60)
     assert outer != os.getpid() and inner not in (outer, os.getpid())
     assert probe(local).pools == 1
+
+
+def test_the_watchdog_of_a_worker_that_closed_its_own_socket_pair_lets_it_end_quietly():
+    """A forked worker closes its end of the socket pair as it ends normally: its watchdog
+    must not take that for the session going (exit code 70 and killing what calls started)."""
+    import socket
+    import threading
+
+    from remotefn.worker import watchdog
+
+    mine, theirs = socket.socketpair()
+    verdict = []
+    thread = threading.Thread(target=lambda: verdict.append(
+        watchdog._connection_closed(mine.fileno(), os.getppid())))
+    thread.start()
+    mine.close()
+    thread.join(timeout=30)
+    theirs.close()
+    assert verdict == [False]

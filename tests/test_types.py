@@ -63,3 +63,13 @@ def test_mypy_sees_the_return_types_of_decorated_functions(mypy_report):
 
 def test_mypy_reports_nothing_else(mypy_report):
     assert set(mypy_report) == set(EXPECTED), mypy_report
+
+
+def test_the_package_itself_type_checks(tmp_path):
+    """``mypy remotefn`` finds nothing (the settings are pyproject.toml's): the hints a user's
+    type checker reads are the ones the code keeps."""
+    pytest.importorskip("mypy", reason="mypy is in the test extra: pip install -e '.[test]'")
+    done = subprocess.run([sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path),
+                           "--no-pretty", "remotefn"], capture_output=True, text=True,
+                          timeout=600, cwd=os.path.dirname(HERE))
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -138,6 +138,8 @@ class Links:
     def read(self, worker: WorkerRecord) -> None:
         """Deliver every message waiting on ``worker``'s socket pair."""
         stream = worker.stream
+        if stream is None:
+            return
         try:
             messages = stream.receive_ready()
         except StreamBroken as error:  # nothing more can be read: the worker must end, or

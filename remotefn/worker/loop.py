@@ -136,9 +136,9 @@ class Worker:
                 for call_id, call_body in messages.read_tasks(body):
                     self.answer(call_id, call_body)
             elif kind is Kind.WELCOME:
-                error = self.initialize(messages.read_welcome(body))
-                if error is not None:
-                    self.send(Kind.INIT_FAILED, messages.text(error))
+                failure = self.initialize(messages.read_welcome(body))
+                if failure is not None:
+                    self.send(Kind.INIT_FAILED, messages.text(failure))
                     return
                 self.send(Kind.READY)
             elif kind is Kind.REJECT:

@@ -116,12 +116,14 @@ def end_what_calls_started() -> None:
 
 def _connection_closed(connection: int, parent: int) -> bool:
     """Return True once the session has closed its end of the socket pair (a session that
-    dies closes it too) or the process that started this worker is gone."""
+    dies closes it too) or the process that started this worker is gone; False once the
+    worker closed its own end (it is ending on its own)."""
     poller = select.poll()
     poller.register(connection, select.POLLRDHUP)
     while os.getppid() == parent:
-        if poller.poll(HEARTBEAT_INTERVAL * 1000):
-            return True
+        ready = poller.poll(HEARTBEAT_INTERVAL * 1000)
+        if ready:
+            return not ready[0][1] & select.POLLNVAL
     return True
 
 
@@ -149,7 +151,7 @@ def _follow(monitor: "zmq.Socket", parent: int) -> bool:
             wait = min(wait, lost_at + RECONNECT_GRACE - time.monotonic())
             if wait <= 0:
                 return True
-        if not monitor.poll(wait * 1000):
+        if not monitor.poll(int(wait * 1000)):
             continue
         event = _event(monitor.recv_multipart())
         if event == zmq.EVENT_MONITOR_STOPPED:
