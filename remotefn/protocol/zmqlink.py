@@ -17,6 +17,10 @@ if TYPE_CHECKING:
 
 #: libzmq's ZMQ_SNDMORE (fixed by its API).
 _SNDMORE = 2
+#: Seconds between two ZMTP heartbeats on a connection, each way (see remotefn.worker.watchdog).
+HEARTBEAT_INTERVAL = 1.0
+#: The longest time libzmq accepts (ms): the session never drops a worker for silence.
+_NEVER = 2**31 - 1
 
 
 def server_keys() -> tuple[bytes, bytes]:
@@ -34,6 +38,12 @@ def listen(socket: "zmq.Socket", address: str, secret: bytes) -> str:
 
     socket.setsockopt(zmq.CURVE_SERVER, 1)
     socket.setsockopt(zmq.CURVE_SECRETKEY, secret)
+    # Heartbeats from the session's side: its I/O thread sends them even while the session
+    # reads nothing from a connection (a full pipe stops ZeroMQ reading it, and the worker's
+    # own PINGs with it), so a worker never takes a busy session for a gone one. The session
+    # learns of dead workers from their processes, never from silence.
+    socket.setsockopt(zmq.HEARTBEAT_IVL, int(HEARTBEAT_INTERVAL * 1000))
+    socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, _NEVER)
     try:
         if address.startswith("tcp://") and address.count(":") == 1:
             socket.bind_to_random_port(address)

@@ -25,15 +25,19 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
+from ..protocol import zmqlink
 from ..sessions import registry
 
 if TYPE_CHECKING:
     import zmq
 
-#: How often libzmq pings the session, and how often the watchdog checks its parent.
-HEARTBEAT_INTERVAL = 1.0
-#: A connection to the session that carried nothing for this long after a PING is dropped.
-SESSION_TIMEOUT = 4.0
+#: How often libzmq pings the session (and the session the worker), and how often the
+#: watchdog checks its parent.
+HEARTBEAT_INTERVAL = zmqlink.HEARTBEAT_INTERVAL
+#: A connection to the session that carried nothing for this long after a PING is dropped
+#: (the session's I/O thread answers PINGs without the GIL: only a stopped or unreachable
+#: session fails to).
+SESSION_TIMEOUT = 3.0
 #: A worker whose connection dropped exits unless a new handshake succeeds within this long
 #: (a live session answers a reconnect within the reconnect interval, 0.1 s, and a handshake).
 RECONNECT_GRACE = 1.0
