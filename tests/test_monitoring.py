@@ -125,6 +125,9 @@ def test_a_record_of_many_batches_is_whole_after_ctrl_c_and_readable_meanwhile(t
     ids = {f.info.call_id for f in futures}
     assert all(by_call[i] == ["queued", "started", "finished"] for i in ids)
     assert [e["t"] for e in events] == sorted(e["t"] for e in events)
+    started = {e["worker"] for e in events if e["event"] == "worker started"}
+    assert started and started == {e["worker"] for e in events
+                                   if e["event"] in ("worker stopped", "worker died")}
 
 
 def test_a_killed_session_leaves_its_record_written_and_no_writer_behind(tmp_path):

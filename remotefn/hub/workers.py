@@ -177,6 +177,8 @@ class Workers:
     def kill(self, worker: WorkerRecord) -> None:
         """SIGKILL a worker and give its share back."""
         worker.process.signal(signal.SIGKILL)
+        if worker.state is not State.STOPPING:  # recorded once, however it is stopped
+            self.recorder.emit("worker stopped", 0, worker.worker_id, "killed")
         self.retire(worker)
 
     def kill_all(self) -> None:
