@@ -15,7 +15,6 @@ import threading
 import time
 import types
 import weakref
-from functools import partial
 from typing import (TYPE_CHECKING, Any, Callable, Iterable, Iterator, Protocol, Sequence,
                     TypeGuard, TypeVar)
 
@@ -293,13 +292,15 @@ class Session(concurrent.futures.Executor):
         if arguments is not None:
             self._launch(future, function, ref, options, args, kwargs, arguments, caching)
         else:
-            start = partial(self._dependencies_ready, future, function, ref, options, caching)
-            CallWhenReady(start, future, pending)
+            CallWhenReady(self, future, function, ref, options, caching, pending)
         return future
 
-    def _dependencies_ready(self, future: RemoteFuture, function: Callable[..., Any],
-                            ref: FunctionRef, options: CallOptions, caching: bool, args: tuple,
-                            kwargs: dict[str, Any]) -> None:
+    def _launch_ready(self, waiting: CallWhenReady, args: tuple,
+                      kwargs: dict[str, Any]) -> None:
+        """Launch a call whose arguments' futures are done."""
+        future, function, ref, options, caching = (waiting.future, waiting.function,
+                                                   waiting.ref, waiting.options,
+                                                   waiting.caching)
         if future.done():
             return
         try:
