@@ -176,9 +176,9 @@ def test_every_exception_remotefn_raises_is_in_the_errors_tables_of_the_docs():
 
 def test_internal_exceptions_are_no_remotefn_errors_and_never_public():
     from remotefn.cache.store import DamagedEntry
-    from remotefn.protocol.framing import AuthenticationError
+    from remotefn.protocol.framing import AuthenticationError, ProtocolMismatch
     from remotefn.protocol.socketpair import StreamClosed
 
-    for error in (AuthenticationError, StreamClosed, DamagedEntry):
+    for error in (AuthenticationError, ProtocolMismatch, StreamClosed, DamagedEntry):
         assert error.__name__ not in remotefn.__all__
     assert issubclass(DamagedEntry, ValueError)

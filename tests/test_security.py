@@ -214,3 +214,32 @@ def test_a_change_anywhere_in_a_large_frame_fails_its_mac():
         changed[position] ^= 1
         with pytest.raises(AuthenticationError, match="bad MAC"):
             Channel(key, b"w1", session_side=False).open([frames[0], changed])
+
+
+def test_a_worker_that_imports_another_protocol_fails_its_start_at_once(tmp_path):
+    """A worker whose remotefn speaks another protocol (its python= or PYTHONPATH finds
+    another copy) is refused by its first message, before its HELLO could say which version
+    it runs: the call fails with ProtocolError naming both protocols, not after
+    start_timeout."""
+    import shutil
+
+    from remotefn.protocol.messages import PROTOCOL_VERSION
+
+    package = os.path.dirname(remotefn.__file__)
+    copy = tmp_path / "other" / "remotefn"
+    shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    messages_py = copy / "protocol" / "messages.py"
+    text = messages_py.read_text()
+    assert f"PROTOCOL_VERSION = {PROTOCOL_VERSION}\n" in text
+    messages_py.write_text(text.replace(f"PROTOCOL_VERSION = {PROTOCOL_VERSION}\n",
+                                        "PROTOCOL_VERSION = 250\n"))
+    python = tmp_path / "python"
+    python.write_text(f"#!/bin/sh\nPYTHONPATH={copy.parent}${{PYTHONPATH:+:$PYTHONPATH}} "
+                      f"exec {sys.executable} \"$@\"\n")
+    python.chmod(0o755)
+    with remotefn.session("local", fork_server=False, python=str(python),
+                          forward_output=False):
+        with pytest.raises(ProtocolError) as raised:
+            # cwd: `python -m` looks there first, and this checkout's remotefn is here
+            remote(identity, cwd=str(tmp_path))(1).result(timeout=60)  # start_timeout: 300 s
+    assert f"protocol 250 but the session protocol {PROTOCOL_VERSION}" in str(raised.value)

@@ -86,6 +86,7 @@ class Hub:
         self.recorder = recorder if recorder is not None else Recorder()
         self.workers = Workers(backend, self.links, self.loop, self.ledger, self.key,
                                start_timeout, forward_output, self.recorder, measure_memory)
+        self.links.on_mismatch = self.workers.on_protocol_mismatch
         self.results = Results(self.workers.retire, self.links.reject, forward_output)
         self._handlers = {Kind.HELLO: self._on_hello, Kind.READY: self._on_ready,
                           Kind.INIT_FAILED: self._on_init_failed,

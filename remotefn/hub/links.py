@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 import zmq
 
 from ..protocol import zmqlink
-from ..protocol.framing import AuthenticationError
+from ..protocol.framing import AuthenticationError, ProtocolMismatch
 from ..protocol.messages import Kind, release
 from ..protocol.socketpair import FrameStream, StreamBroken, StreamClosed
 from .events import POLLIN, POLLOUT, EventLoop
@@ -35,6 +35,8 @@ class Links:
     def __init__(self, loop: EventLoop, address: str, deliver: Deliver) -> None:
         self.loop = loop
         self.deliver = deliver
+        #: ``on_mismatch(worker, version)``: an authentic message of another protocol.
+        self.on_mismatch: Callable[[WorkerRecord, int], None] | None = None
         self.zmq = zmq.Context()
         self._dropped = 0
         #: The CURVE key pair of the session's sockets; workers get the public key.
@@ -165,6 +167,11 @@ class Links:
     def _open(self, worker: WorkerRecord, frames: list[Any]) -> None:
         try:
             kind, flags, call_id, body = worker.channel.open(frames)
+        except ProtocolMismatch as error:
+            self.reject(f"{worker.worker_id}: {error}")
+            if self.on_mismatch is not None:
+                self.on_mismatch(worker, error.version)
+            return
         except AuthenticationError as error:
             self.reject(f"{worker.worker_id}: {error}")
             return

@@ -141,6 +141,20 @@ class Workers:
         worker.state = State.INITIALIZING
         self.links.send(worker, Kind.WELCOME, messages.welcome(worker.pool.init_payload))
 
+    def on_protocol_mismatch(self, worker: WorkerRecord, version: int) -> None:
+        """An authentic message of another protocol from a starting worker: it runs another
+        remotefn than the session (its HELLO, which says which, cannot be read). Its start
+        fails now rather than after start_timeout."""
+        if worker.state is not State.STARTING:
+            return
+        reason = (f"the worker speaks remotefn protocol {version} but the session protocol "
+                  f"{PROTOCOL_VERSION}: it imports another remotefn than the session (see "
+                  "which one the backend's python= and PYTHONPATH give it); install the same "
+                  "version on both sides")
+        worker.process.signal(signal.SIGKILL)
+        self.retire(worker)
+        self._fail_start(worker.pool, worker, ProtocolError(reason))
+
     def on_ready(self, worker: WorkerRecord) -> Call | None:
         """READY: the worker takes calls now; returns the one-shot call it was started for."""
         if worker.state is not State.INITIALIZING:

@@ -38,6 +38,15 @@ class AuthenticationError(Exception):
     """A message failed its MAC, its sequence check or its layout; it was dropped unread."""
 
 
+class ProtocolMismatch(AuthenticationError):
+    """An authentic message (its MAC holds) of another protocol ``version``: the peer runs
+    another remotefn."""
+
+    def __init__(self, version: int) -> None:
+        super().__init__(f"protocol {version}, expected {PROTOCOL_VERSION}")
+        self.version = version
+
+
 def new_key() -> bytes:
     import secrets  # only sessions make keys; workers start faster without it
 
@@ -177,7 +186,7 @@ class Channel:
             raise AuthenticationError(f"replayed message (sequence {seq} after {self.received})")
         self.received = seq
         if version != PROTOCOL_VERSION:
-            raise AuthenticationError(f"protocol {version}, expected {PROTOCOL_VERSION}")
+            raise ProtocolMismatch(version)
         if kind not in _KINDS:
             raise AuthenticationError(f"unknown message kind {kind}")
         count = int.from_bytes(head[HEADER.size:HEADER.size + 2], "big")
