@@ -17,7 +17,7 @@ import io
 import marshal
 import sys
 import types
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple
 
 from ..errors import SerializationError
 
@@ -171,11 +171,15 @@ def _submodules(code: types.CodeType, values: Any) -> list[types.ModuleType]:
 
 def _all_names(code: types.CodeType) -> set[str]:
     """The names ``code`` and the code nested in it use."""
-    names = set(code.co_names)
+    return set().union(*(nested.co_names for nested in _nested(code)))
+
+
+def _nested(code: types.CodeType) -> Iterator[types.CodeType]:
+    """``code`` and the code nested in it (comprehensions, inner functions, lambdas)."""
+    yield code
     for constant in code.co_consts:
         if isinstance(constant, types.CodeType):
-            names |= _all_names(constant)
-    return names
+            yield from _nested(constant)
 
 
 def _importable_module(module: types.ModuleType) -> bool:
@@ -196,12 +200,9 @@ def _global_names(code: types.CodeType) -> set[str]:
     load, store or delete (not every name it uses: ``x.session`` reads no global ``session``)."""
     import dis  # the session's side only
 
-    names = {instruction.argval for instruction in dis.get_instructions(code)
-             if instruction.opname in _GLOBAL_OPS}
-    for constant in code.co_consts:
-        if isinstance(constant, types.CodeType):
-            names |= _global_names(constant)
-    return names
+    return {instruction.argval for nested in _nested(code)
+            for instruction in dis.get_instructions(nested)
+            if instruction.opname in _GLOBAL_OPS}
 
 
 def _function_skeleton(code: bytes, name: str, namespace: dict[str, Any],

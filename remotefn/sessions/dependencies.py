@@ -85,14 +85,14 @@ class Arguments:
 
     def __init__(self, args: tuple, kwargs: dict[str, Any], futures: list[Future]) -> None:
         self.args, self.kwargs = args, kwargs
-        #: The futures, for a waiter to count and watch (see Waiter), and to rebuild
-        #: containers with; dropped when nothing needs rebuilding.
-        self.futures: Sequence[Future] = futures
         self.keep: Sequence[Any] = ()
         #: No argument is a container, so every future is an argument itself (the common
         #: chain): nothing to rebuild.
         self.flat = not any(isinstance(a, (dict, *_SEQUENCES))
                             for a in (*args, *kwargs.values()))
+        #: The futures to rebuild containers with; none kept when nothing is rebuilt (one
+        #: object less per queued call).
+        self.futures: Sequence[Future] = () if self.flat else futures
         if self.flat:
             return
         objects: list[Any] = []
@@ -152,11 +152,8 @@ class Waiter(abc.ABC):
     #: Shared by all waiters: the critical section is a few operations.
     _lock = threading.Lock()
 
-    def __init__(self, arguments: Arguments) -> None:
+    def __init__(self, arguments: Arguments, futures: Sequence[Future]) -> None:
         self._arguments: Arguments | None = arguments
-        futures = arguments.futures
-        if arguments.flat:  # the futures are in the arguments: one object less per call
-            arguments.futures = ()
         self._left = len(futures)  # -1 once ready or failed
         for future in futures:
             future.add_done_callback(self)
@@ -218,10 +215,10 @@ class CallWhenReady(Waiter):
     __slots__ = ("owner", "future", "function", "ref", "options", "caching")
 
     def __init__(self, owner: Any, future: Any, function: Any, ref: Any, options: Any,
-                 caching: bool, arguments: Arguments) -> None:
+                 caching: bool, arguments: Arguments, futures: Sequence[Future]) -> None:
         self.owner, self.future, self.function = owner, future, function
         self.ref, self.options, self.caching = ref, options, caching
-        super().__init__(arguments)
+        super().__init__(arguments, futures)
 
     def ready(self, args: tuple, kwargs: dict[str, Any]) -> None:
         owner, self.owner = self.owner, None

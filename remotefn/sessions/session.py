@@ -292,7 +292,7 @@ class Session(concurrent.futures.Executor):
         if arguments is not None:
             self._launch(future, function, ref, options, args, kwargs, arguments, caching)
         else:
-            CallWhenReady(self, future, function, ref, options, caching, pending)
+            CallWhenReady(self, future, function, ref, options, caching, pending, dependencies)
         return future
 
     def _launch_ready(self, waiting: CallWhenReady, args: tuple,
