@@ -212,7 +212,9 @@ def test_shutdown_leaves_no_step(job, tmp_path):
         handle = remote(wait_for, block=True, max_workers=3)
         gate = str(tmp_path / "gate")
         futures = [handle(gate) for _ in range(3)]
-        wait_until(lambda: len(steps(job)) == 3, what="three steps")
+        # a step is listed in squeue before its worker connects: wait for the calls instead
+        wait_until(lambda: all(f.running() for f in futures), what="three running calls")
+        assert len(steps(job)) == 3
         open(gate, "w").close()
         assert len({f.result(timeout=60) for f in futures}) == 3
     wait_until(lambda: not steps(job), what="every step to end")
