@@ -413,6 +413,36 @@ def test_worker_that_exits_before_its_hello_carries_its_stderr(tmp_path):
     assert "site-packages are broken" in raised.value.stderr
 
 
+def python_that_fails(tmp_path, times: int) -> tuple[str, str]:
+    """A python= that exits 3 before the worker connects on its first ``times`` launches,
+    then runs the real interpreter; and the file that counts its launches."""
+    launches = tmp_path / "launches"
+    fake = tmp_path / "python"
+    fake.write_text(f"#!/bin/sh\necho launch >> {launches}\n"
+                    f"if [ $(wc -l < {launches}) -le {times} ]; then\n"
+                    f"  echo 'MPI_Init failed' >&2; exit 3\nfi\n"
+                    f"exec {sys.executable} \"$@\"\n")
+    fake.chmod(0o755)
+    return str(fake), str(launches)
+
+
+def test_a_one_shot_worker_that_exits_before_connecting_is_started_once_more(tmp_path):
+    python, launches = python_that_fails(tmp_path, times=1)
+    with remotefn.session("local", python=python, forward_output=False):
+        future = remote(os.getpid)()
+        assert future.result(timeout=60) != os.getpid()
+    assert open(launches).read().count("launch") == 2
+
+
+def test_a_one_shot_worker_that_never_connects_fails_its_call_after_the_second_try(tmp_path):
+    python, launches = python_that_fails(tmp_path, times=1000)
+    with remotefn.session("local", python=python, forward_output=False):
+        with pytest.raises(WorkerStartError, match="exit code 3") as raised:
+            remote(os.getpid)().result(timeout=60)
+        assert "MPI_Init failed" in raised.value.stderr
+        assert open(launches).read().count("launch") == 2
+
+
 def test_missing_working_directory_names_it(session, block, tmp_path):
     """A worker that cannot enter its cwd fails to start (forked: in the child, whose
     traceback is in .stderr; exec'ed: when the session starts it)."""

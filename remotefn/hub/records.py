@@ -26,7 +26,7 @@ class Call:
     """One submitted call, from the queue until its future is set."""
 
     __slots__ = ("call_id", "future", "function", "arguments", "options", "retries_left",
-                 "timed_out", "on_success", "started")
+                 "timed_out", "on_success", "started", "relaunched")
 
     def __init__(self, call_id: int, future: RemoteFuture, function: FunctionRef,
                  arguments: Sequence[Any], options: CallOptions) -> None:
@@ -41,6 +41,9 @@ class Call:
         self.started = False
         #: Called with the value and the CallInfo before the future resolves (the cache).
         self.on_success: Callable[[Any, Any], None] | None = None
+        #: A one-shot worker started for it exited before it connected, and another was
+        #: started (once per call: see ``Workers._on_gone``).
+        self.relaunched = False
 
     def describe(self) -> str:
         return f"{self.function.name} (call {self.call_id})"
@@ -129,7 +132,8 @@ class WorkerRecord:
 
     __slots__ = ("worker_id", "identity", "pool", "process", "channel", "state",
                  "inflight", "known", "stderr_tail", "host", "pid", "assigned", "share",
-                 "exit_code", "finished", "results", "stream", "read_directly")
+                 "exit_code", "finished", "results", "stream", "read_directly",
+                 "start_expired")
 
     def __init__(self, worker_id: str, pool: Pool, process: LaunchedWorker, key: bytes,
                  share: Share) -> None:
@@ -158,6 +162,8 @@ class WorkerRecord:
         #: ``read_directly(future, timeout)``: a thread waiting for this worker's one call
         #: reads the answer itself (see ``hub.direct``); made once, with the stream.
         self.read_directly: Callable[[RemoteFuture, float | None], float | None] | None = None
+        #: Killed for not connecting within start_timeout (no second try then).
+        self.start_expired = False
 
     def read_status(self) -> None:
         """Collect the ids the worker wrote to its status pipe (calls it has finished)."""

@@ -119,6 +119,7 @@ class Workers:
         else:
             logger.warning("%s did not connect within start_timeout=%g s; killing it",
                            worker.describe(), self.start_timeout)
+            worker.start_expired = True
             worker.process.signal(signal.SIGKILL)
 
     # -- the handshake -----------------------------------------------------------------------
@@ -274,6 +275,7 @@ class Workers:
             return
         code = worker.exit_code if worker.exit_code is not None else worker.process.poll()
         was_starting = worker.state in (State.STARTING, State.INITIALIZING)
+        never_connected = worker.state is State.STARTING and not worker.start_expired
         if worker.state is not State.STOPPING or worker.inflight or worker.assigned:
             logger.info("%s exited with %s", worker.describe(), worker.process.describe_exit(code))
             self.recorder.emit("worker died", 0, worker.worker_id, worker.process.describe_exit(code))
@@ -284,7 +286,7 @@ class Workers:
                 logger.warning("node %s failed; no worker is placed there any more", node)
         self._forget(worker)
         pool = worker.pool
-        if was_starting:
+        if was_starting and not (never_connected and self._relaunch(worker, code)):
             self._fail_start(pool, worker, WorkerStartError(
                 f"{worker.describe()} for {pool.describe()} exited with "
                 f"{worker.process.describe_exit(code)} before it was ready",
@@ -305,6 +307,22 @@ class Workers:
             for call in reversed(lost + pending):
                 pool.queue.appendleft(call)
             worker.inflight.clear()
+
+    def _relaunch(self, worker: WorkerRecord, code: int | None) -> bool:
+        """A one-shot worker exited before it connected: its call gets a second worker, once
+        (an MPI launch or a job step can fail for reasons that do not come back). Block pools
+        retry through ``failed_starts`` instead. Whether the call was put back in the queue."""
+        call = worker.assigned
+        if (call is None or call.relaunched or self.stopping or call.future.done()
+                or not worker.pool.one_shot):
+            return False
+        call.relaunched = True
+        worker.assigned = None
+        logger.warning("%s exited with %s before it connected; starting another for %s:\n%s",
+                       worker.describe(), worker.process.describe_exit(code), call.describe(),
+                       worker.stderr_text().rstrip())
+        worker.pool.queue.appendleft(call)
+        return True
 
     def _requeue_or_fail(self, pool: Pool, worker: WorkerRecord, call: Call, code: int | None,
                          started: bool) -> None:
