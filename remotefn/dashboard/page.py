@@ -2,8 +2,9 @@
 data; the live dashboard's page also fetches fresh data twice a second.
 
 The page's data (``LiveState.data`` in :mod:`.live`) is one JSON object: ``summary`` (per
-function, per worker, errors), ``stream`` (the task stream's rectangles), ``nodes`` and ``running`` (live
-only). The same script draws it in the report and in the dashboard, so both look alike.
+function, per worker, errors), ``stream`` (the task stream's rectangles), ``nodes`` and
+``running`` (live only). The same script draws it in the report and in the dashboard, so
+both look alike.
 """
 
 from __future__ import annotations

@@ -188,8 +188,9 @@ class Ledger:
             largest = max(up, key=lambda pair: pair[0].cpus)[0]
             with_gpus = f" and {demand.gpus} GPUs" if demand.gpus else ""
             spread = f" on {demand.nodes} nodes" if demand.nodes else ""
+            name = largest.name or "this node"
             return (f"{demand.ranks} ranks of {demand.cpus} CPUs{with_gpus} each{spread}, "
-                    f"which the session's nodes cannot hold (the largest, {largest.name or 'this node'}, "
+                    f"which the session's nodes cannot hold (the largest, {name}, "
                     f"has {largest.cpus} CPUs and {len(largest.gpu_ids)} GPUs)")
         return None
 

@@ -3,7 +3,8 @@
 One ZeroMQ ROUTER socket serves every worker that connects over the network; a forked local
 worker has a socket pair of its own. Workers on ZeroMQ keep their connection alive with ZMTP
 heartbeats, which libzmq's I/O thread answers (see :mod:`remotefn.worker.watchdog`). A message
-from a peer that is not one of this session's workers, or that fails its MAC, is counted and dropped unread; anything else goes to ``deliver``.
+from a peer that is not one of this session's workers, or that fails its MAC, is counted and
+dropped unread; anything else goes to ``deliver``.
 """
 
 from __future__ import annotations

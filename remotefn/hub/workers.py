@@ -278,7 +278,8 @@ class Workers:
         never_connected = worker.state is State.STARTING and not worker.start_expired
         if worker.state is not State.STOPPING or worker.inflight or worker.assigned:
             logger.info("%s exited with %s", worker.describe(), worker.process.describe_exit(code))
-            self.recorder.emit("worker died", 0, worker.worker_id, worker.process.describe_exit(code))
+            self.recorder.emit("worker died", 0, worker.worker_id,
+                               worker.process.describe_exit(code))
         worker.read_status()  # before _forget closes the pipe
         self.retire(worker)
         for node in self.backend.failed_nodes(worker.stderr_text()):
