@@ -55,6 +55,25 @@ def test_a_wait_that_times_out_leaves_the_call_running_and_its_result_arrives(lo
     assert [handle(str(gate), i).result(timeout=60) for i in range(3)] == [0, 1, 2]
 
 
+@pytest.mark.parametrize("timeout", [0.00005, 0.3], ids=["within-the-polling", "after-it"])
+def test_a_wait_after_short_calls_times_out_when_asked_and_the_result_still_arrives(
+        local, tmp_path, timeout):
+    """After short calls the waiting thread polls the worker before it sleeps; a timeout
+    shorter than that polling, or longer, still ends the wait on time."""
+    gate = tmp_path / "gate"
+    quick = remote(pid, block=True, max_workers=1)
+    worker = {quick().result(timeout=60) for _ in range(20)}  # the pool's calls are short
+    future = remote(value_after, block=True, max_workers=1)(str(gate), 5)
+    begun = time.monotonic()
+    with pytest.raises(TimeoutError):
+        future.result(timeout=timeout)
+    assert timeout <= time.monotonic() - begun < 10
+    gate.touch()
+    assert future.result(timeout=60) == 5
+    assert {future.info.pid} == worker
+    assert quick().result(timeout=60) in worker
+
+
 def test_a_worker_that_dies_while_its_child_keeps_the_connection_fails_the_waiting_call(
         local, tmp_path):
     child = tmp_path / "child"
