@@ -62,6 +62,7 @@ test: test-deps docs
 	$(PY) benchmarks/run.py --quick --systems remotefn,processpool --out /tmp/remotefn-bench.json
 	$(PY) benchmarks/ratios.py --quick --runs 1 > /dev/null
 	$(PY) benchmarks/scaling.py --quick > /dev/null
+	$(PY) benchmarks/fanout.py --runs 2 > /dev/null
 
 # Every system, full sizes; writes benchmarks/results.json (and the Flux row, in a real Flux
 # instance when flux-core can be had, benchmarks/results-flux.json); then the ratios to

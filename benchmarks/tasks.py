@@ -29,3 +29,12 @@ def total(*values):
 def nap(seconds):
     time.sleep(seconds)
     return seconds
+
+
+def stamped_busy(seconds):
+    """``busy``, returning where and when it ran: (pid, start, end) in wall-clock seconds."""
+    import os
+
+    started = time.time()
+    busy(seconds)
+    return os.getpid(), started, time.time()
