@@ -7,7 +7,7 @@ thread. Instead :func:`read_own_result` takes the worker's socket out of the hub
 on it in the waiting thread, and reads what arrives under the hub's lock, exactly as the hub
 thread would (MAC checked, every message delivered, callbacks run as in the session's thread);
 then it gives the socket back to the hub. When the pool's recent calls were short, it polls the
-socket without sleeping for a moment first (see ``SPIN``).
+socket without sleeping for a moment first (see :mod:`.events`).
 
 Whatever else ends the call (the worker's exit, the session stopping) is still the hub
 thread's to handle: the future's done-callback kicks the waiting thread through an eventfd of
@@ -24,17 +24,10 @@ from concurrent.futures._base import PENDING, RUNNING
 from typing import TYPE_CHECKING
 
 from ..future import RemoteFuture, session_thread
-from .events import POLLIN, POLLOUT
+from .events import POLL_FIRST, POLLIN, POLLOUT, SEVERAL_CPUS, SHORT_CALL
 from .records import WorkerRecord
 
 _NOT_DONE = (PENDING, RUNNING)
-#: A thread waiting for a call that its pool's recent calls say is short polls the worker's
-#: socket without sleeping for up to SPIN seconds first: waking a sleeping thread costs tens
-#: of microseconds, more than such a call.
-SHORT = 0.0001
-SPIN = 0.0002
-#: With one CPU a polling thread would only keep the worker from running.
-_SEVERAL_CPUS = len(os.sched_getaffinity(0)) > 1
 
 if TYPE_CHECKING:
     from .hub import Hub
@@ -100,11 +93,11 @@ def read_own_result(hub: Hub, worker: WorkerRecord, future: RemoteFuture,
     poller, kick_fd = kick.poller, kick.fd
     poller.register(fd, select.POLLIN)
     runtime = worker.pool.runtime
-    spin_until = 0.0
-    if runtime is not None and runtime < SHORT and _SEVERAL_CPUS:
-        spin_until = time.monotonic() + SPIN
+    poll_until = 0.0
+    if runtime is not None and runtime < SHORT_CALL and SEVERAL_CPUS:
+        poll_until = time.monotonic() + POLL_FIRST
         if deadline is not None:
-            spin_until = min(spin_until, deadline)
+            poll_until = min(poll_until, deadline)
     lent = True
     try:
         while lent and future._state in _NOT_DONE:
@@ -112,12 +105,12 @@ def read_own_result(hub: Hub, worker: WorkerRecord, future: RemoteFuture,
             if future._state not in _NOT_DONE:
                 break
             ready = None
-            while spin_until:
+            while poll_until:
                 ready = poller.poll(0)
                 if ready:
                     break
-                if time.monotonic() > spin_until:
-                    spin_until = 0.0
+                if time.monotonic() > poll_until:
+                    poll_until = 0.0
             if not ready:
                 wait = (None if deadline is None
                         else max(0.0, deadline - time.monotonic()) * 1000)

@@ -9,6 +9,12 @@ A ZeroMQ socket is watched through its ``FD`` option, which only signals that th
 ``EVENTS`` may have changed (edge-triggered: sending or receiving may consume the signal while
 messages wait), so every :meth:`EventLoop.poll` also reads ``EVENTS`` of each such socket,
 of which a session has one or two.
+
+Waking a sleeping thread costs tens of microseconds (about 27 µs on a 2-core VM), as much as a
+very short call takes: a thread waiting for the answer to such a call polls for it without
+sleeping for up to ``POLL_FIRST`` seconds first (the hub thread here, a caller waiting for its
+own call in :mod:`.direct`). Polling spends CPU the whole time, so only calls answered within
+about that long are polled for.
 """
 
 from __future__ import annotations
@@ -23,6 +29,13 @@ from collections import deque
 from typing import Any, Callable
 
 import zmq
+
+#: A call whose pool's recent calls ran under SHORT_CALL seconds is answered soon: whoever
+#: waits for it polls for up to POLL_FIRST seconds before it sleeps...
+SHORT_CALL = 0.00003
+POLL_FIRST = 0.0001
+#: ... given another CPU to run the worker meanwhile.
+SEVERAL_CPUS = len(os.sched_getaffinity(0)) > 1
 
 POLLIN = select.EPOLLIN
 POLLOUT = select.EPOLLOUT
@@ -104,8 +117,9 @@ class EventLoop:
         when = time.monotonic() + delay
         heapq.heappush(self.timers, (when, next(self._timer_ids), function, args))
 
-    def poll(self) -> list[tuple[Any, int]]:
-        """Wait until something is ready, a timer is due or a post arrives."""
+    def poll(self, poll_first: float = 0.0) -> list[tuple[Any, int]]:
+        """Wait until something is ready, a timer is due or a post arrives; polling without
+        sleeping for up to ``poll_first`` seconds first."""
         sockets = self._sockets
         ready: list[tuple[Any, int]] = [(socket, now) for socket, events in sockets.items()
                  if (now := _socket_events(socket, events))]
@@ -117,7 +131,12 @@ class EventLoop:
             timeout = -1.0
         checked = bool(ready)
         items = self._items
-        for fd, events in self.epoll.poll(timeout):
+        reported = None
+        if poll_first and timeout != 0.0:
+            until = time.monotonic() + (poll_first if timeout < 0 else min(poll_first, timeout))
+            while not (reported := self.epoll.poll(0)) and time.monotonic() < until:
+                pass
+        for fd, events in reported or self.epoll.poll(timeout):
             item = items.get(fd)
             if item is None:  # unwatched by another handler since: nothing to run
                 continue

@@ -36,7 +36,7 @@ from ..protocol import messages
 from ..protocol.framing import new_key
 from ..protocol.messages import Flag, Kind
 from .direct import read_own_result
-from .events import EventLoop
+from .events import POLL_FIRST, SEVERAL_CPUS, SHORT_CALL, EventLoop
 from .ledger import Ledger
 from .recorder import Recorder
 from .links import Links
@@ -92,6 +92,8 @@ class Hub:
                           Kind.INIT_FAILED: self._on_init_failed,
                           Kind.RESULT: self.results.on_result,
                           Kind.OUTPUT: self.results.on_output}
+        #: The next wait polls this long before it sleeps (a short call was just sent).
+        self._poll_first = 0.0
         self.thread = threading.Thread(target=self._run, name="remotefn-hub", daemon=True)
         self.loop.thread = self.thread
         #: Set once the hub has stopped every worker and closed its sockets.
@@ -101,22 +103,26 @@ class Hub:
     # -- called from any thread ------------------------------------------------------------
 
     def submit(self, call: Call) -> None:
-        """Queue ``call``; from a submitting thread, send it to an idle worker at once."""
-        if (not self.loop.inbox and threading.current_thread() is not self.thread
-                and self.lock.acquire(blocking=False)):
-            try:
-                if self._send_now(call):
+        """Queue ``call``; send it to an idle worker at once from a submitting thread, or
+        from the hub thread's own done-callbacks (a call whose arguments just became ready)."""
+        if not self.loop.inbox:
+            if threading.current_thread() is self.thread:  # it holds the lock
+                if self._send_now(call, in_hub=True):
                     return
-            finally:
-                self.lock.release()
+            elif self.lock.acquire(blocking=False):
+                try:
+                    if self._send_now(call):
+                        return
+                finally:
+                    self.lock.release()
         self.loop.post(self._enqueue, call)
         if self.stopped.is_set():  # checked after posting: see _close
             self._fail_stranded()
 
-    def _send_now(self, call: Call) -> bool:
-        """From a submitting thread, holding the lock while the hub thread waits for events:
-        send ``call`` straight to an idle-enough worker on a socket pair. False (nothing
-        done) whenever the hub thread must decide."""
+    def _send_now(self, call: Call, in_hub: bool = False) -> bool:
+        """Holding the lock (a submitting thread while the hub thread waits for events, or
+        the hub thread itself): send ``call`` straight to an idle-enough worker on a socket
+        pair. False (nothing done) whenever the hub thread must decide."""
         options = call.options
         if (self.workers.stopping or self.loop.inbox or not options.block
                 or options.timeout is not None):
@@ -131,6 +137,8 @@ class Hub:
         pool.released = False
         if scheduler.assign(worker, call):
             self._send_call(worker, call)
+            if in_hub:
+                self._expect_answer(worker)
             if worker.stream is not None and worker.stream.outgoing:
                 self.loop.post(_nothing)  # the hub thread must watch the socket for writing
             elif len(worker.inflight) == 1:  # a caller waiting for it may read the result
@@ -232,7 +240,8 @@ class Hub:
         session_thread.active = True  # futures refuse to be waited for in this thread
         try:
             while not (workers.stopping and not workers.all):
-                ready = loop.poll()
+                ready = loop.poll(self._poll_first)
+                self._poll_first = 0.0
                 with self.lock:
                     loop.handle(ready)
                     self._schedule()
@@ -254,6 +263,7 @@ class Hub:
         for worker, calls in scheduler.hand_out():
             if len(calls) == 1:
                 self._send_call(worker, calls[0])
+                self._expect_answer(worker)
             else:
                 self._send_calls(worker, calls)
         for worker in scheduler.idle_released():
@@ -271,6 +281,15 @@ class Hub:
             if self.workers.start(pool, share, assigned) is None and not pool.one_shot:
                 # Stop growing a pool whose workers fail to launch; one may replace the last.
                 pool.limit = max(1, len(pool.workers))
+
+    def _expect_answer(self, worker: WorkerRecord) -> None:
+        """A call was just sent to ``worker``: if it is the only one the worker holds and its
+        pool's calls are short, the hub thread's next wait polls before it sleeps (see
+        :mod:`.events`)."""
+        runtime = worker.pool.runtime
+        if (len(worker.inflight) == 1 and runtime is not None and runtime < SHORT_CALL
+                and SEVERAL_CPUS):
+            self._poll_first = POLL_FIRST
 
     def _fail_what_no_longer_fits(self) -> None:
         """After a node failed: queued calls that no remaining node can hold fail, instead
