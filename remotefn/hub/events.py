@@ -133,9 +133,12 @@ class EventLoop:
         items = self._items
         reported = None
         if poll_first and timeout != 0.0:
-            until = time.monotonic() + (poll_first if timeout < 0 else min(poll_first, timeout))
+            begun = time.monotonic()
+            until = begun + (poll_first if timeout < 0 else min(poll_first, timeout))
             while not (reported := self.epoll.poll(0)) and time.monotonic() < until:
                 pass
+            if timeout > 0:
+                timeout = max(0.0, timeout - (time.monotonic() - begun))
         for fd, events in reported or self.epoll.poll(timeout):
             item = items.get(fd)
             if item is None:  # unwatched by another handler since: nothing to run

@@ -106,7 +106,8 @@ class Hub:
         """Queue ``call``; send it to an idle worker at once from a submitting thread, or
         from the hub thread's own done-callbacks (a call whose arguments just became ready)."""
         if not self.loop.inbox:
-            if threading.current_thread() is self.thread:  # it holds the lock
+            # The hub thread holds the lock but while it shuts down, when _send_now refuses.
+            if threading.current_thread() is self.thread:
                 if self._send_now(call, in_hub=True):
                     return
             elif self.lock.acquire(blocking=False):
@@ -137,9 +138,9 @@ class Hub:
         pool.released = False
         if scheduler.assign(worker, call):
             self._send_call(worker, call)
-            if in_hub:
+            if in_hub:  # the hub thread reads the answer (and polls for it if it is short)
                 self._expect_answer(worker)
-            if worker.stream is not None and worker.stream.outgoing:
+            elif worker.stream is not None and worker.stream.outgoing:
                 self.loop.post(_nothing)  # the hub thread must watch the socket for writing
             elif len(worker.inflight) == 1:  # a caller waiting for it may read the result
                 if worker.read_directly is None:

@@ -133,7 +133,7 @@ class WorkerRecord:
     __slots__ = ("worker_id", "identity", "pool", "process", "channel", "state",
                  "inflight", "known", "stderr_tail", "host", "pid", "assigned", "share",
                  "exit_code", "finished", "results", "stream", "read_directly",
-                 "start_expired")
+                 "start_expired", "exited")
 
     def __init__(self, worker_id: str, pool: Pool, process: LaunchedWorker, key: bytes,
                  share: Share) -> None:
@@ -164,6 +164,8 @@ class WorkerRecord:
         self.read_directly: Callable[[RemoteFuture, float | None], float | None] | None = None
         #: Killed for not connecting within start_timeout (no second try then).
         self.start_expired = False
+        #: Its process has exited; its exit is being handled (see ``Workers._on_exit``).
+        self.exited = False
 
     def read_status(self) -> None:
         """Collect the ids the worker wrote to its status pipe (calls it has finished)."""

@@ -113,7 +113,8 @@ class Scheduler:
             if not pool.queue or pool.one_shot:
                 continue
             queue = pool.queue
-            ready = [worker for worker in pool.workers if worker.state is State.READY]
+            ready = [worker for worker in pool.workers
+                     if worker.state is State.READY and not worker.exited]
             if not ready:
                 continue
             if len(ready) > 1:
@@ -185,7 +186,7 @@ class Scheduler:
         best: WorkerRecord | None = None
         low_water = refill_below(pipeline_depth(pool))
         for worker in pool.workers:
-            if (worker.state is not State.READY or worker.stream is None
+            if (worker.state is not State.READY or worker.stream is None or worker.exited
                     or not takes_more(worker, low_water, pipelined=True)):
                 continue
             if not worker.inflight:

@@ -253,6 +253,7 @@ class Workers:
 
     def _on_exit(self, worker: WorkerRecord) -> None:
         self.loop.unwatch(worker.process.exit_fd)
+        worker.exited = True  # no call is handed to it while its last results are read
         worker.exit_code = worker.process.poll()  # None until a fork server reports it
         stderr_fd = worker.process.stderr_fd
         while stderr_fd in self.loop.handlers:
@@ -303,11 +304,12 @@ class Workers:
             if lost:
                 logger.warning("%s died before the results of %d finished calls reached the "
                                "session; running them again", worker.describe(), len(lost))
-            if pending:
-                self._requeue_or_fail(pool, worker, pending.pop(0), code, started=True)
-            for call in reversed(lost + pending):
-                pool.queue.appendleft(call)
+            running = pending.pop(0) if pending else None
+            for call in reversed(lost + pending):  # queued before the running call fails:
+                pool.queue.appendleft(call)        # its callbacks may submit more
             worker.inflight.clear()
+            if running is not None:
+                self._requeue_or_fail(pool, worker, running, code, started=True)
 
     def _relaunch(self, worker: WorkerRecord, code: int | None) -> bool:
         """A one-shot worker exited before it connected: its call gets a second worker, once
