@@ -56,6 +56,12 @@ def tally_of(events: Iterable[dict[str, Any]]) -> Tally:
     return tally if tally is not None else Tally(0.0)
 
 
+def report_data(events: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """The page's data for a finished run (see :mod:`.page`): its summary and task stream."""
+    tally = tally_of(events)
+    return {"summary": tally.summary(), "stream": tally.stream.columns()}
+
+
 def read_events(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
     """The events of a record file, oldest first, one at a time; raises ``ValueError``
     naming the file and line of a line that is not an event."""
@@ -76,10 +82,7 @@ def write_report(events: Iterable[dict[str, Any]], path: str | os.PathLike,
                  title: str = "remotefn run report") -> int:
     """Write the report of ``events`` to ``path``; returns its size in bytes. Raises
     :class:`~remotefn.errors.MissingDependency` without Bokeh."""
-    render = page_module().render
-    tally = tally_of(events)
-    data = {"summary": tally.summary(), "stream": tally.stream.columns()}
-    text = render(data, title, live=False)
+    text = page_module().render(report_data(events), title, live=False)
     with open(path, "w", encoding="utf-8") as file:
         file.write(text)
     return len(text.encode())
@@ -105,9 +108,7 @@ def write_report_elsewhere(events: Iterable[dict[str, Any]], path: str | os.Path
     """:func:`write_report`, with the page rendered by a child process (for a session, which
     must not import Bokeh: see :func:`render_elsewhere`)."""
     require_bokeh()
-    tally = tally_of(events)
-    page = render_elsewhere(json.dumps({"summary": tally.summary(),
-                                        "stream": tally.stream.columns()}), title, live=False)
+    page = render_elsewhere(json.dumps(report_data(events)), title, live=False)
     with open(path, "wb") as file:
         file.write(page)
     return len(page)

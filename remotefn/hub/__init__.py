@@ -5,7 +5,8 @@ file descriptors, timers, an inbox other threads post to); :mod:`.links` the soc
 workers; :mod:`.direct` lets a thread waiting for its call read the result itself;
 :mod:`.scheduler` decides which call goes where and which worker starts next (it sends
 nothing); :mod:`.workers` starts, watches and buries workers; :mod:`.results` turns
-results into future values; :mod:`.records` and :mod:`.ledger` hold the state.
+results into future values; :mod:`.records` and :mod:`.ledger` hold the state;
+:mod:`.snapshot` reads them for ``session.resources()`` and the status command.
 
 May import: :mod:`remotefn.backends`, :mod:`remotefn.protocol` and the bottom layer (options,
 future, errors). Never the session, the cache or the decorator.

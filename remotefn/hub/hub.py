@@ -20,12 +20,9 @@ thread.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import sys
 import tempfile
 import threading
-import time
 from functools import partial
 from typing import Any
 
@@ -40,7 +37,8 @@ from .events import POLL_FIRST, SEVERAL_CPUS, SHORT_CALL, EventLoop
 from .ledger import Ledger
 from .recorder import Recorder
 from .links import Links
-from .records import Call, State, WorkerRecord
+from . import snapshot
+from .records import Call, WorkerRecord
 from .results import Results
 from .scheduler import Scheduler
 from .status import StatusServer
@@ -71,7 +69,7 @@ class Hub:
             backend.start()
             capacity = backend.capacity()
             links = Links(self.loop, backend.address(self.runtime_dir), self._deliver)
-            self.status = StatusServer(self.loop, self.runtime_dir, self._snapshot)
+            self.status = StatusServer(self.loop, self.runtime_dir, self._status)
         except BaseException:  # nothing may be left running by a session that never opened
             if links is not None:
                 links.close()
@@ -176,62 +174,12 @@ class Hub:
 
     def resources(self) -> dict[str, Any]:
         """The ledger's counts, the workers and the calls they run (a snapshot)."""
-        workers, running = [], []
-        for worker in list(self.workers.all):
-            share = worker.share
-            launched = worker.process.describe()
-            state = worker.state.value
-            if worker.state is State.STARTING:
-                held = worker.process.held()
-                if held is not None:
-                    state, launched = "pending", {**launched, "reason": held}
-            workers.append({"worker": worker.worker_id, "host": worker.host, "pid": worker.pid,
-                            "state": state, "pool": worker.pool.describe(),
-                            "cores": share.cpus if share else 0,
-                            "gpus": list(share.gpu_ids) if share else [],
-                            **launched})
-            for call in list(worker.inflight)[:1]:
-                running.append({"call": call.describe(), "worker": worker.worker_id,
-                                "host": worker.host, "started": call.future.info.started,
-                                **launched})
-        return {**self.ledger.report(), "workers": workers, "running": running,
-                "queued": self._queued()}
+        return snapshot.resources(self.ledger, self.workers.all, self.scheduler.pools.values())
 
-    def _queued(self) -> list[dict[str, Any]]:
-        """The first 100 queued calls of each pool, each with why it waits."""
-        queued: list[dict[str, Any]] = []
-        for pool in list(self.scheduler.pools.values()):
-            calls = list(pool.queue)[:100]
-            if not calls:
-                continue
-            reason = self.ledger.why_waiting(pool.demand)
-            if reason is None or not pool.one_shot and len(pool.workers) >= pool.limit:
-                reason = ("waiting for a worker of its pool" if pool.workers
-                          else "waiting for a worker to start")
-            queued.extend({"call": call.describe(), "pool": pool.describe(),
-                           "queued": call.future.info.queued, "reason": reason}
-                          for call in calls)
-        for worker in list(self.workers.all):  # one-shot calls whose worker is starting
-            call = worker.assigned
-            if call is not None and worker.state is State.STARTING:
-                reason = (worker.process.held()
-                          or "waiting for its worker to start")
-                queued.append({"call": call.describe(), "pool": worker.pool.describe(),
-                               "queued": call.future.info.queued, "reason": reason,
-                               "worker": worker.worker_id})
-        return queued
-
-    def _snapshot(self) -> dict[str, Any]:
+    def _status(self) -> dict[str, Any]:
         """What ``python -m remotefn status`` shows (built in the hub thread)."""
-        pools = [{"pool": pool.describe(), "workers": len(pool.workers),
-                  "queued": len(pool.queue)} for pool in self.scheduler.pools.values()]
-        queued = self._queued()
-        for worker in self.workers.all:  # calls handed to a worker behind the one it runs
-            queued.extend({"call": call.describe(), "queued": call.future.info.queued,
-                           "worker": worker.worker_id} for call in list(worker.inflight)[1:])
-        return {"pid": os.getpid(), "argv": sys.argv, "time": time.time(),
-                "backend": self.backend.name, "allocation": self.backend.describe(),
-                **self.resources(), "pools": pools, "queued": queued}
+        return snapshot.status(self.backend, self.ledger, self.workers.all,
+                               self.scheduler.pools.values())
 
     # -- the loop ----------------------------------------------------------------------------
 
