@@ -1,6 +1,3 @@
-"""The installed remotefn version and the wire protocol version."""
+"""The installed remotefn version (the wire protocol's is ``protocol.messages.PROTOCOL_VERSION``)."""
 
 __version__ = "0.1.0"
-
-#: Bumped whenever the message layout changes; workers of another protocol are refused.
-PROTOCOL_VERSION = 1

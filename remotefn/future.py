@@ -108,14 +108,17 @@ class CallInfo:
 
     ``function`` (its name) and ``call_id`` (its number in the session); ``queued``,
     ``started`` and ``finished``, ``time.time()`` seconds when it was submitted, began and
-    ended; ``worker_id``, ``host`` and ``pid`` of the worker that ran it; ``cpu_times``
+    ended; ``worker_id``, ``host`` and ``pid`` of the worker that ran it (rank 0's host and
+    pid), ``pool`` (the pool's kind and shape), ``ranks`` and ``gpus`` (the GPUs each rank
+    saw, in rank order); ``cpu_times``
     (CPU seconds, one per rank) and ``peak_memory`` (bytes, with
     ``session(measure_memory=True)``); ``from_cache``; ``output``, what it printed. A field
     is None until it is known.
     """
 
-    __slots__ = ("function", "call_id", "queued", "worker_id", "host", "pid", "started",
-                 "finished", "cpu_times", "peak_memory", "from_cache", "output")
+    __slots__ = ("function", "call_id", "queued", "worker_id", "host", "pid", "pool", "ranks",
+                 "gpus", "started", "finished", "cpu_times", "peak_memory", "from_cache",
+                 "output")
 
     def __init__(self, function: str, call_id: int, queued: float) -> None:
         self.function = function
@@ -124,6 +127,15 @@ class CallInfo:
         self.worker_id: str | None = None
         self.host: str | None = None
         self.pid: int | None = None
+        #: The kind and shape of the pool whose worker ran the call.
+        self.pool: str | None = None
+        #: MPI ranks of the worker (``cores``).
+        self.ranks: int | None = None
+        #: The GPUs each rank saw (its ``CUDA_VISIBLE_DEVICES`` split at commas), in rank
+        #: order: ``(("0",), ("1",))`` for two ranks with one GPU each, ``((),)`` for a rank
+        #: shown none, ``(None,)`` for a rank whose ``CUDA_VISIBLE_DEVICES`` was unset (it
+        #: saw every GPU of its node).
+        self.gpus: tuple[tuple[str, ...] | None, ...] | None = None
         self.started: float | None = None
         self.finished: float | None = None
         #: CPU seconds the call used, one per rank (measured in the worker).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -53,6 +54,27 @@ def test_an_mpi_calls_cpu_time_is_measured_per_rank():
         assert future.result(timeout=120) == [0.3, 0.3]
     assert len(future.info.cpu_times) == 2
     assert all(seconds == pytest.approx(0.3, rel=0.2) for seconds in future.info.cpu_times)
+
+
+def where_am_i():
+    return socket.gethostname(), os.getpid(), os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
+def test_a_calls_info_says_its_pool_ranks_and_each_ranks_gpus():
+    """What the ranks saw in the call is what the info says, rank by rank."""
+    pytest.importorskip("mpi4py")
+    with remotefn.session("local", max_cores=4, gpu_ids=[0, 1, 2, 3], forward_output=False):
+        mpi = remote(where_am_i, cores=2, gpus=1, block=True)()
+        plain = remote(where_am_i)()
+        ranks = mpi.result(timeout=120)
+        host, pid, visible = plain.result(timeout=60)
+    assert mpi.info.ranks == 2 and mpi.info.pool.startswith("block pool (2 ranks")
+    assert mpi.info.gpus == tuple(tuple(seen.split(",")) for _, _, seen in ranks)
+    assert len({ids for ids in mpi.info.gpus}) == 2  # one GPU each, not the same one
+    assert (mpi.info.host, mpi.info.pid) == ranks[0][:2]
+    assert plain.info.ranks == 1 and plain.info.pool.startswith("one-shot workers (1 ranks")
+    assert plain.info.gpus == ((None if visible is None else tuple(visible.split(","))),)
+    assert (plain.info.host, plain.info.pid) == (host, pid)
 
 
 def test_peak_memory_is_measured_when_asked():

@@ -172,9 +172,12 @@ def test_threads_per_core_is_cpus_per_task(slurm):
 
 @needs_cluster
 def test_gpus_per_rank_set_cuda_visible_devices(slurm):
-    per_rank = remote(where, cores=2, gpus=1, extras={"nodes": 1})().result(timeout=60)
+    future = remote(where, cores=2, gpus=1, extras={"nodes": 1})()
+    per_rank = future.result(timeout=60)
     assert per_rank[0][0] == per_rank[1][0]
     assert sorted(gpu for _, gpu in per_rank) == ["0", "1"]
+    assert future.info.gpus == tuple((gpu,) for _, gpu in per_rank)  # as each rank saw them
+    assert future.info.ranks == 2
 
 
 @needs_cluster

@@ -133,7 +133,7 @@ class WorkerRecord:
     __slots__ = ("worker_id", "identity", "pool", "process", "channel", "state",
                  "inflight", "known", "stderr_tail", "host", "pid", "assigned", "share",
                  "exit_code", "finished", "results", "stream", "read_directly",
-                 "start_expired", "exited")
+                 "start_expired", "exited", "placement")
 
     def __init__(self, worker_id: str, pool: Pool, process: LaunchedWorker, key: bytes,
                  share: Share) -> None:
@@ -166,6 +166,16 @@ class WorkerRecord:
         self.start_expired = False
         #: Its process has exited; its exit is being handled (see ``Workers._on_exit``).
         self.exited = False
+        #: What a call's info says of where it ran (see :meth:`place`).
+        self.placement: tuple[Any, ...] = (worker_id, None, self.pid, None, 0, ())
+
+    def place(self, host: str | None, pid: int | None,
+              gpus: tuple[tuple[str, ...] | None, ...]) -> None:
+        """Record where the worker runs, as its HELLO says: the calls it takes carry it in
+        their info (worker, host, pid, pool, ranks, GPUs per rank)."""
+        self.host, self.pid = host, pid
+        self.placement = (self.worker_id, host, pid, self.pool.describe(),
+                          self.pool.options.cores, gpus)
 
     def read_status(self) -> None:
         """Collect the ids the worker wrote to its status pipe (calls it has finished)."""

@@ -203,7 +203,8 @@ class Scheduler:
                 return False
             call.started = True
         info = call.future.info
-        info.worker_id, info.host, info.pid = worker.worker_id, worker.host, worker.pid
+        (info.worker_id, info.host, info.pid, info.pool, info.ranks,
+         info.gpus) = worker.placement
         if not worker.inflight:  # it starts now; one queued behind others starts when they end
             info.started = time.time()
         worker.inflight.append(call)

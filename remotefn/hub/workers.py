@@ -130,7 +130,7 @@ class Workers:
             self.links.reject(f"{worker.worker_id}: second hello")
             return
         hello = messages.read_hello(body)
-        worker.host, worker.pid = hello.host, hello.pid
+        worker.place(hello.host, hello.pid, hello.gpus)
         if hello.version != __version__ or hello.protocol != PROTOCOL_VERSION:
             reason = (f"the worker runs remotefn {hello.version} (protocol {hello.protocol}) "
                       f"but the session runs remotefn {__version__} (protocol "

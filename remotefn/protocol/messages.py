@@ -37,7 +37,7 @@ from . import pickling
 from .segments import Pool
 
 #: Bumped whenever a message's layout changes; workers of another protocol are refused.
-PROTOCOL_VERSION = 5
+PROTOCOL_VERSION = 6
 
 Body = list[Any]
 #: What running one call produced: RESULT flags and the outcome frames.
@@ -77,19 +77,26 @@ class Hello(NamedTuple):
     protocol: int | None
     pid: int | None
     host: str | None
+    #: The GPUs each rank sees (its CUDA_VISIBLE_DEVICES split at commas; None where that
+    #: is unset), in rank order.
+    gpus: tuple[tuple[str, ...] | None, ...]
 
 
-def hello(pid: int, host: str, version: str = __version__,
-          protocol: int = PROTOCOL_VERSION) -> Body:
-    """HELLO: who this worker is and which remotefn it runs."""
-    return [json.dumps({"version": version, "protocol": protocol, "pid": pid,
-                        "host": host}).encode()]
+def hello(pid: int, host: str, gpus: Sequence[Sequence[str] | None] = (),
+          version: str = __version__, protocol: int = PROTOCOL_VERSION) -> Body:
+    """HELLO: who this worker is, which GPUs its ranks see and which remotefn it runs."""
+    return [json.dumps({"version": version, "protocol": protocol, "pid": pid, "host": host,
+                        "gpus": [None if ids is None else list(ids) for ids in gpus]}).encode()]
 
 
 def read_hello(body: Sequence[Any]) -> Hello:
     fields = json.loads(bytes(body[0]))
+    gpus = fields.get("gpus")
+    if not isinstance(gpus, list):
+        gpus = []
     return Hello(fields.get("version"), fields.get("protocol"), fields.get("pid"),
-                 fields.get("host"))
+                 fields.get("host"), tuple(tuple(str(i) for i in ids) if isinstance(ids, list)
+                                           else None for ids in gpus))
 
 
 def welcome(init_payload: bytes) -> Body:

@@ -82,6 +82,9 @@ class Worker:
         self.measure_memory = os.environ.pop(MEASURE_MEMORY, "") == "1"
         #: CPU seconds per rank of the last call, where the ranks measured them (MPI).
         self.rank_cpu_times: tuple[float, ...] | None = None
+        #: The GPUs each rank sees (None: CUDA_VISIBLE_DEVICES unset), said in HELLO; set by
+        #: the start-up, which knows the ranks.
+        self.gpus: tuple[tuple[str, ...] | None, ...] = ()
         self.stdout = _CallOutput(self, 1)
         self.stderr = _CallOutput(self, 2)
 
@@ -109,7 +112,7 @@ class Worker:
 
     def serve(self) -> None:
         """Handshake, then run calls until SHUTDOWN, REJECT or a call marked LAST."""
-        self.send(Kind.HELLO, messages.hello(os.getpid(), socket.gethostname()))
+        self.send(Kind.HELLO, messages.hello(os.getpid(), socket.gethostname(), self.gpus))
         self.loop()
 
     def loop(self) -> None:

@@ -50,12 +50,15 @@ def main() -> int:
         backend="flux" if nested == "flux" else "local",
         max_cores=int(cpus) if cpus else None,
         gpu_ids=[int(i) for i in visible.split(",") if i.isdigit()] if visible else None)
+    seen = tuple(i for i in visible.split(",") if i) if visible is not None else None
+    rank_gpus = comm.gather(seen, root=0) if comm is not None else [seen]
     if comm is not None and rank > 0:
         mpi.follow(comm)
         return 0
     connection = environ.pop(launch.CONNECTION_FD, None)
     worker = mpi.MpiWorker(address, server_key, key, identity, comm) if comm is not None \
         else Worker(address, server_key, key, identity, int(connection) if connection else None)
+    worker.gpus = tuple(rank_gpus)
     worker.start_watchdog()
     try:
         worker.serve()
