@@ -52,6 +52,18 @@ def test_a_step_asks_for_its_cpus_share_of_consumable_memory():
     assert not any(arg.startswith("--mem") for arg in command())
 
 
+@pytest.mark.parametrize("asked", [["--mem=6000"], ["--mem", "6G"], ["--mem-per-cpu=3000"],
+                                   ["--mem-per-gpu=8G"]])
+def test_memory_named_in_slurm_args_replaces_the_cpus_share(asked):
+    """srun takes one memory option: the share is left out where slurm_args name one."""
+    from remotefn.backends.slurm import srun_command
+
+    line = srun_command(resolve({"extras": {"slurm_args": asked}}), job_id="42", mpi="pmi2",
+                        srun="srun", python="/py", name="w", memory_per_cpu=500)
+    assert [arg for arg in line if arg.startswith("--mem")] == [asked[0]]
+    assert line[-len(asked) - 3:-3] == asked
+
+
 def test_the_jobs_memory_is_read_from_its_tres():
     text = ("JobId=7 NumNodes=1 NumCPUs=4 NumTasks=4 CPUs/Task=1\n"
             "   TRES=cpu=4,mem=2000M,node=1,billing=4\n")
@@ -123,3 +135,19 @@ def test_under_consumable_memory_concurrent_steps_share_the_jobs_memory(allocati
                    what="four steps to run at once")
         gate.touch()
         assert [f.result(timeout=120) for f in calls] == ["500M"] * 4
+
+
+@needs_cluster
+@pytest.mark.parametrize("allocation", [("-N1", "-n4", "--mem=2000")], indirect=True)
+def test_under_consumable_memory_slurm_args_ask_for_more_memory(allocation, tmp_path):
+    """A block worker whose init needs more than its CPU's share asks for it in slurm_args
+    (as docs/slurm.md shows); the step gets what it asked for."""
+    if not memory_is_consumable():
+        pytest.skip("this cluster does not count memory (SelectTypeParameters without "
+                    "_Memory); scripts/test-cluster.sh up makes one that does")
+    gate = tmp_path / "gate"
+    gate.touch()
+    with remotefn.session("slurm", job_id=allocation, start_timeout=60,
+                          forward_output=False):
+        larger = remote(step_memory_after, block=True, extras={"slurm_args": ["--mem=1200"]})
+        assert larger(str(gate)).result(timeout=120) == "1200M"

@@ -305,9 +305,10 @@ def srun_command(options: CallOptions, *, job_id: str, mpi: str, srun: str, pyth
 
     The step holds exactly what the call asked for: no GPUs unless it asked for some (a step
     that names none would get all of the job's), and, where memory is consumable, its CPUs'
-    share of the job's memory (one that names none would get all of it). ``slurm_args``
-    come last, so ``--mem=...`` there asks for more. ``nodes``, where the session placed
-    the worker, pins the step there.
+    share of the job's memory (one that names none would get all of it), unless
+    ``slurm_args`` name the memory themselves (``--mem``, ``--mem-per-cpu`` or
+    ``--mem-per-gpu``: srun takes only one of them). ``slurm_args`` come last. ``nodes``,
+    where the session placed the worker, pins the step there.
     """
     extras = dict(options.extras)
     command = [srun, f"--jobid={job_id}", f"--job-name={name}", "--exact",
@@ -326,7 +327,8 @@ def srun_command(options: CallOptions, *, job_id: str, mpi: str, srun: str, pyth
         command.append(f"--gpus-per-task={options.gpus}")
     else:
         command.append("--gres=none")
-    if memory_per_cpu:
+    slurm_args = extras.get("slurm_args", [])
+    if memory_per_cpu and not any(_MEMORY_OPTION.match(arg) for arg in slurm_args):
         command.append(f"--mem-per-cpu={memory_per_cpu}M")
     if options.cwd:
         command.append(f"--chdir={options.cwd}")
@@ -334,9 +336,13 @@ def srun_command(options: CallOptions, *, job_id: str, mpi: str, srun: str, pyth
         command.append("--exclusive")
     if "partition" in extras:
         command.append(f"--partition={extras['partition']}")
-    command.extend(extras.get("slurm_args", []))
+    command.extend(slurm_args)
     command.extend([python, "-m", "remotefn.worker"])
     return command
+
+
+#: srun's memory options, of which a step may name one.
+_MEMORY_OPTION = re.compile(r"--mem(-per-cpu|-per-gpu)?(=|$)")
 
 
 BACKEND = SlurmBackend
