@@ -268,6 +268,20 @@ def test_a_one_shot_worker_ends_after_the_threads_its_call_left(session, tmp_pat
     assert done.exists()
 
 
+@pytest.mark.parametrize("block", [False, True], ids=["one-shot", "block"])
+def test_a_running_calls_start_is_known_while_it_runs(session, tmp_path, block):
+    gate = str(tmp_path / "gate")
+    future = remote(wait_for_file, block=block)(gate)
+    wait_until(future.running, timeout=60, what="the call to run")
+    assert future.info.started is not None
+    (running,) = [r for r in session.resources()["running"] if r["call"].endswith(
+        f"(call {future.info.call_id})")]
+    assert running["started"] == future.info.started
+    open(gate, "w").close()
+    future.result(timeout=60)
+    assert future.info.started <= future.info.finished
+
+
 def test_resources_from_threads_while_the_session_cancels_never_deadlocks(session):
     stop = threading.Event()
     reports = []
