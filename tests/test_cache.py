@@ -191,9 +191,12 @@ def test_truncated_entry_is_a_miss_with_a_warning_and_is_replaced(cached, tmp_pa
     [entry] = cache.entries(cached.cache_directory)
     with open(entry.path, "r+b") as file:
         file.truncate(100)
+    with pytest.raises(ValueError, match="HDF5 cannot read it"):  # DamagedEntry, documented
+        cache.load(entry.path)
     with remotefn.session("local", cache_directory=cached.cache_directory,
                           forward_output=False):
-        with pytest.warns(RuntimeWarning, match=os.path.basename(entry.path)):
+        with pytest.warns(RuntimeWarning, match="damaged entry .*" + os.path.basename(
+                entry.path)):
             assert handle(log, 1).result(timeout=30) == 2
     assert runs(log) == 2
     assert cache.load(entry.path) == 2

@@ -14,6 +14,7 @@ import pytest
 
 import docblocks
 import remotefn
+from remotefn import cache
 from helpers import needs
 from test_slurm import cluster_reason, salloc
 
@@ -77,13 +78,18 @@ def reference() -> str:
 
 
 def test_the_reference_shows_every_public_name():
-    shown = set(re.findall(r"^::: remotefn\.(\w+)$", reference(), re.M))
+    shown = set(re.findall(r"^::: remotefn\.([\w.]+)$", reference(), re.M))
     assert set(remotefn.__all__) - {"__version__"} - shown == set()
+    assert {f"cache.{name}" for name in cache.__all__} - shown == set()
 
 
-@pytest.mark.parametrize("name", sorted(set(remotefn.__all__) - {"__version__"}))
+@pytest.mark.parametrize("name", sorted(set(remotefn.__all__) - {"__version__"})
+                         + [f"cache.{name}" for name in cache.__all__])
 def test_every_public_name_has_a_docstring(name):
-    assert (getattr(remotefn, name).__doc__ or "").strip(), name
+    value = remotefn
+    for part in name.split("."):
+        value = getattr(value, part)
+    assert (value.__doc__ or "").strip(), name
 
 
 @pytest.mark.parametrize("cls", CLASSES, ids=lambda cls: cls.__name__)

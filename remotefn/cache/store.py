@@ -109,13 +109,26 @@ _TRANSIENT = {errno.EACCES, errno.EPERM, errno.EMFILE, errno.ENFILE, errno.EAGAI
 
 def load(path: str, key: str | None = None) -> Any:
     """The value stored at ``path`` (whose key must be ``key``, if given); raises
-    :class:`DamagedEntry` for a checksum or format failure, ``OSError`` when the file
-    cannot be read, and ``OSError``/``ValueError``/``KeyError`` (from h5py) for a damaged
-    file."""
-    import h5py
-
+    :class:`DamagedEntry` (a ``ValueError``) when the file's content is not a good entry
+    (checksum, format, a file HDF5 cannot read), and ``OSError`` when the file cannot be
+    read (permissions, locks, file limits)."""
     with open(path, "rb") as raw:  # permissions and file limits fail here, with their errno
         raw.read(8)
+    try:
+        return _load(path, key)
+    except DamagedEntry:
+        raise
+    except OSError as error:
+        if _transient(error):
+            raise
+        raise DamagedEntry(f"HDF5 cannot read it ({error})") from error
+    except (KeyError, ValueError) as error:  # h5py's errors for a damaged layout
+        raise DamagedEntry(f"HDF5 cannot read it ({type(error).__name__}: {error})") from error
+
+
+def _load(path: str, key: str | None) -> Any:
+    import h5py
+
     try:
         file = h5py.File(path, "r", locking=False)
     except TypeError:  # an h5py without the locking keyword
@@ -145,7 +158,7 @@ def read_hit(path: str, key: str | None = None) -> tuple[bool, Any]:
         return True, load(path, key)
     except FileNotFoundError:
         return False, None
-    except Exception as error:  # h5py raises OSError, KeyError, ValueError...
+    except Exception as error:  # DamagedEntry, OSError, or what unpickling the value raised
         if _transient(error):
             warnings.warn(f"remotefn cache: could not read {path} ({type(error).__name__}: "
                           f"{error}); the call runs, and the entry is left in place",
@@ -164,7 +177,8 @@ def _transient(error: BaseException) -> bool:
     if error.errno in _TRANSIENT:
         return True
     text = str(error).lower()  # HDF5's own errors: "unable to lock file, errno = 11, ..."
-    return "lock" in text or any(f"errno = {number}," in text for number in _TRANSIENT)
+    return ("unable to lock" in text  # not "sblock" of a truncated file's message
+            or any(f"errno = {number}," in text for number in _TRANSIENT))
 
 
 def _checksum(payload: Any) -> str:
@@ -220,6 +234,9 @@ def delete(directory: str, function: str | None = None,
 
 
 def metadata_of(path: str) -> dict[str, Any]:
+    """The attributes stored with the entry at ``path`` (function, key, arguments, runtime,
+    worker, versions, ...), as ``python -m remotefn cache show`` prints them; raises
+    ``OSError`` when the file cannot be read."""
     import h5py
 
     with h5py.File(path, "r") as file:

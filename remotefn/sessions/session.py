@@ -43,7 +43,14 @@ _FINISHED = "FINISHED"  # concurrent.futures' state of a future with a result or
 T = TypeVar("T")
 
 class Session(concurrent.futures.Executor):
-    """Runs calls on workers that its backend launches; see :func:`~remotefn.session`."""
+    """Runs calls on workers that its backend launches; see :func:`~remotefn.session`.
+
+    Besides its methods, a session has three attributes: ``backend``, the backend that
+    launches its workers (``backend.name`` is ``"local"``, ``"slurm"`` or ``"flux"``);
+    ``cache_directory``, the absolute path of its cache (None without one); and
+    ``dashboard``, its live dashboard when it serves one (``dashboard.url``, the address with
+    its token, and ``dashboard.url_file``, the file of mode 0600 that holds it), else None.
+    """
 
     def __init__(self, backend: str | None = None, *, forward_output: bool = True,
                  start_timeout: float = 300.0, cache_directory: str | os.PathLike | None = None,
