@@ -328,17 +328,24 @@ def test_a_mutable_module_value_enters_by_name_with_a_warning_once():
 
 EXIT_SCRIPT = """
     import sys
-    import time
+    import threading
     import remotefn
     from remotefn.cache import store
 
     write = store.write
 
-    def slow_write(*args, **kwargs):
-        time.sleep(0.5)  # the write is still pending when the script ends
+    def exiting():  # whether the main thread runs the interpreter's exit (threading._shutdown)
+        frame = sys._current_frames().get(threading.main_thread().ident)
+        while frame is not None and frame.f_code.co_name != "_shutdown":
+            frame = frame.f_back
+        return frame is not None
+
+    def write_at_exit(*args, **kwargs):
+        while not exiting():  # the write is still pending when the script ends
+            threading.Event().wait(0.01)
         write(*args, **kwargs)
 
-    store.write = slow_write
+    store.write = write_at_exit
 
     def triple(x):
         return 3 * x

@@ -192,9 +192,9 @@ def nap(seconds):
 def test_a_timeout_counts_from_the_calls_own_start(local):
     plain = remote(nap, block=True, max_workers=1)
     assert plain(0).result(timeout=60) == 0  # the pool without a timeout exists first
-    timed = plain.options(timeout=1.2)
-    futures = [timed(0.5) for _ in range(4)]  # one worker: each waits for the one before
-    assert [f.result(timeout=60) for f in futures] == [0.5] * 4
+    timed = plain.options(timeout=2.5)  # a call's 1 s leaves 1.5 s to a loaded machine
+    futures = [timed(1.0) for _ in range(4)]  # one worker: each waits for the one before
+    assert [f.result(timeout=60) for f in futures] == [1.0] * 4  # the 3rd ends 3 s in
 
 
 # -- Ctrl-C and failed construction -------------------------------------------------------------

@@ -56,7 +56,7 @@ def test_a_wait_that_times_out_leaves_the_call_running_and_its_result_arrives(lo
     assert [handle(str(gate), i).result(timeout=60) for i in range(3)] == [0, 1, 2]
 
 
-@pytest.mark.parametrize("poll_first, timeout, within", [(0.5, 0.05, 0.4), (0.01, 0.3, 10)],
+@pytest.mark.parametrize("poll_first, timeout, within", [(30, 0.05, 10), (0.01, 0.3, 10)],
                          ids=["ends-while-polling", "ends-after-polling"])
 def test_a_wait_that_polls_first_ends_at_its_timeout_and_the_result_still_arrives(
         local, tmp_path, monkeypatch, poll_first, timeout, within):
@@ -216,9 +216,10 @@ def test_a_wait_interrupted_while_it_takes_the_lock_back_leaves_no_waiter_behind
     raised once the lock is held: the thread must still leave the futures' shared table of
     waiting threads, whose entry would otherwise outlive the future (kept by its id)."""
     import gc
+    import inspect
     import threading
 
-    from remotefn.future import _WAITING, CallInfo, RemoteFuture
+    from remotefn.future import _WAITING, CallInfo, RemoteFuture, _Condition
 
     def interrupt(signum, frame):
         raise _Interrupted
@@ -227,12 +228,19 @@ def test_a_wait_interrupted_while_it_takes_the_lock_back_leaves_no_waiter_behind
     key = id(future._condition)
     main = threading.get_ident()
 
+    lines, first = inspect.getsourcelines(_Condition.wait)
+    taking_back = first + next(i for i, line in enumerate(lines) if "_acquire_restore" in line)
+
+    def taking_the_lock_back():
+        frame = sys._current_frames().get(main)
+        return frame is not None and frame.f_code is _Condition.wait.__code__ \
+            and frame.f_lineno == taking_back
+
     def hold_the_lock():
         wait_until(lambda: key in _WAITING, what="the main thread to wait")
-        with future._condition:
-            time.sleep(0.5)  # the main thread's wait times out; it waits for the lock
+        with future._condition:  # the main thread's wait times out, then waits for the lock
+            wait_until(taking_the_lock_back, what="the main thread to take the lock back")
             signal.pthread_kill(main, signal.SIGINT)
-            time.sleep(0.1)
 
     previous = signal.signal(signal.SIGINT, interrupt)
     holder = threading.Thread(target=hold_the_lock)
