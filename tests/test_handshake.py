@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 
 import psutil
 import pytest
@@ -101,9 +102,15 @@ def listening_addresses_after(session_pid):
     return found
 
 
-def test_a_local_mpi_call_listens_on_loopback_only():
+@pytest.mark.parametrize("mpiexec", [None, os.path.join(os.path.dirname(sys.executable),
+                                                        "mpiexec")],
+                         ids=["found", "given"])
+def test_a_local_mpi_call_listens_on_loopback_only(mpiexec):
+    """Whether the session finds mpiexec or is given it (MPICH's hydra, here)."""
     pytest.importorskip("mpi4py")
-    with remotefn.session("local", max_cores=2, forward_output=False):
+    if mpiexec is not None and not os.access(mpiexec, os.X_OK):
+        pytest.skip(f"no mpiexec beside {sys.executable}")
+    with remotefn.session("local", max_cores=2, mpiexec=mpiexec, forward_output=False):
         found = remote(listening_addresses_after, cores=2)(str(os.getpid())).result(timeout=120)
     assert found[0], "the call's processes listen nowhere: the test sees nothing"
     assert set(found[0]) <= {"127.0.0.1", "::1"}

@@ -66,6 +66,7 @@ class LocalBackend(Backend):
         self.use_fork_server = fork_server and python is None
         self.fork_server: ForkServer | None = None
         self.mpiexec = mpiexec
+        self._launcher: str | None = None  # what runs as mpiexec (see launcher())
         self.transport = transport
         self.interface = interface
 
@@ -125,20 +126,31 @@ class LocalBackend(Backend):
             self.launcher()
 
     def launcher(self) -> str:
-        """The mpiexec to use; raises MissingDependency when there is none."""
-        if self.mpiexec is not None:
-            return self.mpiexec
-        beside = os.path.join(os.path.dirname(self.python), "mpiexec")
-        found = beside if os.access(beside, os.X_OK) else shutil.which("mpiexec")
+        """The mpiexec to use; raises MissingDependency when there is none.
+
+        MPICH's fork-based launcher (``mpiexec.gforker``) talks to its ranks over pipes;
+        hydra, MPICH's default, listens for them on every interface. So an MPICH mpiexec,
+        found or given, runs as the gforker installed beside it; without one, hydra runs and
+        a warning says what listens."""
+        if self._launcher is not None:
+            return self._launcher
+        found = self.mpiexec
+        if found is None:
+            beside = os.path.join(os.path.dirname(self.python), "mpiexec")
+            found = beside if os.access(beside, os.X_OK) else shutil.which("mpiexec")
         if found is None:
             raise MissingDependency(f"MPI functions (cores > 1) need mpiexec, and none was "
                                     f"found beside {self.python} or on PATH: {_MPI_HINT}")
-        # MPICH's fork-based launcher talks to its ranks over pipes; hydra, the default,
-        # listens for them on every interface.
-        forker = os.path.join(os.path.dirname(os.path.realpath(found)), "mpiexec.gforker")
-        if mpi_flavour(found) == "mpich" and os.access(forker, os.X_OK):
-            found = forker
-        self.mpiexec = found
+        if mpi_flavour(found) == "mpich" and not found.endswith("gforker"):
+            forker = os.path.join(os.path.dirname(os.path.realpath(found)), "mpiexec.gforker")
+            if os.access(forker, os.X_OK):
+                found = forker
+            else:
+                logger.warning("%s (MPICH's hydra) listens for its ranks on every network "
+                               "interface of this node; MPI calls keep to loopback with an "
+                               "MPICH that has mpiexec.gforker, or with Open MPI (the session "
+                               "setting mpiexec=)", found)
+        self._launcher = found
         return found
 
 
