@@ -358,8 +358,11 @@ _GRANDCHILD_SCRIPT = textwrap.dedent("""
 
     def start_grandchild(path):
         child = subprocess.Popen(["sleep", "600"])
+        # A daemon: its own session, and its parent (sh) gone, so init's child now.
+        daemon = subprocess.run(["sh", "-c", "setsid sleep 600 > /dev/null 2>&1 & echo $!"],
+                                capture_output=True, text=True).stdout.strip()
         with open(path + ".tmp", "w") as file:
-            file.write(f"{os.getpid()} {child.pid}")
+            file.write(f"{os.getpid()} {child.pid} {daemon}")
         os.rename(path + ".tmp", path)
         time.sleep(600)
 
@@ -377,11 +380,12 @@ def test_killing_the_session_ends_the_processes_its_calls_started(tmp_path, star
                               env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
                               stderr=subprocess.DEVNULL)
     wait_until(pids.exists, timeout=60, what="the call to start its child")
-    worker, grandchild = map(int, pids.read_text().split())
+    worker, grandchild, daemon = map(int, pids.read_text().split())
+    assert os.getsid(daemon) == daemon != os.getsid(worker)  # left the worker's session
     script.send_signal(signum)
     assert script.wait(timeout=60) != 0
-    wait_until(lambda: not alive(worker) and not alive(grandchild), timeout=30,
-               what="the worker and the process its call started to end")
+    wait_until(lambda: not any(map(alive, (worker, grandchild, daemon))), timeout=30,
+               what="the worker and the processes its call started to end")
 
 
 def test_a_running_calls_start_is_known_while_it_runs(local, tmp_path):

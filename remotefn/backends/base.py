@@ -70,6 +70,7 @@ def worker_environment(spec: WorkerSpec, base: Mapping[str, str]) -> dict[str, s
     environment.update(spec.options.env)
     environment.update(spec.session_env)
     environment[launch.RANKS] = str(spec.options.cores)
+    environment[launch.MARK] = spec.worker_id
     if spec.options.gpus and spec.gpu_ids:
         per_rank = spec.options.gpus
         ids = [str(i) for i in spec.gpu_ids]

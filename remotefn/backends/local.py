@@ -12,6 +12,7 @@ import sys
 from typing import Sequence
 
 from ..errors import MissingDependency
+from ..protocol import launch
 from ..options import DEFAULT_OPTIONS, CallOptions, check_int
 from .base import Backend, Capacity, LaunchedWorker, WorkerSpec, worker_environment
 from .forking import ForkServer, forkable
@@ -72,8 +73,10 @@ class LocalBackend(Backend):
 
     def start(self) -> None:
         if self.use_fork_server:
-            spec = WorkerSpec("forkserver", DEFAULT_OPTIONS)
-            self.fork_server = ForkServer(self.python, worker_environment(spec, os.environ))
+            environment = worker_environment(WorkerSpec("forkserver", DEFAULT_OPTIONS),
+                                             os.environ)
+            del environment[launch.MARK]  # the server runs no call
+            self.fork_server = ForkServer(self.python, environment)
 
     def close(self) -> None:
         if self.fork_server is not None:

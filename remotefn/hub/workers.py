@@ -190,16 +190,19 @@ class Workers:
         self.loop.later(STOP_GRACE, self._kill_if_alive, worker)
 
     def kill(self, worker: WorkerRecord) -> None:
-        """SIGKILL a worker and give its share back."""
+        """SIGKILL a worker, and what its calls started, and give its share back."""
         worker.process.signal(signal.SIGKILL)
+        launch.end_marked([worker.worker_id])
         if worker.state is not State.STOPPING:  # recorded once, however it is stopped
             self.recorder.emit("worker stopped", 0, worker.worker_id, "killed")
         self.retire(worker)
 
     def kill_all(self) -> None:
-        """SIGKILL every worker; safe from any thread."""
-        for worker in list(self.all):
+        """SIGKILL every worker, and what their calls started; safe from any thread."""
+        workers = list(self.all)
+        for worker in workers:
             worker.process.signal(signal.SIGKILL)
+        launch.end_marked([worker.worker_id for worker in workers])
 
     def retire(self, worker: WorkerRecord) -> None:
         """Mark a worker as stopping and give its CPUs and GPUs back to the ledger."""

@@ -1,10 +1,16 @@
 """How a session tells a worker where it is and who it is: environment variables.
 
 The worker removes every one of them at start, so that the session's secret never reaches
-user code or the processes it starts.
+user code or the processes it starts; all but MARK, which every process a call starts
+inherits, so that the worker and the session can end those that left the worker's process
+tree and group (see :func:`end_marked`).
 """
 
 from __future__ import annotations
+
+import os
+import signal
+from typing import Collection
 
 ADDRESS = "REMOTEFN_ADDRESS"  # the session's ZeroMQ endpoint
 KEY = "REMOTEFN_KEY"  # the session's secret, hex
@@ -18,3 +24,33 @@ STATUS_FD = "REMOTEFN_STATUS_FD"  # where a worker writes the ids of finished ca
 CONNECTION_FD = "REMOTEFN_CONNECTION_FD"  # a socket pair to the session, instead of ZeroMQ
 MEASURE_MEMORY = "REMOTEFN_MEASURE_MEMORY"  # "1": measure each call's peak memory
 NESTED = "REMOTEFN_NESTED"  # "flux": the worker runs in its own Flux instance
+MARK = "REMOTEFN_MARK"  # the worker's id, left in its environment for what its calls start
+
+
+def end_marked(marks: Collection[str]) -> None:
+    """SIGKILL every process of this user on this host whose environment carries one of
+    ``marks`` (worker ids) as MARK: what calls started, also after it left the worker's
+    process group and parent (``setsid``, a daemon's double fork), unless it cleared its
+    environment."""
+    if not marks:
+        return
+    wanted = {mark.encode() for mark in marks}
+    key = f"\0{MARK}=".encode()
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as file:
+                environment = b"\0" + file.read()
+        except OSError:  # gone, or another user's
+            continue
+        start = environment.find(key)
+        if start < 0:
+            continue
+        start += len(key)
+        if environment[start:environment.find(b"\0", start)] in wanted:
+            try:
+                os.kill(int(entry), signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass

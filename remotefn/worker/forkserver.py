@@ -26,7 +26,7 @@ import sys
 import traceback
 from typing import TYPE_CHECKING
 
-from ..protocol.launch import CONNECTION_FD, STATUS_FD
+from ..protocol.launch import CONNECTION_FD, MARK, STATUS_FD, end_marked
 
 if TYPE_CHECKING:
     from typing import Any
@@ -124,6 +124,7 @@ def serve(channel: socket.socket) -> None:
             if not message:
                 return
             request = json.loads(message)
+            forked_marks.add(request["env"].get(MARK, ""))
             pid = os.fork()
             if pid == 0:
                 _child(request, fds[0], fds[1], fds[2],
@@ -149,7 +150,12 @@ def main() -> int:
                     os.kill(child, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+        end_marked(forked_marks - {""})  # and what left the groups (daemons)
     return 0
+
+
+#: The marks of every worker this server forked (see ``launch.end_marked``).
+forked_marks: set[str] = set()
 
 
 def _children() -> list[int]:

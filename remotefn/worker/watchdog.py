@@ -25,7 +25,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
-from ..protocol import zmqlink
+from ..protocol import launch, zmqlink
 from ..sessions import registry
 
 if TYPE_CHECKING:
@@ -86,9 +86,9 @@ def _end_worker() -> None:
 
 
 def end_what_calls_started() -> None:
-    """SIGKILL every process this worker's calls started: its descendants and, when the
-    worker leads its own process group (local workers), every other member of that group
-    (children whose parent has already exited)."""
+    """SIGKILL every process this worker's calls started: its descendants, every other
+    member of its process group when it leads one (local workers), and every process that
+    carries its mark (those that left both: ``setsid``, a daemon's double fork)."""
     me = os.getpid()
     leads_group = os.getpgrp() == me
     parents: dict[int, int] = {}
@@ -116,6 +116,9 @@ def end_what_calls_started() -> None:
             os.kill(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+    mark = os.environ.get(launch.MARK)
+    if mark:
+        launch.end_marked([mark])
 
 
 def _connection_closed(connection: int, parent: int) -> bool:
