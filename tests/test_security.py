@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
+import stat
+import subprocess
 import sys
+import tempfile
 
 import pytest
 import zmq
@@ -158,8 +162,9 @@ def environment_seen_by_user_code():
     ({}, {"cores": 2}),
 ], ids=["forked", "exec-ed", "mpi-ranks"])
 def test_the_secret_does_not_reach_user_code(settings, options):
-    """The worker clears the secret (and every launch variable) from its environment before
-    user code runs: neither the call nor a process it starts can read it."""
+    """The worker clears the secret (and every launch variable but its mark) from its
+    environment before user code runs: neither the call nor a process it starts can read
+    it."""
     if options.get("cores", 1) > 1:
         pytest.importorskip("mpi4py")
     with remotefn.session("local", max_cores=2, forward_output=False, **settings) as session:
@@ -169,7 +174,7 @@ def test_the_secret_does_not_reach_user_code(settings, options):
     for pid, environment, child in ranks:
         assert pid != os.getpid()  # seen inside the worker, not here
         for seen in (environment, child):
-            assert [name for name in seen if name.startswith("REMOTEFN_")] == []
+            assert [name for name in seen if name.startswith("REMOTEFN_")] == ["REMOTEFN_MARK"]
             assert secret not in repr(seen)
 
 
@@ -180,8 +185,46 @@ def test_each_session_makes_a_fresh_256_bit_secret():
     assert [len(secret) for secret in secrets] == [32, 32] and secrets[0] != secrets[1]
 
 
-def test_runtime_directory_is_private(local):
-    assert os.stat(probe(local).runtime_dir).st_mode & 0o077 == 0
+def test_runtime_directory_and_its_sockets_are_private(tmp_path):
+    with remotefn.session("local", transport="ipc", forward_output=False) as session:
+        run_dir = probe(session).runtime_dir
+        assert os.stat(run_dir).st_mode & 0o077 == 0
+        modes = {name: stat.S_IMODE(os.stat(os.path.join(run_dir, name)).st_mode)
+                 for name in os.listdir(run_dir)}
+    assert {"session", "status", "owner"} <= set(modes)
+    assert {name: mode & 0o077 for name, mode in modes.items()} == dict.fromkeys(modes, 0)
+    assert not os.path.exists(run_dir)
+
+
+_KILLED_SESSION = """
+import sys, remotefn
+from remotefn.testing import probe
+with remotefn.session("local", forward_output=False) as session:
+    print(probe(session).runtime_dir, flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_the_run_directory_of_a_killed_session_goes_with_the_next_session(local):
+    script = subprocess.Popen([sys.executable, "-c", _KILLED_SESSION], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    killed_dir = script.stdout.readline().strip()
+    script.kill()
+    script.wait(timeout=60)
+    assert os.path.isdir(killed_dir)  # nothing could remove it
+    live_dir = probe(local).runtime_dir
+    other = tempfile.mkdtemp(prefix="remotefn-")  # named alike, not a session's
+    open(os.path.join(other, "state"), "w").close()
+    os.utime(other, (0, 0))
+    try:
+        with remotefn.session("local", forward_output=False) as session:
+            ours = probe(session).runtime_dir
+        assert not os.path.exists(ours) and not os.path.exists(killed_dir)
+        assert os.path.isdir(live_dir)  # a live session's stays
+        assert os.listdir(other) == ["state"]
+    finally:
+        shutil.rmtree(other)
 
 
 def test_a_batch_of_calls_survives_the_wire_intact():

@@ -41,7 +41,7 @@ from . import snapshot
 from .records import Call, WorkerRecord
 from .results import Results
 from .scheduler import Scheduler
-from .status import StatusServer
+from .status import StatusServer, claim, remove_stale_run_dirs
 from .workers import STOP_GRACE, Workers
 
 logger = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ class Hub:
         #: sends a call itself (see submit); everything below the inbox is guarded by it.
         self.lock = threading.Lock()
         self.runtime_dir = tempfile.mkdtemp(prefix="remotefn-")
+        claim(self.runtime_dir)
         self.loop = EventLoop()
         links: Links | None = None
         try:
@@ -352,6 +353,7 @@ class Hub:
         self.links.close()
         self.backend.close()
         shutil.rmtree(self.runtime_dir, ignore_errors=True)
+        remove_stale_run_dirs()  # of sessions that were killed
         self.loop.close()
         self._fail_stranded()
 

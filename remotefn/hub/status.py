@@ -1,10 +1,13 @@
-"""The status of a live session, for ``python -m remotefn status``.
+"""The status of a live session, for ``python -m remotefn status``, and the sessions' run
+directories.
 
 Each session listens on a Unix socket, ``status``, in its private (0700) run directory. A
 connection from a process of the same user (checked with ``SO_PEERCRED``) gets one JSON
 snapshot (allocation, pools, workers, running and queued calls) and is closed; anyone else
 is closed without a word. The hub thread writes the snapshot, so it is consistent; a client
-never opens a session of its own.
+never opens a session of its own. A session that was killed cannot remove its run
+directory; the next session of the same user to shut down on this host does
+(:func:`remove_stale_run_dirs`).
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ from __future__ import annotations
 import glob
 import json
 import os
+import shutil
 import socket
+import stat
 import struct
 import tempfile
 from typing import TYPE_CHECKING, Any, Callable
@@ -21,6 +26,8 @@ if TYPE_CHECKING:  # imported by the status command, which must not need zmq
     from .events import EventLoop
 
 SOCKET_NAME = "status"
+#: The file in a run directory that names the session's process: "pid start-time".
+OWNER_NAME = "owner"
 _CREDENTIALS = struct.Struct("3i")
 
 
@@ -58,6 +65,67 @@ class StatusServer:
     def close(self) -> None:
         self.loop.unwatch(self.socket.fileno())
         self.socket.close()
+
+
+def claim(run_dir: str) -> None:
+    """Write the owner file of ``run_dir``: this process, as :func:`remove_stale_run_dirs`
+    recognises it."""
+    descriptor = os.open(os.path.join(run_dir, OWNER_NAME), os.O_WRONLY | os.O_CREAT, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(f"{os.getpid()} {_started(os.getpid())}")
+
+
+def remove_stale_run_dirs(directory: str | None = None) -> int:
+    """Remove this user's run directories of sessions that are gone (killed): the process
+    their owner file names has exited, or, without one, nothing listens on their status
+    socket. Any other directory is left alone. Returns how many went."""
+    removed = 0
+    for path in glob.glob(os.path.join(directory or tempfile.gettempdir(), "remotefn-*")):
+        try:
+            info = os.lstat(path)
+        except OSError:
+            continue
+        if info.st_uid != os.getuid() or not stat.S_ISDIR(info.st_mode):
+            continue
+        if _gone(path):
+            shutil.rmtree(path, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+def _gone(run_dir: str) -> bool:
+    try:
+        with open(os.path.join(run_dir, OWNER_NAME)) as file:
+            pid, started = file.read().split()
+        return _started(int(pid)) != started
+    except (OSError, ValueError):
+        pass
+    status = os.path.join(run_dir, SOCKET_NAME)
+    try:
+        if not stat.S_ISSOCK(os.lstat(status).st_mode):
+            return False
+    except OSError:
+        return False
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        client.connect(status)
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+    finally:
+        client.close()
+    return False
+
+
+def _started(pid: int) -> str:
+    """When process ``pid`` started (clock ticks since boot), or "" when there is none:
+    with the pid, it names one process, even after the pid is reused."""
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            return file.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
 
 
 def live_sessions(directory: str | None = None) -> list[str]:

@@ -8,6 +8,7 @@ itself is imported by the caller: a worker on a socket pair never imports it.
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any, Sequence
 
 from .framing import BULK
@@ -51,6 +52,8 @@ def listen(socket: "zmq.Socket", address: str, secret: bytes) -> str:
             socket.bind(address)
     except zmq.ZMQError as error:
         raise ValueError(f"the session cannot listen on {address}: {error}") from None
+    if address.startswith("ipc://"):  # the user's alone, as its 0700 directory is
+        os.chmod(address[len("ipc://"):], 0o600)
     return socket.getsockopt_string(zmq.LAST_ENDPOINT)
 
 
