@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -39,8 +40,12 @@ def session_python(process: subprocess.Popen) -> psutil.Process:
 
 
 @needs_cluster
-@pytest.mark.parametrize("where", ["the job lives on", "salloc ends the job"])
-def test_a_killed_session_leaves_no_process_of_its_calls_behind(where, tmp_path):
+@pytest.mark.parametrize("where, how", [("the job lives on", signal.SIGKILL),
+                                        ("the job lives on", signal.SIGTERM),
+                                        ("the job lives on", signal.SIGINT),
+                                        ("salloc ends the job", signal.SIGKILL)],
+                         ids=["SIGKILL", "SIGTERM", "Ctrl-C", "SIGKILL-salloc-ends"])
+def test_a_killed_session_leaves_no_process_of_its_calls_behind(where, how, tmp_path):
     pid_file = tmp_path / "sleep.pid"
     script = f"""
         import os, subprocess, threading
@@ -64,7 +69,7 @@ def test_a_killed_session_leaves_no_process_of_its_calls_behind(where, tmp_path)
         sleeper = read_pid(str(pid_file), timeout=120, process=caller)
         job = job or psutil.Process(sleeper).environ()["SLURM_JOB_ID"]
         assert alive(sleeper) and steps(job)
-        session_python(caller).kill()  # SIGKILL: the session can do nothing about it
+        os.kill(session_python(caller).pid, how)  # SIGKILL: it can do nothing about it
         # Liveness bounds: the worker's watchdog gives up on a silent session within 6 s.
         wait_until(lambda: not alive(sleeper), timeout=30, what=f"sleep (pid {sleeper}) to end")
         wait_until(lambda: not steps(job), timeout=30, what="no step left in squeue -s")
