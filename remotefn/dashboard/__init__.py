@@ -6,6 +6,7 @@ self-contained HTML page; :mod:`.report` makes that page from an event record; :
 keeps the state of a running session, and :mod:`.server` serves it on 127.0.0.1 behind a
 token, in a thread of its own. Everything but :mod:`.stream` needs the ``dashboard`` extra.
 
-May import: :mod:`remotefn.hub` (the event record) and the bottom layer (future, errors,
-_version). Never the session: the session hands the dashboard what it shows.
+May import: the bottom layer (options, errors, future, _version), and the hub's event record
+(``remotefn.hub.recorder``) in type annotations alone. Never the session: the session hands
+the dashboard what it shows.
 """

@@ -9,5 +9,5 @@ results into future values; :mod:`.records` and :mod:`.ledger` hold the state;
 :mod:`.snapshot` reads them for ``session.resources()`` and the status command.
 
 May import: :mod:`remotefn.backends`, :mod:`remotefn.protocol` and the bottom layer (options,
-future, errors). Never the session, the cache or the decorator.
+errors, future, _version). Never the session, the cache or the decorator.
 """

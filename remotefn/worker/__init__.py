@@ -3,7 +3,9 @@
 that ends a worker whose session is gone (:mod:`.watchdog`), start-up (:mod:`.startup`) and
 the fork server for local workers (:mod:`.forkserver`).
 
-May import: :mod:`remotefn.protocol`, :mod:`remotefn.errors` and the session registry
-(:mod:`remotefn.sessions.registry`, for sessions opened inside a call). Nothing here is
-imported by the session's side except the fork server's module name.
+May import: :mod:`remotefn.protocol`, :mod:`remotefn.errors`, the session registry
+(:mod:`remotefn.sessions.registry`, for sessions opened inside a call) and
+:mod:`remotefn.decorator` (the fork server loads it ahead, so that forked workers start with
+it). The session's side imports :mod:`.runner` alone (``handle.local()`` fills a call's
+arguments from ``init`` as a worker does) and starts the rest by module name.
 """
