@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import queue
@@ -12,6 +11,7 @@ import subprocess
 import sys
 import threading
 
+from ..protocol import launch
 from .base import LaunchedWorker
 
 logger = logging.getLogger(__name__)
@@ -51,12 +51,12 @@ class ForkServer:
             if not message:
                 self.pids.put(-1)
                 return
-            kind, *numbers = message.decode().split()
+            kind, pid, code = launch.read_fork_answer(message)
             if kind == "pid":
-                self.pids.put(int(numbers[0]))
+                self.pids.put(pid)
             elif kind == "exit":
                 with self.exited:
-                    self.codes[int(numbers[0])] = int(numbers[1])
+                    self.codes[pid] = code
                     self.exited.notify_all()
 
     def fork(self, environment: dict[str, str], cwd: str | None) -> "ForkedWorker":
@@ -68,7 +68,7 @@ class ForkServer:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         ours.setblocking(False)
         try:
-            request = json.dumps({"env": environment, "cwd": cwd}).encode()
+            request = launch.fork_request(environment, cwd)
             with self.lock:
                 socket.send_fds(self.channel, [request],
                                 [write_end, status_write, theirs.fileno()])

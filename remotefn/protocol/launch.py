@@ -8,9 +8,10 @@ tree and group (see :func:`end_marked`).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
-from typing import Collection
+from typing import Collection, Mapping
 
 ADDRESS = "REMOTEFN_ADDRESS"  # the session's ZeroMQ endpoint
 KEY = "REMOTEFN_KEY"  # the session's secret, hex
@@ -25,6 +26,35 @@ CONNECTION_FD = "REMOTEFN_CONNECTION_FD"  # a socket pair to the session, instea
 MEASURE_MEMORY = "REMOTEFN_MEASURE_MEMORY"  # "1": measure each call's peak memory
 NESTED = "REMOTEFN_NESTED"  # "flux": the worker runs in its own Flux instance
 MARK = "REMOTEFN_MARK"  # the worker's id, left in its environment for what its calls start
+
+
+# -- the fork server's messages (remotefn.worker.forkserver and backends.forking) ---------------
+# Over a private socket pair: the session asks for a worker (its environment and working
+# directory, with the worker's descriptors passed beside); the server answers with the pid
+# of each worker it forked, and the exit code (negative: the signal) of each that ended.
+
+
+def fork_request(environment: Mapping[str, str], cwd: str | None) -> bytes:
+    return json.dumps({"env": dict(environment), "cwd": cwd}).encode()
+
+
+def read_fork_request(data: bytes) -> tuple[dict[str, str], str | None]:
+    request = json.loads(data)
+    return request["env"], request.get("cwd")
+
+
+def forked(pid: int) -> bytes:
+    return f"pid {pid}".encode()
+
+
+def exited(pid: int, code: int) -> bytes:
+    return f"exit {pid} {code}".encode()
+
+
+def read_fork_answer(data: bytes) -> tuple[str, int, int]:
+    """``("pid", pid, 0)`` or ``("exit", pid, code)``."""
+    kind, pid, *code = data.decode().split()
+    return kind, int(pid), int(code[0]) if code else 0
 
 
 def end_marked(marks: Collection[str]) -> None:

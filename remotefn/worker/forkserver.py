@@ -9,15 +9,14 @@ Who writes and who reads::
     fork server --"pid N"--> session              (the worker it forked)
     fork server --"exit N CODE"--> session        (a worker exited; CODE as Popen reports it)
 
-The socket is a SOCK_SEQPACKET pair whose fd is the server's argument, so every message
-arrives whole. The
+The messages are built and read by :mod:`remotefn.protocol.launch`. The socket is a
+SOCK_SEQPACKET pair whose fd is the server's argument, so every message arrives whole. The
 server exits when the session closes its end (or dies), and its workers notice that their
 parent is gone within a second.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import select
 import signal
@@ -26,7 +25,8 @@ import sys
 import traceback
 from typing import TYPE_CHECKING
 
-from ..protocol.launch import CONNECTION_FD, MARK, STATUS_FD, end_marked
+from ..protocol.launch import (CONNECTION_FD, MARK, STATUS_FD, end_marked, exited, forked,
+                               read_fork_request)
 
 if TYPE_CHECKING:
     from typing import Any
@@ -45,14 +45,14 @@ def _reap(channel: socket.socket) -> None:
             return
         code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
         try:
-            channel.send(f"exit {pid} {code}".encode())
+            channel.send(exited(pid, code))
         except OSError:  # the session has closed its end; keep reaping
             pass
 
 
-def _child(request: dict, stderr_fd: int, status_fd: int, connection_fd: int,
-           closing: list[int]) -> None:
-    """In the forked process: become the worker that ``request`` describes."""
+def _child(environment: dict[str, str], cwd: str | None, stderr_fd: int, status_fd: int,
+           connection_fd: int, closing: list[int]) -> None:
+    """In the forked process: become the worker with this environment and directory."""
     code = 1
     try:
         os.setsid()
@@ -63,11 +63,11 @@ def _child(request: dict, stderr_fd: int, status_fd: int, connection_fd: int,
         os.dup2(stderr_fd, 2)
         os.close(stderr_fd)
         os.environ.clear()
-        os.environ.update(request["env"])
+        os.environ.update(environment)
         os.environ[STATUS_FD] = str(status_fd)
         os.environ[CONNECTION_FD] = str(connection_fd)
-        if request.get("cwd"):
-            os.chdir(request["cwd"])
+        if cwd:
+            os.chdir(cwd)
         from .startup import main
 
         code = main()
@@ -123,16 +123,16 @@ def serve(channel: socket.socket) -> None:
                 return
             if not message:
                 return
-            request = json.loads(message)
-            forked_marks.add(request["env"].get(MARK, ""))
+            environment, cwd = read_fork_request(message)
+            forked_marks.add(environment.get(MARK, ""))
             pid = os.fork()
             if pid == 0:
-                _child(request, fds[0], fds[1], fds[2],
+                _child(environment, cwd, fds[0], fds[1], fds[2],
                        [channel.fileno(), wake_read, wake_write])
             for fd in fds:
                 os.close(fd)
             try:
-                channel.send(f"pid {pid}".encode())
+                channel.send(forked(pid))
             except OSError:
                 return
 
