@@ -2,12 +2,16 @@
 
 They are read from Debian's ``libpython3.X-testsuite`` package (``make test`` installs it
 when run as root), never copied here; without it these tests are skipped with the reason.
-The deliberate differences are in :data:`DIFFERENCES`, each with why.
+The deliberate differences are in :data:`DIFFERENCES`, each with why (docs/api.md lists them).
+Executors: the generic tests (ExecutorTest, WaitTests, AsCompletedTests, and the shutdown
+tests that start no interpreter naming a ``concurrent.futures`` class); futures: FutureTests,
+on RemoteFuture.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import sys
 import tempfile
@@ -29,6 +33,11 @@ DIFFERENCES = {
         "documented; calls are marked running only when a worker takes them, so right after "
         "submission all 50 may still be waiting and be cancelled (the test expects some to "
         "have started)",
+    "test_multiple_set_result":
+        "a RemoteFuture's repr names its class and its function; the test matches the "
+        "standard repr in its error message exactly",
+    "test_multiple_set_exception":
+        "a RemoteFuture's repr names its class and its function (as above)",
 }
 
 
@@ -89,3 +98,40 @@ class RemotefnShutdownTest(RemotefnMixin, cpython.BaseTestCase):
     test_run_after_shutdown = cpython.ExecutorShutdownTest.test_run_after_shutdown
     test_hang_issue12364 = cpython.ExecutorShutdownTest.test_hang_issue12364
     test_cancel_futures = cpython.ExecutorShutdownTest.test_cancel_futures
+
+
+def remote_future() -> remotefn.RemoteFuture:
+    """A RemoteFuture standing for a ``Future()``: its condition and waits are remotefn's."""
+    return remotefn.RemoteFuture(remotefn.CallInfo("f", 0, 0.0))
+
+
+class RemotefnFutureTest(cpython.FutureTests):
+    """CPython's tests of Future, on RemoteFuture wherever they make one (``Future()`` and
+    ``create_future``; the module's constant futures stay standard ones)."""
+
+    def setUp(self):
+        skip = DIFFERENCES.get(self._testMethodName)
+        if skip:
+            self.skipTest(f"deliberate difference: {skip}")
+        self._standard = cpython.Future
+        cpython.Future = remote_future
+        # A failing callback is logged; these tests read it on stderr, where logging's last
+        # resort puts it when nothing is configured (pytest configures a handler).
+        self._logger = logging.getLogger("concurrent.futures")
+        self._handler = _ToStderr()
+        self._logger.addHandler(self._handler)
+        self._propagate, self._logger.propagate = self._logger.propagate, False
+        super().setUp()
+
+    def tearDown(self):
+        cpython.Future = self._standard
+        self._logger.removeHandler(self._handler)
+        self._logger.propagate = self._propagate
+        super().tearDown()
+
+
+class _ToStderr(logging.Handler):
+    """Writes records to whatever ``sys.stderr`` is when they come (tests capture it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        sys.stderr.write(self.format(record) + "\n")
