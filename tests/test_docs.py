@@ -16,7 +16,7 @@ import docblocks
 import remotefn
 from remotefn import cache
 from helpers import needs
-from test_slurm import cluster_reason, salloc
+from cluster import cluster_reason, salloc
 
 ROOT = docblocks.ROOT
 PAGES = docblocks.pages()

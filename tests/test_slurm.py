@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,63 +12,14 @@ import pytest
 
 import remotefn
 from remotefn import WorkerDied, WorkerStartError, remote
-from remotefn.backends.slurm import parse_allocation, sanitize, srun_command
-from remotefn.options import resolve
+from remotefn.backends.slurm import parse_allocation, sanitize
 from sample_module import calc
-from helpers import needs, wait_for_file, wait_until
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def cluster_reason() -> str | None:
-    if shutil.which("sinfo") is None:
-        return "no SLURM here: run `sudo scripts/test-cluster.sh up` (make test does, as root)"
-    probe = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True)
-    if probe.returncode != 0 or not probe.stdout.strip():
-        return f"SLURM is not answering ({probe.stderr.strip()}); run scripts/test-cluster.sh up"
-    return None
-
-
-_REASON = cluster_reason()
-#: Skipped with the reason where there is no cluster; a failure where REQUIRE_SLURM=1.
-needs_cluster = needs("slurm", _REASON)
-
-
-def salloc(*args: str) -> str:
-    out = subprocess.run(["salloc", "--no-shell", "-J", "remotefn-tests", *args],
-                         capture_output=True, text=True, timeout=60)
-    match = re.search(r"Granted job allocation (\d+)", out.stderr)
-    assert match, out.stderr
-    return match.group(1)
-
-
-def steps(job: str) -> list[str]:
-    out = subprocess.run(["squeue", "-h", "-s", "-j", job, "-o", "%i %j"], capture_output=True,
-                         text=True)
-    return [line for line in out.stdout.splitlines() if "remotefn-" in line]
-
-
-@pytest.fixture(scope="module")
-def job():
-    """A 3-node allocation with 2 CPUs and 2 fake GPUs per node, for the whole module."""
-    job_id = salloc("-N3", "--ntasks-per-node=2", "--gres=gpu:2")
-    yield job_id
-    subprocess.run(["scancel", job_id])
-
-
-@pytest.fixture
-def slurm(job):
-    with remotefn.session("slurm", job_id=job, forward_output=False) as session:
-        yield session
-    wait_until(lambda: not steps(job), what="no remotefn step left in squeue")
+from cluster import command, job, needs_cluster, node_of_rank, slurm, steps  # noqa: F401
+from helpers import wait_for_file, wait_until
 
 
 def where():
     return os.environ["SLURMD_NODENAME"], os.environ.get("CUDA_VISIBLE_DEVICES")
-
-
-def node_of_rank():
-    return os.environ["SLURMD_NODENAME"]
 
 
 def threads():
@@ -91,11 +40,6 @@ def wait_for(path):
 
 
 # -- the command line, without a scheduler ------------------------------------------------------
-
-def command(**options):
-    return srun_command(resolve(options), job_id="42", mpi="pmi2", srun="srun",
-                        python="/py", name="remotefn-w1")
-
 
 def test_srun_command_for_a_plain_call():
     assert command() == ["srun", "--jobid=42", "--job-name=remotefn-w1", "--exact",

@@ -14,7 +14,7 @@ import pytest
 import remotefn
 from remotefn import WorkerDied, WorkerStartError, remote
 from helpers import alive, read_pid, wait_for_file, wait_until
-from test_slurm import needs_cluster, salloc, steps
+from cluster import needs_cluster, salloc, steps
 
 
 def run_in_job(job: str, script: str) -> subprocess.Popen:

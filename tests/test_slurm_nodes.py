@@ -17,7 +17,7 @@ from remotefn.backends.slurm import expand_hostlist, parse_allocation, pending_s
 from remotefn.hub.ledger import Demand, Ledger
 from remotefn.testing import probe
 from helpers import needs, wait_for_file, wait_until
-from test_slurm import job, needs_cluster, node_of_rank, salloc, steps  # noqa: F401 (job)
+from cluster import job, needs_cluster, node_of_rank, salloc, steps  # noqa: F401 (job)
 
 
 @pytest.mark.parametrize("resolved, interfaces, expected", [

@@ -14,7 +14,7 @@ from remotefn import remote
 from remotefn.backends.slurm import parse_allocation
 from remotefn.options import resolve
 from helpers import wait_for_file, wait_until
-from test_slurm import command, needs_cluster, salloc
+from cluster import command, needs_cluster, salloc
 
 
 def step_and_gpus():
