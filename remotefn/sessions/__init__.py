@@ -5,7 +5,7 @@ futures inside arguments (:mod:`.dependencies`).
 
 May import: :mod:`remotefn.hub`, :mod:`remotefn.cache`, :mod:`remotefn.dashboard` (when a
 session serves one, or writes a report), :mod:`remotefn.backends`,
-:mod:`remotefn.protocol` and the bottom layer (options, errors, future, _version). Never the decorator:
-a handle is recognised by its ``__remotefn_handle__`` marker. Workers import the registry
+:mod:`remotefn.protocol` and the bottom layer (options, errors, future, _version). Never the
+decorator: a handle is recognised by its ``__remotefn_handle__`` marker. Workers import the registry
 alone, so this ``__init__`` imports nothing.
 """
