@@ -388,6 +388,22 @@ def test_killing_the_session_ends_the_processes_its_calls_started(tmp_path, star
                what="the worker and the processes its call started to end")
 
 
+def start_daemon():
+    """Inside a call: a process in a session of its own whose parent has exited; its pid."""
+    return int(subprocess.run(["sh", "-c", "setsid sleep 600 > /dev/null 2>&1 & echo $!"],
+                              capture_output=True, text=True, check=True).stdout)
+
+
+@pytest.mark.parametrize("start", ["fork", "exec"])
+def test_a_session_that_ends_ends_the_daemons_its_calls_started(start):
+    with remotefn.session("local", fork_server=start == "fork", forward_output=False):
+        daemon = remote(start_daemon)().result(timeout=60)
+        pool_daemon = remote(start_daemon, block=True)().result(timeout=60)
+        assert alive(daemon) and alive(pool_daemon)
+    wait_until(lambda: not alive(daemon) and not alive(pool_daemon), timeout=30,
+               what="the daemons to end")
+
+
 def test_a_running_calls_start_is_known_while_it_runs(local, tmp_path):
     gate = tmp_path / "gate"
     handle = remote(value_after, block=True, max_workers=1)

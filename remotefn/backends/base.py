@@ -70,7 +70,6 @@ def worker_environment(spec: WorkerSpec, base: Mapping[str, str]) -> dict[str, s
     environment.update(spec.options.env)
     environment.update(spec.session_env)
     environment[launch.RANKS] = str(spec.options.cores)
-    environment[launch.MARK] = spec.worker_id
     if spec.options.gpus and spec.gpu_ids:
         per_rank = spec.options.gpus
         ids = [str(i) for i in spec.gpu_ids]
@@ -173,6 +172,10 @@ class Backend(abc.ABC):
     """How workers are launched and stopped; the session does everything else."""
 
     name: str = ""
+    #: Calls run on the session's host, as its own descendants: when the session kills a
+    #: worker or ends, it ends what the calls started there itself (``launch.end_marked``).
+    #: Elsewhere the scheduler owns the calls' processes, and each worker ends its own.
+    runs_calls_here: bool = False
 
     def start(self) -> None:
         """Prepare to launch workers (called once, when the session opens; must not block)."""

@@ -12,7 +12,6 @@ import sys
 from typing import Sequence
 
 from ..errors import MissingDependency
-from ..protocol import launch
 from ..options import DEFAULT_OPTIONS, CallOptions, check_int
 from .base import Backend, Capacity, LaunchedWorker, WorkerSpec, worker_environment
 from .forking import ForkServer, forkable
@@ -35,6 +34,7 @@ class LocalBackend(Backend):
     """
 
     name = "local"
+    runs_calls_here = True
 
     def __init__(self, *, max_cores: int | None = None, max_gpus: int | None = None,
                  gpu_ids: Sequence[int] | None = None, python: str | None = None,
@@ -73,10 +73,8 @@ class LocalBackend(Backend):
 
     def start(self) -> None:
         if self.use_fork_server:
-            environment = worker_environment(WorkerSpec("forkserver", DEFAULT_OPTIONS),
-                                             os.environ)
-            del environment[launch.MARK]  # the server runs no call
-            self.fork_server = ForkServer(self.python, environment)
+            spec = WorkerSpec("forkserver", DEFAULT_OPTIONS)
+            self.fork_server = ForkServer(self.python, worker_environment(spec, os.environ))
 
     def close(self) -> None:
         if self.fork_server is not None:

@@ -115,18 +115,20 @@ def load(path: str, key: str | None = None) -> Any:
     with open(path, "rb") as raw:  # permissions and file limits fail here, with their errno
         raw.read(8)
     try:
-        return _load(path, key)
+        stored, pickled = _read(path, key)
     except DamagedEntry:
         raise
     except OSError as error:
-        if _transient(error):
+        if _transient(error) or isinstance(error, FileNotFoundError):  # deleted meanwhile
             raise
         raise DamagedEntry(f"HDF5 cannot read it ({error})") from error
     except (KeyError, ValueError) as error:  # h5py's errors for a damaged layout
         raise DamagedEntry(f"HDF5 cannot read it ({type(error).__name__}: {error})") from error
+    return pickle.loads(stored) if pickled else stored
 
 
-def _load(path: str, key: str | None) -> Any:
+def _read(path: str, key: str | None) -> tuple[Any, bool]:
+    """The checked payload of the entry at ``path``, and whether it is a pickle."""
     import h5py
 
     try:
@@ -146,7 +148,7 @@ def _load(path: str, key: str | None) -> Any:
     if found != expected:
         raise DamagedEntry(f"checksum {found[:16]}... of the payload, stored "
                            f"{expected[:16]}...")
-    return pickle.loads(stored) if pickled else stored
+    return stored, pickled
 
 
 def read_hit(path: str, key: str | None = None) -> tuple[bool, Any]:

@@ -63,10 +63,10 @@ class Hub:
         #: sends a call itself (see submit); everything below the inbox is guarded by it.
         self.lock = threading.Lock()
         self.runtime_dir = tempfile.mkdtemp(prefix="remotefn-")
-        claim(self.runtime_dir)
         self.loop = EventLoop()
         links: Links | None = None
         try:
+            claim(self.runtime_dir)
             backend.start()
             capacity = backend.capacity()
             links = Links(self.loop, backend.address(self.runtime_dir), self._deliver)
@@ -331,7 +331,7 @@ class Hub:
                         "the session was shut down before the call started"))
         for worker in list(workers.all):
             if kill:
-                workers.kill(worker)
+                workers.kill(worker, marked=False)  # all at once, when the session closes
             else:
                 workers.stop(worker)
         self.loop.later(STOP_GRACE, self.kill_now)
@@ -349,6 +349,7 @@ class Hub:
     def _close(self) -> None:
         self.status.close()
         self.workers.close()
+        self.workers.end_marked()  # what calls started and left running
         self.recorder.close()
         self.links.close()
         self.backend.close()

@@ -88,6 +88,8 @@ class Pool:
         self.released = False
         #: Recent calls' mean run time in seconds (a moving average); None before the first.
         self.runtime: float | None = None
+        #: :meth:`describe`, made once (each call's info carries it).
+        self.label = self.describe()
 
     def record_runtime(self, seconds: float) -> None:
         self.runtime = seconds if self.runtime is None else 0.8 * self.runtime + 0.2 * seconds
@@ -174,8 +176,8 @@ class WorkerRecord:
         """Record where the worker runs, as its HELLO says: the calls it takes carry it in
         their info (worker, host, pid, pool, ranks, GPUs per rank)."""
         self.host, self.pid = host, pid
-        self.placement = (self.worker_id, host, pid, self.pool.describe(),
-                          self.pool.options.cores, gpus)
+        self.placement = (self.worker_id, host, pid, self.pool.label, self.pool.options.cores,
+                          gpus)
 
     def read_status(self) -> None:
         """Collect the ids the worker wrote to its status pipe (calls it has finished)."""

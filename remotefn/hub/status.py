@@ -26,7 +26,8 @@ if TYPE_CHECKING:  # imported by the status command, which must not need zmq
     from .events import EventLoop
 
 SOCKET_NAME = "status"
-#: The file in a run directory that names the session's process: "pid start-time".
+#: The file in a run directory that names the session's process: its host, boot, PID
+#: namespace, pid and start time (a temporary directory may be shared between hosts).
 OWNER_NAME = "owner"
 _CREDENTIALS = struct.Struct("3i")
 
@@ -72,13 +73,14 @@ def claim(run_dir: str) -> None:
     recognises it."""
     descriptor = os.open(os.path.join(run_dir, OWNER_NAME), os.O_WRONLY | os.O_CREAT, 0o600)
     with os.fdopen(descriptor, "w") as file:
-        file.write(f"{os.getpid()} {_started(os.getpid())}")
+        file.write(f"{_here()} {os.getpid()} {_started(os.getpid())}")
 
 
 def remove_stale_run_dirs(directory: str | None = None) -> int:
-    """Remove this user's run directories of sessions that are gone (killed): the process
-    their owner file names has exited, or, without one, nothing listens on their status
-    socket. Any other directory is left alone. Returns how many went."""
+    """Remove this user's run directories of sessions that are gone (killed): those whose
+    owner file names a process of this host, boot and PID namespace that has exited. Any
+    other directory is left alone (also a session's of another host that shares the
+    temporary directory). Returns how many went."""
     removed = 0
     for path in glob.glob(os.path.join(directory or tempfile.gettempdir(), "remotefn-*")):
         try:
@@ -96,26 +98,21 @@ def remove_stale_run_dirs(directory: str | None = None) -> int:
 def _gone(run_dir: str) -> bool:
     try:
         with open(os.path.join(run_dir, OWNER_NAME)) as file:
-            pid, started = file.read().split()
-        return _started(int(pid)) != started
+            here, pid, started = file.read().rsplit(" ", 2)
+        return here == _here() and _started(int(pid)) != started
     except (OSError, ValueError):
-        pass
-    status = os.path.join(run_dir, SOCKET_NAME)
-    try:
-        if not stat.S_ISSOCK(os.lstat(status).st_mode):
-            return False
-    except OSError:
         return False
-    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+
+
+def _here() -> str:
+    """This host, its boot and this process's PID namespace, with no spaces."""
     try:
-        client.connect(status)
-    except ConnectionRefusedError:
-        return True
+        with open("/proc/sys/kernel/random/boot_id") as file:
+            boot = file.read().strip()
+        namespace = os.readlink("/proc/self/ns/pid")
     except OSError:
-        return False
-    finally:
-        client.close()
-    return False
+        boot = namespace = "?"
+    return "|".join((socket.gethostname(), boot, namespace)).replace(" ", "_")
 
 
 def _started(pid: int) -> str:

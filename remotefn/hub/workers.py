@@ -15,6 +15,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 from typing import Any
 
 from .._version import __version__
@@ -58,6 +59,8 @@ class Workers:
         self.measure_memory = measure_memory
         self.all: set[WorkerRecord] = set()
         self._ids = itertools.count()
+        #: What every worker's mark starts with (see ``launch.end_marked``).
+        self.marks = f"s{secrets.token_hex(6)}/"
         #: The session is stopping: calls of workers that die fail instead of running again.
         self.stopping = False
 
@@ -70,7 +73,8 @@ class Workers:
         worker_id = f"w{next(self._ids)}-{secrets.token_hex(4)}"
         session_env = {launch.ADDRESS: self.links.address, launch.KEY: self.key.hex(),
                        launch.WORKER: worker_id, launch.CPUS: str(pool.cpus),
-                       launch.SERVER_KEY: self.links.server_public.decode()}
+                       launch.SERVER_KEY: self.links.server_public.decode(),
+                       launch.MARK: self.marks + worker_id}
         if self.measure_memory:
             session_env[launch.MEASURE_MEMORY] = "1"
         spec = WorkerSpec(worker_id, pool.options, session_env, share.gpu_ids,
@@ -189,20 +193,30 @@ class Workers:
         self.retire(worker)
         self.loop.later(STOP_GRACE, self._kill_if_alive, worker)
 
-    def kill(self, worker: WorkerRecord) -> None:
-        """SIGKILL a worker, and what its calls started, and give its share back."""
+    def kill(self, worker: WorkerRecord, marked: bool = True) -> None:
+        """SIGKILL a worker, and (with ``marked``) what its calls started, and give its
+        share back."""
         worker.process.signal(signal.SIGKILL)
-        launch.end_marked([worker.worker_id])
+        if marked and self.backend.runs_calls_here:
+            # Off this thread: reading a process's environment waits for its memory map,
+            # which a process stuck in the kernel (a hung file system) holds.
+            threading.Thread(target=launch.end_marked, args=([self.marks + worker.worker_id],),
+                             name="remotefn-end-marked", daemon=True).start()
         if worker.state is not State.STOPPING:  # recorded once, however it is stopped
             self.recorder.emit("worker stopped", 0, worker.worker_id, "killed")
         self.retire(worker)
 
     def kill_all(self) -> None:
-        """SIGKILL every worker, and what their calls started; safe from any thread."""
-        workers = list(self.all)
-        for worker in workers:
+        """SIGKILL every worker, and what calls started; safe from any thread."""
+        for worker in list(self.all):
             worker.process.signal(signal.SIGKILL)
-        launch.end_marked([worker.worker_id for worker in workers])
+        self.end_marked()
+
+    def end_marked(self) -> None:
+        """SIGKILL what the session's calls started, where it can see them (see
+        ``Backend.runs_calls_here``): what is left once the session ends."""
+        if self.backend.runs_calls_here:
+            launch.end_marked(session=self.marks)
 
     def retire(self, worker: WorkerRecord) -> None:
         """Mark a worker as stopping and give its CPUs and GPUs back to the ledger."""

@@ -25,7 +25,7 @@ STATUS_FD = "REMOTEFN_STATUS_FD"  # where a worker writes the ids of finished ca
 CONNECTION_FD = "REMOTEFN_CONNECTION_FD"  # a socket pair to the session, instead of ZeroMQ
 MEASURE_MEMORY = "REMOTEFN_MEASURE_MEMORY"  # "1": measure each call's peak memory
 NESTED = "REMOTEFN_NESTED"  # "flux": the worker runs in its own Flux instance
-MARK = "REMOTEFN_MARK"  # the worker's id, left in its environment for what its calls start
+MARK = "REMOTEFN_MARK"  # "<session>/<worker>", left in the environment for what calls start
 
 
 # -- the fork server's messages (remotefn.worker.forkserver and backends.forking) ---------------
@@ -57,14 +57,20 @@ def read_fork_answer(data: bytes) -> tuple[str, int, int]:
     return kind, int(pid), int(code[0]) if code else 0
 
 
-def end_marked(marks: Collection[str]) -> None:
+def session_of(mark: str) -> str:
+    """The session part of a worker's mark: what every mark of that session starts with."""
+    return mark.rsplit("/", 1)[0] + "/"
+
+
+def end_marked(marks: Collection[str] = (), session: str | None = None) -> None:
     """SIGKILL every process of this user on this host whose environment carries one of
-    ``marks`` (worker ids) as MARK: what calls started, also after it left the worker's
-    process group and parent (``setsid``, a daemon's double fork), unless it cleared its
-    environment."""
-    if not marks:
-        return
+    ``marks`` as MARK, or any mark of ``session`` (see :func:`session_of`): what calls
+    started, also after it left the worker's process group and parent (``setsid``, a
+    daemon's double fork), unless it cleared its environment."""
     wanted = {mark.encode() for mark in marks}
+    prefix = session.encode() if session else None
+    if not wanted and prefix is None:
+        return
     key = f"\0{MARK}=".encode()
     me = os.getpid()
     for entry in os.listdir("/proc"):
@@ -79,7 +85,8 @@ def end_marked(marks: Collection[str]) -> None:
         if start < 0:
             continue
         start += len(key)
-        if environment[start:environment.find(b"\0", start)] in wanted:
+        mark = environment[start:environment.find(b"\0", start)]
+        if mark in wanted or (prefix is not None and mark.startswith(prefix)):
             try:
                 os.kill(int(entry), signal.SIGKILL)
             except (ProcessLookupError, PermissionError):

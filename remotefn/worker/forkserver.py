@@ -26,7 +26,7 @@ import traceback
 from typing import TYPE_CHECKING
 
 from ..protocol.launch import (CONNECTION_FD, MARK, STATUS_FD, end_marked, exited, forked,
-                               read_fork_request)
+                               read_fork_request, session_of)
 
 if TYPE_CHECKING:
     from typing import Any
@@ -85,6 +85,7 @@ def _child(environment: dict[str, str], cwd: str | None, stderr_fd: int, status_
 
 
 def serve(channel: socket.socket) -> None:
+    global forked_for
     # What every worker imports, loaded once here; the rest waits until the server is idle,
     # so that the first worker (which the session is waiting for) starts sooner.
     from . import startup  # noqa: F401
@@ -124,7 +125,7 @@ def serve(channel: socket.socket) -> None:
             if not message:
                 return
             environment, cwd = read_fork_request(message)
-            forked_marks.add(environment.get(MARK, ""))
+            forked_for = session_of(environment.get(MARK, ""))
             pid = os.fork()
             if pid == 0:
                 _child(environment, cwd, fds[0], fds[1], fds[2],
@@ -150,12 +151,14 @@ def main() -> int:
                     os.kill(child, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-        end_marked(forked_marks - {""})  # and what left the groups (daemons)
+        if forked_for not in ("", "/"):
+            end_marked(session=forked_for)  # and what left the groups (daemons)
     return 0
 
 
-#: The marks of every worker this server forked (see ``launch.end_marked``).
-forked_marks: set[str] = set()
+#: The session part of the marks of the workers this server forked (see
+#: ``launch.end_marked``).
+forked_for = ""
 
 
 def _children() -> list[int]:
