@@ -381,8 +381,11 @@ from remotefn import remote
 
 def start_grandchild(path):
     child = subprocess.Popen(["sleep", "600"])
+    # A daemon: its own session, and its parent (sh) gone.
+    daemon = subprocess.run(["sh", "-c", "setsid sleep 600 > /dev/null 2>&1 & echo $!"],
+                            capture_output=True, text=True).stdout.strip()
     with open(path + ".tmp", "w") as file:
-        file.write(f"{os.getpid()} {child.pid}")
+        file.write(f"{os.getpid()} {child.pid} {daemon}")
     os.rename(path + ".tmp", path)
     threading.Event().wait()
 
@@ -398,7 +401,8 @@ with remotefn.session("flux", forward_output=False):
                          ids=["SIGKILL", "SIGTERM", "Ctrl-C"])
 def test_a_killed_session_leaves_no_process_of_its_calls(tmp_path, signum):
     """A session killed while a block call and a one-shot call run, each with a process it
-    started (`sleep 600`): the workers, those processes and the jobs all end."""
+    started (`sleep 600`) and a daemon that left its process group and parent: the workers,
+    those processes and the jobs all end."""
     wait_until(lambda: not active_jobs(), timeout=60, what="earlier tests' jobs to end")
     files = [str(tmp_path / "block"), str(tmp_path / "one-shot")]
     script = subprocess.Popen([sys.executable, "-c", GRANDCHILDREN, *files],

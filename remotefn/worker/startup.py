@@ -11,6 +11,7 @@ import threading
 
 from ..protocol import launch
 from ..sessions import registry
+from . import watchdog
 from .loop import Worker
 
 
@@ -52,6 +53,7 @@ def main() -> int:
         gpu_ids=[int(i) for i in visible.split(",") if i.isdigit()] if visible else None)
     seen = tuple(i for i in visible.split(",") if i) if visible is not None else None
     rank_gpus = comm.gather(seen, root=0) if comm is not None else [seen]
+    watchdog.end_on_sigterm()
     if comm is not None and rank > 0:
         mpi.follow(comm)
         return 0

@@ -64,6 +64,20 @@ def start(link: "int | zmq.Socket") -> None:
                      args=(watch, link, os.getppid())).start()
 
 
+def end_on_sigterm() -> None:
+    """On SIGTERM (how SLURM and Flux end a step or job first: the scheduler kills the rest
+    only after a grace period), end what this worker's calls started, then die of it."""
+    signal.signal(signal.SIGTERM, _terminated)
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    try:
+        end_what_calls_started()
+    finally:
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+
 def _watch_session(watch: Callable[..., bool], *args: Any) -> None:
     """Exit the process once ``watch(*args)`` says the session is gone, or fails; return
     quietly when it says the worker closed its link (it is ending on its own)."""
