@@ -202,6 +202,17 @@ def test_truncated_entry_is_a_miss_with_a_warning_and_is_replaced(cached, tmp_pa
     assert cache.load(entry.path) == 2
 
 
+def test_load_refuses_what_is_no_entry_with_damaged_entry(tmp_path):
+    fifo, group = str(tmp_path / "fifo.h5"), str(tmp_path / "group.h5")
+    os.mkfifo(fifo)
+    with h5py.File(group, "w") as file:  # the layout of an entry, a group where data goes
+        file.attrs["format"], file.attrs["checksum"] = store.FORMAT, "0" * 64
+        file.create_group("pickle")
+    for path in (fifo, group, str(tmp_path)):
+        with pytest.raises(ValueError, match="not a regular file|HDF5 cannot read it"):
+            cache.load(path)
+
+
 STALLED_WRITER = """
     import sys, threading
     from remotefn.cache import store

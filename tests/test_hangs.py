@@ -394,14 +394,63 @@ def start_daemon():
                               capture_output=True, text=True, check=True).stdout)
 
 
+def fork_daemon():
+    """Inside a call: a daemon made by a double fork, without exec; its pid."""
+    import time
+
+    read, write = os.pipe()
+    if os.fork() == 0:
+        try:
+            os.setsid()
+            if os.fork() == 0:
+                os.write(write, str(os.getpid()).encode())
+                time.sleep(600)
+        finally:
+            os._exit(0)
+    os.close(write)
+    return int(os.read(read, 32))
+
+
 @pytest.mark.parametrize("start", ["fork", "exec"])
 def test_a_session_that_ends_ends_the_daemons_its_calls_started(start):
     with remotefn.session("local", fork_server=start == "fork", forward_output=False):
-        daemon = remote(start_daemon)().result(timeout=60)
-        pool_daemon = remote(start_daemon, block=True)().result(timeout=60)
-        assert alive(daemon) and alive(pool_daemon)
-    wait_until(lambda: not alive(daemon) and not alive(pool_daemon), timeout=30,
-               what="the daemons to end")
+        daemons = [remote(start_daemon)().result(timeout=60),
+                   remote(start_daemon, block=True)().result(timeout=60),
+                   remote(fork_daemon)().result(timeout=60)]
+        assert all(map(alive, daemons))
+    wait_until(lambda: not any(map(alive, daemons)), timeout=30, what="the daemons to end")
+
+
+_FINISHED_CALLS_DAEMONS = textwrap.dedent("""
+    import sys
+    import remotefn
+    from remotefn import remote
+    from test_hangs import fork_daemon, start_daemon
+
+    with remotefn.session("local", max_cores=2, forward_output=False):
+        pids = [remote(start_daemon)().result(), remote(fork_daemon)().result()]
+        if sys.argv[1] == "mpi":
+            pids += remote(start_daemon, cores=2)().result()
+        print(*pids, flush=True)
+        sys.stdin.read()
+""")
+
+
+@pytest.mark.parametrize("calls", ["one-shot", "mpi"])
+def test_a_killed_session_ends_the_daemons_of_calls_that_finished(calls):
+    """No worker of the session is left to see it go: its fork server ends them."""
+    if calls == "mpi":
+        pytest.importorskip("mpi4py")
+    script = subprocess.Popen([sys.executable, "-c", _FINISHED_CALLS_DAEMONS, calls],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    try:
+        daemons = [int(pid) for pid in script.stdout.readline().split()]
+        assert daemons and all(map(alive, daemons))
+    finally:
+        script.kill()
+        script.wait(timeout=60)
+    wait_until(lambda: not any(map(alive, daemons)), timeout=30, what="the daemons to end")
 
 
 def test_a_running_calls_start_is_known_while_it_runs(local, tmp_path):

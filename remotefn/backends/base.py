@@ -176,6 +176,9 @@ class Backend(abc.ABC):
     #: worker or ends, it ends what the calls started there itself (``launch.end_marked``).
     #: Elsewhere the scheduler owns the calls' processes, and each worker ends its own.
     runs_calls_here: bool = False
+    #: What the marks of this session's workers start with (``launch.session_of``); set by
+    #: the session before :meth:`start`.
+    session_mark: str = ""
 
     def start(self) -> None:
         """Prepare to launch workers (called once, when the session opens; must not block)."""

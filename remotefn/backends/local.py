@@ -12,6 +12,7 @@ import sys
 from typing import Sequence
 
 from ..errors import MissingDependency
+from ..protocol import launch
 from ..options import DEFAULT_OPTIONS, CallOptions, check_int
 from .base import Backend, Capacity, LaunchedWorker, WorkerSpec, worker_environment
 from .forking import ForkServer, forkable
@@ -73,7 +74,11 @@ class LocalBackend(Backend):
 
     def start(self) -> None:
         if self.use_fork_server:
-            spec = WorkerSpec("forkserver", DEFAULT_OPTIONS)
+            # The server's mark is the session's: the workers it forks keep it in their
+            # initial environment (what /proc shows), and so does any process they fork
+            # without exec'ing.
+            spec = WorkerSpec("forkserver", DEFAULT_OPTIONS,
+                              {launch.MARK: self.session_mark} if self.session_mark else {})
             self.fork_server = ForkServer(self.python, worker_environment(spec, os.environ))
 
     def close(self) -> None:

@@ -17,6 +17,7 @@ import os
 import pickle
 import re
 import socket
+import stat
 import time
 import warnings
 from dataclasses import dataclass
@@ -112,6 +113,8 @@ def load(path: str, key: str | None = None) -> Any:
     :class:`DamagedEntry` (a ``ValueError``) when the file's content is not a good entry
     (checksum, format, a file HDF5 cannot read), and ``OSError`` when the file cannot be
     read (permissions, locks, file limits)."""
+    if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the read below
+        raise DamagedEntry("not a regular file")
     with open(path, "rb") as raw:  # permissions and file limits fail here, with their errno
         raw.read(8)
     try:
@@ -122,7 +125,7 @@ def load(path: str, key: str | None = None) -> Any:
         if _transient(error) or isinstance(error, FileNotFoundError):  # deleted meanwhile
             raise
         raise DamagedEntry(f"HDF5 cannot read it ({error})") from error
-    except (KeyError, ValueError) as error:  # h5py's errors for a damaged layout
+    except Exception as error:  # h5py's (and numpy's) errors for a damaged layout
         raise DamagedEntry(f"HDF5 cannot read it ({type(error).__name__}: {error})") from error
     return pickle.loads(stored) if pickled else stored
 

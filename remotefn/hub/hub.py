@@ -20,6 +20,7 @@ thread.
 from __future__ import annotations
 
 import logging
+import secrets
 import shutil
 import tempfile
 import threading
@@ -67,6 +68,7 @@ class Hub:
         links: Links | None = None
         try:
             claim(self.runtime_dir)
+            backend.session_mark = f"s{secrets.token_hex(6)}/"
             backend.start()
             capacity = backend.capacity()
             links = Links(self.loop, backend.address(self.runtime_dir), self._deliver)
@@ -349,10 +351,10 @@ class Hub:
     def _close(self) -> None:
         self.status.close()
         self.workers.close()
-        self.workers.end_marked()  # what calls started and left running
         self.recorder.close()
         self.links.close()
         self.backend.close()
+        self.workers.end_marked()  # what calls started and left running
         shutil.rmtree(self.runtime_dir, ignore_errors=True)
         remove_stale_run_dirs()  # of sessions that were killed
         self.loop.close()

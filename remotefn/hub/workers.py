@@ -60,7 +60,7 @@ class Workers:
         self.all: set[WorkerRecord] = set()
         self._ids = itertools.count()
         #: What every worker's mark starts with (see ``launch.end_marked``).
-        self.marks = f"s{secrets.token_hex(6)}/"
+        self.marks = backend.session_mark
         #: The session is stopping: calls of workers that die fail instead of running again.
         self.stopping = False
 
@@ -215,7 +215,7 @@ class Workers:
     def end_marked(self) -> None:
         """SIGKILL what the session's calls started, where it can see them (see
         ``Backend.runs_calls_here``): what is left once the session ends."""
-        if self.backend.runs_calls_here:
+        if self.backend.runs_calls_here and self.marks:
             launch.end_marked(session=self.marks)
 
     def retire(self, worker: WorkerRecord) -> None:

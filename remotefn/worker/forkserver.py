@@ -26,7 +26,7 @@ import traceback
 from typing import TYPE_CHECKING
 
 from ..protocol.launch import (CONNECTION_FD, MARK, STATUS_FD, end_marked, exited, forked,
-                               read_fork_request, session_of)
+                               read_fork_request)
 
 if TYPE_CHECKING:
     from typing import Any
@@ -85,7 +85,6 @@ def _child(environment: dict[str, str], cwd: str | None, stderr_fd: int, status_
 
 
 def serve(channel: socket.socket) -> None:
-    global forked_for
     # What every worker imports, loaded once here; the rest waits until the server is idle,
     # so that the first worker (which the session is waiting for) starts sooner.
     from . import startup  # noqa: F401
@@ -125,7 +124,6 @@ def serve(channel: socket.socket) -> None:
             if not message:
                 return
             environment, cwd = read_fork_request(message)
-            forked_for = session_of(environment.get(MARK, ""))
             pid = os.fork()
             if pid == 0:
                 _child(environment, cwd, fds[0], fds[1], fds[2],
@@ -151,14 +149,10 @@ def main() -> int:
                     os.kill(child, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-        if forked_for not in ("", "/"):
-            end_marked(session=forked_for)  # and what left the groups (daemons)
+        session = os.environ.get(MARK)  # the session's part of its workers' marks
+        if session:
+            end_marked(session=session)  # and what left the groups (daemons)
     return 0
-
-
-#: The session part of the marks of the workers this server forked (see
-#: ``launch.end_marked``).
-forked_for = ""
 
 
 def _children() -> list[int]:

@@ -92,17 +92,19 @@ def _watch_session(watch: Callable[..., bool], *args: Any) -> None:
 def _end_worker() -> None:
     try:
         registry.kill_local_sessions()
-        end_what_calls_started()
+        end_what_calls_started(whole_session=True)
         print("remotefn worker: the session is gone; exiting", file=sys.__stderr__)
     except BaseException:  # stderr may be a pipe to the dead session
         pass
     os._exit(EXIT_SESSION_LOST)
 
 
-def end_what_calls_started() -> None:
+def end_what_calls_started(whole_session: bool = False) -> None:
     """SIGKILL every process this worker's calls started: its descendants, every other
     member of its process group when it leads one (local workers), and every process that
-    carries its mark (those that left both: ``setsid``, a daemon's double fork)."""
+    carries its mark (those that left both: ``setsid``, a daemon's double fork); with
+    ``whole_session`` (the session is gone), every process that carries a mark of its
+    session, also of the session's workers that have ended."""
     me = os.getpid()
     leads_group = os.getpgrp() == me
     parents: dict[int, int] = {}
@@ -131,7 +133,9 @@ def end_what_calls_started() -> None:
         except (ProcessLookupError, PermissionError):
             pass
     mark = os.environ.get(launch.MARK)
-    if mark:
+    if mark and whole_session:
+        launch.end_marked(session=launch.session_of(mark))
+    elif mark:
         launch.end_marked([mark])
 
 
