@@ -427,7 +427,8 @@ _FINISHED_CALLS_DAEMONS = textwrap.dedent("""
     from remotefn import remote
     from test_hangs import fork_daemon, start_daemon
 
-    with remotefn.session("local", max_cores=2, forward_output=False):
+    with remotefn.session("local", max_cores=2, fork_server=sys.argv[2] == "fork",
+                          forward_output=False):
         pids = [remote(start_daemon)().result(), remote(fork_daemon)().result()]
         if sys.argv[1] == "mpi":
             pids += remote(start_daemon, cores=2)().result()
@@ -436,12 +437,14 @@ _FINISHED_CALLS_DAEMONS = textwrap.dedent("""
 """)
 
 
+@pytest.mark.parametrize("start", ["fork", "exec"])
 @pytest.mark.parametrize("calls", ["one-shot", "mpi"])
-def test_a_killed_session_ends_the_daemons_of_calls_that_finished(calls):
-    """No worker of the session is left to see it go: its fork server ends them."""
+def test_a_killed_session_ends_the_daemons_of_calls_that_finished(calls, start):
+    """No worker of the session is left to see it go: its fork server, or without one its
+    sentinel, ends them."""
     if calls == "mpi":
         pytest.importorskip("mpi4py")
-    script = subprocess.Popen([sys.executable, "-c", _FINISHED_CALLS_DAEMONS, calls],
+    script = subprocess.Popen([sys.executable, "-c", _FINISHED_CALLS_DAEMONS, calls, start],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                               env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     try:

@@ -102,6 +102,30 @@ class ForkServer:
             self.process.wait()
 
 
+class Sentinel:
+    """``python -m remotefn.worker.sentinel``, for a session without a fork server: when the
+    session's end of its pipe closes (the session ended, or was killed), it ends what the
+    session's calls started (see the module)."""
+
+    def __init__(self, environment: dict[str, str]) -> None:
+        theirs, self.ours = os.pipe()
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "remotefn.worker.sentinel", str(theirs)],
+                env=environment, stdin=subprocess.DEVNULL, pass_fds=(theirs,),
+                start_new_session=True)
+        finally:
+            os.close(theirs)
+
+    def close(self) -> None:
+        os.close(self.ours)
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
 class ForkedWorker(LaunchedWorker):
     """A worker forked by the fork server: its exit code comes from the server."""
 

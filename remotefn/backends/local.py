@@ -15,7 +15,7 @@ from ..errors import MissingDependency
 from ..protocol import launch
 from ..options import DEFAULT_OPTIONS, CallOptions, check_int
 from .base import Backend, Capacity, LaunchedWorker, WorkerSpec, worker_environment
-from .forking import ForkServer, forkable
+from .forking import ForkServer, Sentinel, forkable
 
 logger = logging.getLogger(__name__)
 
@@ -67,21 +67,28 @@ class LocalBackend(Backend):
         self.python = python or sys.executable
         self.use_fork_server = fork_server and python is None
         self.fork_server: ForkServer | None = None
+        self.sentinel: Sentinel | None = None
         self.mpiexec = mpiexec
         self._launcher: str | None = None  # what runs as mpiexec (see launcher())
         self.transport = transport
         self.interface = interface
 
     def start(self) -> None:
+        # The server's (or sentinel's) mark is the session's: the workers a fork server
+        # forks keep it in their initial environment (what /proc shows), and so does any
+        # process they fork without exec'ing.
+        spec = WorkerSpec("forkserver", DEFAULT_OPTIONS,
+                          {launch.MARK: self.session_mark} if self.session_mark else {})
+        environment = worker_environment(spec, os.environ)
         if self.use_fork_server:
-            # The server's mark is the session's: the workers it forks keep it in their
-            # initial environment (what /proc shows), and so does any process they fork
-            # without exec'ing.
-            spec = WorkerSpec("forkserver", DEFAULT_OPTIONS,
-                              {launch.MARK: self.session_mark} if self.session_mark else {})
-            self.fork_server = ForkServer(self.python, worker_environment(spec, os.environ))
+            self.fork_server = ForkServer(self.python, environment)
+        elif self.session_mark:
+            self.sentinel = Sentinel(environment)
 
     def close(self) -> None:
+        if self.sentinel is not None:
+            self.sentinel.close()
+            self.sentinel = None
         if self.fork_server is not None:
             self.fork_server.close()
             self.fork_server = None
