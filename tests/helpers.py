@@ -85,3 +85,27 @@ def write_pid(path: str) -> int:
         file.write(f"{pid}\n")
     os.replace(path + ".tmp", path)
     return pid
+
+
+def start_daemon() -> int:
+    """Inside a call: a process in a session of its own whose parent has exited (``setsid``
+    from a shell that ends at once); its pid."""
+    import subprocess
+
+    return int(subprocess.run(["sh", "-c", "setsid sleep 600 > /dev/null 2>&1 & echo $!"],
+                              capture_output=True, text=True, check=True).stdout)
+
+
+def fork_daemon() -> int:
+    """Inside a call: a daemon made by a double fork, without exec; its pid."""
+    read, write = os.pipe()
+    if os.fork() == 0:
+        try:
+            os.setsid()
+            if os.fork() == 0:
+                os.write(write, str(os.getpid()).encode())
+                time.sleep(600)
+        finally:
+            os._exit(0)
+    os.close(write)
+    return int(os.read(read, 32))

@@ -381,7 +381,7 @@ from remotefn import remote
 
 def start_grandchild(path):
     child = subprocess.Popen(["sleep", "600"])
-    # A daemon: its own session, and its parent (sh) gone.
+    # A daemon: its own session, and its parent (sh) gone (the script cannot import helpers).
     daemon = subprocess.run(["sh", "-c", "setsid sleep 600 > /dev/null 2>&1 & echo $!"],
                             capture_output=True, text=True).stdout.strip()
     with open(path + ".tmp", "w") as file:

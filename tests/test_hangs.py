@@ -17,7 +17,7 @@ import pytest
 
 import remotefn
 from remotefn import DependencyError, SerializationError, WorkerStartError, remote
-from helpers import alive, live_children, wait_for_file, wait_until
+from helpers import alive, fork_daemon, live_children, start_daemon, wait_for_file, wait_until
 
 
 def identity(x):
@@ -357,10 +357,10 @@ _GRANDCHILD_SCRIPT = textwrap.dedent("""
     from remotefn import remote
 
     def start_grandchild(path):
+        from helpers import start_daemon
+
         child = subprocess.Popen(["sleep", "600"])
-        # A daemon: its own session, and its parent (sh) gone, so init's child now.
-        daemon = subprocess.run(["sh", "-c", "setsid sleep 600 > /dev/null 2>&1 & echo $!"],
-                                capture_output=True, text=True).stdout.strip()
+        daemon = start_daemon()  # its own session, and its parent (sh) gone
         with open(path + ".tmp", "w") as file:
             file.write(f"{os.getpid()} {child.pid} {daemon}")
         os.rename(path + ".tmp", path)
@@ -388,29 +388,6 @@ def test_killing_the_session_ends_the_processes_its_calls_started(tmp_path, star
                what="the worker and the processes its call started to end")
 
 
-def start_daemon():
-    """Inside a call: a process in a session of its own whose parent has exited; its pid."""
-    return int(subprocess.run(["sh", "-c", "setsid sleep 600 > /dev/null 2>&1 & echo $!"],
-                              capture_output=True, text=True, check=True).stdout)
-
-
-def fork_daemon():
-    """Inside a call: a daemon made by a double fork, without exec; its pid."""
-    import time
-
-    read, write = os.pipe()
-    if os.fork() == 0:
-        try:
-            os.setsid()
-            if os.fork() == 0:
-                os.write(write, str(os.getpid()).encode())
-                time.sleep(600)
-        finally:
-            os._exit(0)
-    os.close(write)
-    return int(os.read(read, 32))
-
-
 @pytest.mark.parametrize("start", ["fork", "exec"])
 def test_a_session_that_ends_ends_the_daemons_its_calls_started(start):
     with remotefn.session("local", fork_server=start == "fork", forward_output=False):
@@ -425,7 +402,7 @@ _FINISHED_CALLS_DAEMONS = textwrap.dedent("""
     import sys
     import remotefn
     from remotefn import remote
-    from test_hangs import fork_daemon, start_daemon
+    from helpers import fork_daemon, start_daemon
 
     with remotefn.session("local", max_cores=2, fork_server=sys.argv[2] == "fork",
                           forward_output=False):

@@ -95,11 +95,7 @@ class ForkServer:
         except OSError:
             pass
         self.channel.close()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        _wait_or_kill(self.process)
 
 
 class Sentinel:
@@ -119,11 +115,16 @@ class Sentinel:
 
     def close(self) -> None:
         os.close(self.ours)
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        _wait_or_kill(self.process)
+
+
+def _wait_or_kill(process: subprocess.Popen[bytes]) -> None:
+    """Wait for a helper process told to end; kill it if it has not within 10 s."""
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 class ForkedWorker(LaunchedWorker):

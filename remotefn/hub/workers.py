@@ -1,5 +1,5 @@
-"""Workers: starting them, the handshake, stopping them, watching them exit, and what their
-exit means for the calls they held.
+"""Workers: starting them, the handshake, stopping them and watching them exit (what an
+exit means for the calls they held: :mod:`.fates`).
 
 Runs in the hub thread. A worker's life: STARTING (launched) -> INITIALIZING (HELLO received,
 WELCOME sent) -> READY (READY received) -> STOPPING (told to stop, killed or exited) -> gone
@@ -20,10 +20,10 @@ from typing import Any
 
 from .._version import __version__
 from ..backends import Backend, WorkerSpec
-from ..errors import (CallTimeout, ProtocolError, RemoteFnError, WorkerDied,
-                      WorkerStartError)
+from ..errors import CallTimeout, ProtocolError, RemoteFnError, WorkerStartError
 from ..protocol import launch, messages
 from ..protocol.messages import PROTOCOL_VERSION, Kind
+from . import fates
 from .events import EventLoop
 from .ledger import Ledger, Share
 from .links import Links
@@ -36,9 +36,6 @@ logger = logging.getLogger("remotefn.hub")
 EXIT_GRACE = 0.2
 #: Workers told to shut down are killed if still alive after this many seconds.
 STOP_GRACE = 3.0
-#: A block pool whose workers fail to start this many times in a row fails its queued calls
-#: (a later call tries again).
-MAX_FAILED_STARTS = 3
 STDERR_TAIL = 16384
 
 
@@ -89,7 +86,7 @@ class Workers:
                 assigned.future._fail(failure)
                 assigned.finish()
             else:
-                self._fail_start(pool, None, failure)
+                fates.fail_start(pool, None, failure)
             return None
         worker = WorkerRecord(worker_id, pool, process, self.key, share)
         worker.assigned = assigned
@@ -141,7 +138,7 @@ class Workers:
                       f"{PROTOCOL_VERSION}); install the same version on both sides")
             self.links.send(worker, Kind.REJECT, messages.text(reason))
             self.retire(worker)
-            self._fail_start(worker.pool, worker, ProtocolError(reason))
+            fates.fail_start(worker.pool, worker, ProtocolError(reason))
             return
         worker.state = State.INITIALIZING
         self.links.send(worker, Kind.WELCOME, messages.welcome(worker.pool.init_payload))
@@ -158,7 +155,7 @@ class Workers:
                   "version on both sides")
         worker.process.signal(signal.SIGKILL)
         self.retire(worker)
-        self._fail_start(worker.pool, worker, ProtocolError(reason))
+        fates.fail_start(worker.pool, worker, ProtocolError(reason))
 
     def on_ready(self, worker: WorkerRecord) -> Call | None:
         """READY: the worker takes calls now; returns the one-shot call it was started for."""
@@ -174,7 +171,7 @@ class Workers:
 
     def on_init_failed(self, worker: WorkerRecord, body: list[Any]) -> None:
         self.retire(worker)
-        self._fail_start(worker.pool, worker, WorkerStartError(
+        fates.fail_start(worker.pool, worker, WorkerStartError(
             f"init of {worker.pool.describe()} raised in {worker.describe()}",
             stderr=messages.read_text(body)))
 
@@ -304,86 +301,8 @@ class Workers:
             if self.ledger.lose(node):
                 logger.warning("node %s failed; no worker is placed there any more", node)
         self._forget(worker)
-        pool = worker.pool
-        if was_starting and not (never_connected and self._relaunch(worker, code)):
-            self._fail_start(pool, worker, WorkerStartError(
-                f"{worker.describe()} for {pool.describe()} exited with "
-                f"{worker.process.describe_exit(code)} before it was ready",
-                stderr=worker.stderr_text()))
-        if worker.assigned is not None:
-            self._requeue_or_fail(pool, worker, worker.assigned, code, started=False)
-            worker.assigned = None
-        if worker.inflight:
-            # Calls the worker finished but whose results died with it run again, as do
-            # those sent ahead that never started; the one it was running failed it.
-            lost = [c for c in worker.inflight if c.call_id in worker.finished]
-            pending = [c for c in worker.inflight if c.call_id not in worker.finished]
-            if lost:
-                logger.warning("%s died before the results of %d finished calls reached the "
-                               "session; running them again", worker.describe(), len(lost))
-            running = pending.pop(0) if pending else None
-            for call in reversed(lost + pending):  # queued before the running call fails:
-                pool.queue.appendleft(call)        # its callbacks may submit more
-            worker.inflight.clear()
-            if running is not None:
-                self._requeue_or_fail(pool, worker, running, code, started=True)
-
-    def _relaunch(self, worker: WorkerRecord, code: int | None) -> bool:
-        """A one-shot worker exited before it connected: its call gets a second worker, once
-        (an MPI launch or a job step can fail for reasons that do not come back). Block pools
-        retry through ``failed_starts`` instead. Whether the call was put back in the queue."""
-        call = worker.assigned
-        if (call is None or call.relaunched or self.stopping or call.future.done()
-                or not worker.pool.one_shot):
-            return False
-        call.relaunched = True
-        worker.assigned = None
-        logger.warning("%s exited with %s before it connected; starting another for %s:\n%s",
-                       worker.describe(), worker.process.describe_exit(code), call.describe(),
-                       worker.stderr_text().rstrip())
-        worker.pool.queue.appendleft(call)
-        return True
-
-    def _requeue_or_fail(self, pool: Pool, worker: WorkerRecord, call: Call, code: int | None,
-                         started: bool) -> None:
-        if call.future.done():
-            return
-        if self.stopping:
-            call.future._fail(RemoteFnError(
-                f"the session was shut down while {call.describe()} ran"))
-            call.finish()
-        elif started and call.retries_left == 0:
-            failed = self.backend.failed_nodes(worker.stderr_text())
-            cause = (f"node {', '.join(failed)} failed" if failed else
-                     "This can be caused by a segmentation fault, os._exit, a kill signal or the "
-                     "worker running out of memory")
-            call.future._fail(WorkerDied(
-                f"{worker.describe()} died with {worker.process.describe_exit(code)} while "
-                f"running {call.describe()}. {cause}.\n{worker.stderr_text()}".rstrip()))
-            call.finish()
-        else:
-            if started:
-                call.retries_left -= 1
-                logger.warning("%s died with %s; running %s again (%d retries left)",
-                               worker.describe(), worker.process.describe_exit(code),
-                               call.describe(), call.retries_left)
-            pool.queue.appendleft(call)
-
-    def _fail_start(self, pool: Pool, worker: WorkerRecord | None, error: BaseException) -> None:
-        """A worker could not start: fail the calls that were waiting for it."""
-        if worker is not None and worker.assigned is not None:
-            call, worker.assigned = worker.assigned, None
-            call.future._fail(error)
-            call.finish()
-        if pool.one_shot:
-            return
-        pool.failed_starts += 1
-        if pool.failed_starts >= MAX_FAILED_STARTS:
-            pool.failed_starts = 0
-            while pool.queue:
-                call = pool.queue.popleft()
-                call.future._fail(error)
-                call.finish()
+        fates.settle(worker, code, was_starting, never_connected, self.stopping,
+                     self.backend.failed_nodes)
 
     def _forget(self, worker: WorkerRecord) -> None:
         self.all.discard(worker)
